@@ -1,0 +1,1 @@
+"""Benchmarks of minigrad: run `python -m benchmarks`."""

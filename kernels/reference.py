@@ -1,0 +1,218 @@
+"""Reference kernels in plain NumPy: the readable definition of every op.
+
+This is the file to open to learn how a convolutional network is computed.
+Every function takes arrays and returns arrays; nothing here knows about tensors
+or autograd.  The fast kernels (Numba on the CPU, CUDA on the GPU) have the same
+names and signatures and are tested against these.
+
+Layouts: images are NCHW (batch, channels, height, width), convolution weights
+OIHW (out channels, in channels, kernel height, kernel width).  Geometry
+arguments (kernel_size, stride, padding) are (height, width) pairs.  The kernels
+trust their arguments: the engine validates them first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geometry import avg_pool_divisor, conv_out_size, padded_extent, pool_out_size
+
+# --------------------------------------------------------------------------
+# im2col / col2im: turn every sliding window into a column, and back
+# --------------------------------------------------------------------------
+
+def im2col(x, kernel_size, stride, padding, out_size, fill_value=0.0):
+    """Gather every window of x into columns.
+
+    Returns cols of shape (N, C, KH, KW, OH, OW) with
+        cols[n, c, i, j, oh, ow] = x_padded[n, c, oh*SH + i, ow*SW + j],
+    i.e. for each kernel offset (i, j) the input pixels that this offset of the
+    kernel touches at every output position.  Padding reads as `fill_value`
+    (0 for convolution and average pooling, -inf for max pooling).
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_size
+    hp = padded_extent(h, kh, sh, ph, oh)
+    wp = padded_extent(w, kw, sw, pw, ow)
+    x_padded = np.full((n, c, hp, wp), fill_value, dtype=x.dtype)
+    x_padded[:, :, ph:ph + h, pw:pw + w] = x
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):          # one strided slice per kernel offset: KH*KW copies
+        for j in range(kw):
+            cols[:, :, i, j] = x_padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return cols
+
+
+def col2im(cols, x_shape, stride, padding):
+    """The transpose of im2col: add every column entry back onto the pixel it
+    came from.  Pixels covered by several windows receive the sum."""
+    n, c, h, w = x_shape
+    _, _, kh, kw, oh, ow = cols.shape
+    (sh, sw), (ph, pw) = stride, padding
+    hp = padded_extent(h, kh, sh, ph, oh)
+    wp = padded_extent(w, kw, sw, pw, ow)
+    x_padded = np.zeros((n, c, hp, wp), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            x_padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, :, i, j]
+    return x_padded[:, :, ph:ph + h, pw:pw + w]
+
+
+def _column_matrix(cols):
+    """(N, C, KH, KW, OH, OW) -> (C*KH*KW, N*OH*OW): one row per weight, one column per output pixel."""
+    n, c, kh, kw, oh, ow = cols.shape
+    return cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * kh * kw, n * oh * ow)
+
+
+# --------------------------------------------------------------------------
+# Convolution = im2col + one matrix product
+# --------------------------------------------------------------------------
+
+def conv2d_forward(x, weight, bias, stride, padding):
+    """y[n, o] = sum over c, i, j of weight[o, c, i, j] * x_padded[n, c, oh*SH + i, ow*SW + j] + bias[o].
+
+    As a GEMM: (O, C*KH*KW) @ (C*KH*KW, N*OH*OW) -> (O, N*OH*OW).
+    """
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    out = (conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1]))
+    cols = im2col(x, (kh, kw), stride, padding, out)
+    y = weight.reshape(o, -1) @ _column_matrix(cols)
+    if bias is not None:
+        y += bias[:, None]
+    return np.ascontiguousarray(y.reshape(o, n, *out).transpose(1, 0, 2, 3))
+
+
+def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True):
+    """Gradients of conv2d_forward: (grad_x or None, grad_weight, grad_bias).
+
+    grad_weight = grad_y_matrix @ columns^T   (O, N*OH*OW) @ (N*OH*OW, C*KH*KW)
+    grad_cols   = weight_matrix^T @ grad_y_matrix, then col2im puts each column
+                  entry back on its pixel
+    grad_bias   = grad_y summed over batch and space
+    """
+    o, c, kh, kw = weight.shape
+    n, _, oh, ow = grad_y.shape
+    grad_y_matrix = grad_y.transpose(1, 0, 2, 3).reshape(o, n * oh * ow)
+    cols = im2col(x, (kh, kw), stride, padding, (oh, ow))
+    grad_weight = (grad_y_matrix @ _column_matrix(cols).T).reshape(weight.shape)
+    grad_bias = grad_y.sum(axis=(0, 2, 3))
+    grad_x = None
+    if need_input_grad:
+        grad_cols = weight.reshape(o, -1).T @ grad_y_matrix
+        grad_cols = grad_cols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5)
+        grad_x = np.ascontiguousarray(col2im(grad_cols, x.shape, stride, padding))
+    return grad_x, grad_weight, grad_bias
+
+
+# --------------------------------------------------------------------------
+# Pooling: the same windows, reduced by max or mean instead of a dot product
+# --------------------------------------------------------------------------
+
+def _pool_out(x_shape, kernel_size, stride, padding, ceil_mode):
+    return tuple(pool_out_size(x_shape[2 + d], kernel_size[d], stride[d], padding[d], ceil_mode)
+                 for d in range(2))
+
+
+def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
+    """Max over each window, and where it was.
+
+    Returns (y, argmax): argmax[n, c, oh, ow] is the flat index h*W + w of the
+    input pixel that won (the first maximum in row-major window order, as in
+    PyTorch and Caffe).  Padding reads as -inf, so it never wins.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    oh, ow = _pool_out(x.shape, kernel_size, stride, padding, ceil_mode)
+    windows = im2col(x, kernel_size, stride, padding, (oh, ow), -np.inf).reshape(n, c, kh * kw, oh, ow)
+    offset = windows.argmax(axis=2)                      # which of the KH*KW window cells
+    y = np.take_along_axis(windows, offset[:, :, None], axis=2)[:, :, 0]
+    i, j = np.divmod(offset, kw)                         # window cell -> input row and column
+    rows = np.arange(oh)[:, None] * sh - ph + i
+    columns = np.arange(ow)[None, :] * sw - pw + j
+    return y, rows * w + columns
+
+
+def max_pool2d_backward(grad_y, argmax, x_shape):
+    """Each output's gradient goes to the one input pixel that won its window;
+    a pixel that wins several overlapping windows receives the sum."""
+    n, c, h, w = x_shape
+    grad_x = np.zeros((n, c, h * w), dtype=grad_y.dtype)
+    batch = np.arange(n)[:, None, None]
+    channel = np.arange(c)[None, :, None]
+    np.add.at(grad_x, (batch, channel, argmax.reshape(n, c, -1)), grad_y.reshape(n, c, -1))
+    return grad_x.reshape(x_shape)
+
+
+def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    """Mean over each window; see geometry.avg_pool_divisor for what a window counts."""
+    out = _pool_out(x.shape, kernel_size, stride, padding, ceil_mode)
+    cols = im2col(x, kernel_size, stride, padding, out)
+    divisor = avg_pool_divisor(x.shape[2:], kernel_size, stride, padding, out, count_include_pad)
+    return (cols.sum(axis=(2, 3)) / divisor).astype(x.dtype)
+
+
+def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    """Each output's gradient, divided by its divisor, is spread over its window."""
+    n, c, oh, ow = grad_y.shape
+    divisor = avg_pool_divisor(x_shape[2:], kernel_size, stride, padding, (oh, ow), count_include_pad)
+    share = (grad_y / divisor).astype(grad_y.dtype)
+    grad_cols = np.broadcast_to(share[:, :, None, None], (n, c, *kernel_size, oh, ow))
+    return np.ascontiguousarray(col2im(grad_cols, x_shape, stride, padding))
+
+
+# --------------------------------------------------------------------------
+# ReLU
+# --------------------------------------------------------------------------
+
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(grad_y, y):
+    """The gradient passes where the output is positive (the input was > 0)."""
+    return grad_y * (y > 0)
+
+
+# --------------------------------------------------------------------------
+# Local response normalisation across channels (AlexNet, GoogLeNet's stem)
+# --------------------------------------------------------------------------
+
+def _channel_window_sum(a, before, after):
+    """s[:, c] = a[:, c - before] + ... + a[:, c + after], channels outside the range read as 0."""
+    zeros = np.zeros_like(a[:, :1])
+    cumulative = np.concatenate([zeros, np.cumsum(a, axis=1)], axis=1)
+    channels = a.shape[1]
+    top = np.minimum(np.arange(channels) + after + 1, channels)
+    bottom = np.maximum(np.arange(channels) - before, 0)
+    return cumulative[:, top] - cumulative[:, bottom]
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    """y = x / scale**beta with scale = k + alpha/size * (sum of x**2 over `size`
+    neighbouring channels: size//2 before, (size-1)//2 after; PyTorch's and Caffe's
+    definition).  Returns (y, scale); the backward pass reuses scale."""
+    scale = k + (alpha / size) * _channel_window_sum(x * x, size // 2, (size - 1) // 2)
+    return x * scale ** -beta, scale
+
+
+def lrn_backward(x, y, scale, grad_y, size, alpha, beta, k):
+    """d/dx_c: grad_y_c * scale_c**-beta, minus 2*alpha*beta/size * x_c times the
+    sum, over every channel j whose window holds c, of grad_y_j * y_j / scale_j.
+    Channel j's window holds c when c - (size-1)//2 <= j <= c + size//2."""
+    ratio = grad_y * y / scale
+    spread = _channel_window_sum(ratio, (size - 1) // 2, size // 2)
+    return grad_y * scale ** -beta - (2.0 * alpha * beta / size) * x * spread
+
+
+# --------------------------------------------------------------------------
+# Concatenation along channels (the Inception merge) and its inverse
+# --------------------------------------------------------------------------
+
+def concat(arrays, axis=1):
+    return np.concatenate(arrays, axis=axis)
+
+
+def split(array, sizes, axis=1):
+    """Cut `array` into consecutive pieces of the given sizes along `axis`."""
+    return np.split(array, np.cumsum(sizes)[:-1], axis=axis)

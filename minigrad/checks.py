@@ -1,0 +1,68 @@
+"""Argument checks shared by the public ops.
+
+The kernels (NumPy, Numba, CUDA) trust their arguments, and the fast ones do no
+bounds checking, so every public op validates here first.  Each error names the
+op, the argument and the shapes involved.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from kernels.geometry import conv_out_size, pool_out_size
+
+from .tensor import Tensor
+
+
+def as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints -> (height, width), each >= minimum."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_tensor(op: str, name: str, t, ndim=None, floating=True):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a minigrad Tensor, got {type(t).__name__}")
+    if ndim is not None and t.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
+        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {t.shape}")
+    if floating and t.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
+    if ndim is not None and t.numel() == 0:
+        raise ValueError(f"{op}: {name} has a zero-sized dimension, shape {t.shape}")
+
+
+def check_same_dtype(op: str, **tensors):
+    named = [(n, t) for n, t in tensors.items() if t is not None]
+    first_name, first = named[0]
+    for name, t in named[1:]:
+        if t.dtype != first.dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has dtype {first.dtype}")
+
+
+def check_windows(op: str, shape, kernel, stride, padding, ceil_mode=None):
+    """The output grid of a convolution (ceil_mode None) or pooling over shape (N, C, H, W).
+
+    Raises when the kernel does not fit in the padded input, or a pooling window
+    could lie entirely in the padding (padding > kernel // 2, as PyTorch refuses).
+    """
+    height, width = shape[2], shape[3]
+    if kernel[0] > height + 2 * padding[0] or kernel[1] > width + 2 * padding[1]:
+        raise ValueError(f"{op}: kernel_size {kernel} is larger than the padded input "
+                         f"({height + 2 * padding[0]}, {width + 2 * padding[1]}) "
+                         f"(input shape {tuple(shape)}, padding {padding})")
+    if ceil_mode is None:
+        return tuple(conv_out_size(n, k, s, p) for n, k, s, p in zip((height, width), kernel, stride, padding))
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel}")
+    return tuple(pool_out_size(n, k, s, p, ceil_mode) for n, k, s, p in zip((height, width), kernel, stride, padding))
+
+
+def check_probability(op: str, name: str, p):
+    if not isinstance(p, numbers.Real) or isinstance(p, bool):
+        raise TypeError(f"{op}: {name} must be a number, got {type(p).__name__}")
+    if not 0 <= p < 1:
+        raise ValueError(f"{op}: {name} must be in [0, 1), got {p}")

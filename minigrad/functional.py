@@ -1,0 +1,312 @@
+"""Neural-network ops, named and ordered like torch.nn.functional.
+
+Each op is a Function (forward and backward side by side) and a public wrapper
+that validates the arguments before any kernel sees them.  Convolution, pooling,
+ReLU, LRN and concatenation run on the hand-written kernels picked by
+`kernels.for_array`; the rest is a few lines of array code.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import kernels
+
+from . import random
+from .backend import array_module
+from .checks import as_pair, check_probability, check_same_dtype, check_tensor, check_windows
+from .tensor import Function, Tensor
+
+# ---- convolution -------------------------------------------------------------
+
+class Conv2d(Function):
+    name = "conv2d"
+
+    def __init__(self, stride, padding):
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x, weight, bias=None):
+        self.x, self.weight, self.has_bias = x, weight, bias is not None
+        return kernels.for_array(x).conv2d_forward(x, weight, bias, self.stride, self.padding)
+
+    def backward(self, grad):
+        grad_x, grad_weight, grad_bias = kernels.for_array(grad).conv2d_backward(
+            self.x, self.weight, grad, self.stride, self.padding, self.needs_input_grad[0])
+        return (grad_x, grad_weight, grad_bias) if self.has_bias else (grad_x, grad_weight)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0):
+    """2-D convolution (cross-correlation, as in every DL library): NCHW input, OIHW weight."""
+    check_tensor("conv2d", "input", input, ndim=4)
+    check_tensor("conv2d", "weight", weight, ndim=4)
+    if bias is not None:
+        check_tensor("conv2d", "bias", bias, ndim=1)
+    check_same_dtype("conv2d", input=input, weight=weight, bias=bias)
+    if weight.shape[1] != input.shape[1]:
+        raise ValueError(f"conv2d: weight expects {weight.shape[1]} input channels but input has "
+                         f"{input.shape[1]} (input shape {input.shape}, weight shape {weight.shape})")
+    if bias is not None and bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"conv2d: bias has {bias.shape[0]} entries but weight has {weight.shape[0]} "
+                         f"output channels (bias shape {bias.shape}, weight shape {weight.shape})")
+    stride = as_pair("conv2d", "stride", stride, 1)
+    padding = as_pair("conv2d", "padding", padding, 0)
+    check_windows("conv2d", input.shape, weight.shape[2:], stride, padding)
+    fn = Conv2d(stride, padding)
+    return fn(input, weight) if bias is None else fn(input, weight, bias)
+
+
+# ---- pooling -------------------------------------------------------------------
+
+class MaxPool2d(Function):
+    name = "max_pool2d"
+
+    def __init__(self, kernel_size, stride, padding, ceil_mode):
+        self.geometry = kernel_size, stride, padding, ceil_mode
+
+    def forward(self, x):
+        y, self.argmax = kernels.for_array(x).max_pool2d_forward(x, *self.geometry)
+        self.x_shape = x.shape
+        return y
+
+    def backward(self, grad):
+        return kernels.for_array(grad).max_pool2d_backward(grad, self.argmax, self.x_shape)
+
+
+class AvgPool2d(Function):
+    name = "avg_pool2d"
+
+    def __init__(self, kernel_size, stride, padding, ceil_mode, count_include_pad):
+        self.geometry = kernel_size, stride, padding, ceil_mode, count_include_pad
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return kernels.for_array(x).avg_pool2d_forward(x, *self.geometry)
+
+    def backward(self, grad):
+        return kernels.for_array(grad).avg_pool2d_backward(grad, self.x_shape, *self.geometry)
+
+
+def _pool_geometry(op, input, kernel_size, stride, padding, ceil_mode):
+    check_tensor(op, "input", input, ndim=4)
+    kernel_size = as_pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel_size if stride is None else as_pair(op, "stride", stride, 1)
+    padding = as_pair(op, "padding", padding, 0)
+    check_windows(op, input.shape, kernel_size, stride, padding, bool(ceil_mode))
+    return kernel_size, stride, padding, bool(ceil_mode)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """Max over each window (padding counts as -inf); stride defaults to kernel_size."""
+    return MaxPool2d(*_pool_geometry("max_pool2d", input, kernel_size, stride, padding, ceil_mode))(input)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """Mean over each window; with count_include_pad the zeros of the padding count."""
+    geometry = _pool_geometry("avg_pool2d", input, kernel_size, stride, padding, ceil_mode)
+    return AvgPool2d(*geometry, bool(count_include_pad))(input)
+
+
+# ---- activations and normalisation -------------------------------------------
+
+class ReLU(Function):
+    name = "relu"
+
+    def forward(self, x):
+        self.y = kernels.for_array(x).relu_forward(x)
+        return self.y
+
+    def backward(self, grad):
+        return kernels.for_array(grad).relu_backward(grad, self.y)
+
+
+def relu(input):
+    check_tensor("relu", "input", input)
+    return ReLU()(input)
+
+
+class LocalResponseNorm(Function):
+    name = "local_response_norm"
+
+    def __init__(self, size, alpha, beta, k):
+        self.params = size, alpha, beta, k
+
+    def forward(self, x):
+        y, scale = kernels.for_array(x).lrn_forward(x, *self.params)
+        self.x, self.y, self.scale = x, y, scale
+        return y
+
+    def backward(self, grad):
+        return kernels.for_array(grad).lrn_backward(self.x, self.y, self.scale, grad, *self.params)
+
+
+def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Normalise each value by the energy of `size` neighbouring channels (across channels)."""
+    check_tensor("local_response_norm", "input", input, ndim=4)
+    if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"local_response_norm: size must be an int >= 1, got {size!r}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"local_response_norm: {name} must be a number, got {value!r}")
+    if k <= 0:
+        raise ValueError(f"local_response_norm: k must be > 0 (the base of a power), got {k}")
+    return LocalResponseNorm(int(size), float(alpha), float(beta), float(k))(input)
+
+
+# ---- fully connected, dropout --------------------------------------------------
+
+class Linear(Function):
+    name = "linear"
+
+    def forward(self, x, weight, bias=None):
+        self.x, self.weight, self.has_bias = x, weight, bias is not None
+        y = x @ weight.T
+        return y + bias if bias is not None else y
+
+    def backward(self, grad):
+        lead = grad.reshape(-1, grad.shape[-1])           # (*, out) -> (rows, out)
+        grad_x = grad @ self.weight if self.needs_input_grad[0] else None
+        grad_weight = lead.T @ self.x.reshape(-1, self.x.shape[-1])
+        return (grad_x, grad_weight, lead.sum(axis=0)) if self.has_bias else (grad_x, grad_weight)
+
+
+def linear(input, weight, bias=None):
+    """y = input @ weight.T + bias, weight of shape (out_features, in_features)."""
+    check_tensor("linear", "input", input, ndim=tuple(range(1, 9)))
+    check_tensor("linear", "weight", weight, ndim=2)
+    if bias is not None:
+        check_tensor("linear", "bias", bias, ndim=1)
+    check_same_dtype("linear", input=input, weight=weight, bias=bias)
+    if input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input has {input.shape[-1]} features but weight expects {weight.shape[1]} "
+                         f"(input shape {input.shape}, weight shape {weight.shape})")
+    if bias is not None and bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"linear: bias has {bias.shape[0]} entries but weight has {weight.shape[0]} outputs")
+    return Linear()(input, weight) if bias is None else Linear()(input, weight, bias)
+
+
+class Dropout(Function):
+    name = "dropout"
+
+    def __init__(self, p):
+        self.p = p
+
+    def forward(self, x):
+        keep = random.uniform(x.shape, like=x) >= self.p
+        self.mask = keep.astype(x.dtype) / x.dtype.type(1 - self.p)   # scale kept values by 1/(1-p)
+        return x * self.mask
+
+    def backward(self, grad):
+        return grad * self.mask
+
+
+def dropout(input, p=0.5, training=True):
+    """Zero each value with probability p in training, scaling the rest by 1/(1-p)."""
+    check_tensor("dropout", "input", input)
+    check_probability("dropout", "p", p)
+    return Dropout(float(p))(input) if training and p > 0 else input
+
+
+# ---- classification losses ---------------------------------------------------------
+
+class LogSoftmax(Function):
+    name = "log_softmax"
+
+    def __init__(self, dim):
+        self.dim = dim
+
+    def forward(self, x):
+        xp = array_module(x)
+        shifted = x - x.max(axis=self.dim, keepdims=True)     # exp never overflows
+        self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
+        return self.y
+
+    def backward(self, grad):
+        xp = array_module(grad)
+        return grad - xp.exp(self.y) * grad.sum(axis=self.dim, keepdims=True)
+
+
+def log_softmax(input, dim):
+    check_tensor("log_softmax", "input", input)
+    if not isinstance(dim, numbers.Integral) or not -input.ndim <= dim < max(input.ndim, 1):
+        raise ValueError(f"log_softmax: dim {dim!r} is out of range for input shape {input.shape}")
+    return LogSoftmax(int(dim) % input.ndim)(input)
+
+
+class NLLLoss(Function):
+    name = "nll_loss"
+
+    def __init__(self, target):
+        self.target = target
+
+    def forward(self, log_probs):
+        xp = array_module(log_probs)
+        self.classes = log_probs.shape[1]
+        picked = log_probs[xp.arange(len(self.target)), self.target]
+        return xp.asarray(-picked.mean(), dtype=log_probs.dtype)
+
+    def backward(self, grad):
+        xp = array_module(grad)
+        n = len(self.target)
+        grad_input = xp.zeros((n, self.classes), dtype=grad.dtype)
+        grad_input[xp.arange(n), self.target] = -grad / n
+        return grad_input
+
+
+def _check_target(op, input, target):
+    check_tensor(op, "input", input, ndim=2)
+    data = target.data if isinstance(target, Tensor) else target
+    xp = array_module(input.data)
+    data = xp.asarray(data)
+    if data.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {data.dtype}")
+    if data.shape != (input.shape[0],):
+        raise ValueError(f"{op}: target must have shape ({input.shape[0]},) to match input {input.shape}, "
+                         f"got {data.shape}")
+    if data.size and (int(data.min()) < 0 or int(data.max()) >= input.shape[1]):
+        raise ValueError(f"{op}: target values must be in [0, {input.shape[1]}), got range "
+                         f"[{int(data.min())}, {int(data.max())}]")
+    return data
+
+
+def nll_loss(input, target):
+    """Mean over the batch of -input[n, target[n]] (input holds log-probabilities)."""
+    return NLLLoss(_check_target("nll_loss", input, target))(input)
+
+
+def cross_entropy(input, target):
+    """Mean cross-entropy of logits (N, C) against integer targets (N,)."""
+    target = _check_target("cross_entropy", input, target)
+    return NLLLoss(target)(log_softmax(input, 1))
+
+
+# ---- concatenation (the Inception merge) -------------------------------------------
+
+class Cat(Function):
+    name = "cat"
+
+    def __init__(self, dim):
+        self.dim = dim
+
+    def forward(self, *arrays):
+        self.sizes = [a.shape[self.dim] for a in arrays]
+        return kernels.for_array(arrays[0]).concat(arrays, self.dim)
+
+    def backward(self, grad):
+        return tuple(kernels.for_array(grad).split(grad, self.sizes, self.dim))
+
+
+def cat(tensors, dim=1):
+    """Concatenate tensors along dim; its backward splits the gradient back."""
+    if isinstance(tensors, Tensor) or not len(tensors):
+        raise TypeError("cat: expected a non-empty sequence of Tensors")
+    for i, t in enumerate(tensors):
+        check_tensor("cat", f"tensors[{i}]", t, floating=False)
+    first = tensors[0]
+    if not isinstance(dim, numbers.Integral) or not -first.ndim <= dim < first.ndim:
+        raise ValueError(f"cat: dim {dim!r} is out of range for tensors of shape {first.shape}")
+    dim = int(dim) % first.ndim
+    for i, t in enumerate(tensors[1:], 1):
+        if t.ndim != first.ndim or t.shape[:dim] + t.shape[dim + 1:] != first.shape[:dim] + first.shape[dim + 1:]:
+            raise ValueError(f"cat: tensors[{i}] has shape {t.shape}, which does not match tensors[0]'s "
+                             f"{first.shape} outside dim {dim}")
+    return Cat(dim)(*tensors)

@@ -1,0 +1,433 @@
+"""The autograd engine: Tensor, Function, backward, and the arithmetic ops.
+
+Define-by-run: every op on tensors that require gradients records a Function
+node holding its inputs and whatever its backward needs.  `Tensor.backward()`
+orders those nodes topologically (iteratively, so a 10,000-op chain is fine),
+runs each node's backward once, adds up the gradients of values used more than
+once, and frees the saved arrays unless asked to keep them.
+
+Every op follows one pattern: a Function subclass with `forward(*arrays)` and
+`backward(grad_output)` side by side, and a one-line public method or wrapper.
+Forward and backward work on raw arrays (NumPy or CuPy), never on Tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .backend import array_module, device_of
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Run ops without recording them for backward (evaluation, optimizer steps)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class Function:
+    """One recorded op.  Subclasses implement forward and backward on arrays.
+
+    `forward(*arrays)` returns the output array; `backward(grad)` returns one
+    gradient (or None) per input, in order.  `self.needs_input_grad[i]` says
+    whether input i wants a gradient, so backward can skip work.  Whatever the
+    backward needs is stored on `self` in forward and dropped by `release()`.
+    """
+
+    name = None                      # the op's public name, used in error messages
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        _check_same_kind(self.op_name(), inputs)
+        output = Tensor(self.forward(*(t.data for t in inputs)))
+        if _grad_enabled and any(t.requires_grad for t in inputs):
+            # Edges, not tensors: a leaf to accumulate into, or the Function that made
+            # the input (None where no gradient is wanted).  Holding the input tensors
+            # themselves would keep every intermediate activation alive.
+            self.edges = tuple((t if t.creator is None else t.creator) if t.requires_grad else None
+                               for t in inputs)
+            self.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            self.released = False
+            output.requires_grad = True
+            output.creator = self
+        return output
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def op_name(self) -> str:
+        return self.name or type(self).__name__.lower()
+
+    def release(self):
+        """Drop the arrays saved for backward and the edges (after backward unless retain_graph)."""
+        vars(self).clear()
+        self.edges, self.released = (), True
+
+
+def _check_same_kind(op, inputs):
+    """All array inputs of one op live on one device and share one dtype."""
+    if len(inputs) < 2:
+        return
+    first = inputs[0]
+    for other in inputs[1:]:
+        if other.device != first.device:
+            raise RuntimeError(f"{op}: inputs are on different devices ({first.device} and {other.device}); "
+                               "move them to one device with .to(device)")
+        if other.dtype != first.dtype:
+            raise TypeError(f"{op}: mismatched dtypes {first.dtype} and {other.dtype} "
+                            f"(shapes {first.shape} and {other.shape}); convert one of them")
+
+
+class Tensor:
+    """An array (NumPy on the CPU, CuPy on the GPU) with an optional gradient."""
+
+    __array_ufunc__ = None           # `ndarray * tensor` defers to Tensor.__rmul__ instead of looping
+
+    def __init__(self, data, requires_grad: bool = False):
+        if isinstance(data, np.generic):     # NumPy reductions to 0-d hand back scalars
+            data = np.asarray(data)
+        self.data = data
+        self.grad = None
+        self.creator = None          # the Function that produced this tensor (None for leaves)
+        self._requires_grad = False
+        self.requires_grad = requires_grad
+
+    # ---- basic properties --------------------------------------------------
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool):
+        if value and self.data.dtype.kind != "f":
+            raise TypeError(f"requires_grad: only floating-point tensors can require gradients, "
+                            f"got dtype {self.data.dtype}")
+        self._requires_grad = bool(value)
+
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    device = property(lambda self: device_of(self.data))
+    is_leaf = property(lambda self: self.creator is None)
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({np.array2string(self.numpy(), prefix='tensor(')}, dtype={self.dtype}{grad})"
+
+    def numpy(self):
+        """The data as a NumPy array (copied to the host if on a GPU)."""
+        return self.data if isinstance(self.data, np.ndarray) else self.data.get()
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item: only a one-element tensor converts to a Python number, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def argmax(self, dim=None) -> Tensor:
+        return Tensor(self.data.argmax(axis=dim))
+
+    # ---- autograd ------------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False):
+        """Compute the gradient of this tensor with respect to every leaf that
+        requires one, adding it into the leaf's `.grad`."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no graph "
+                               "(create its inputs with requires_grad=True)")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: grad can be omitted only for a one-element output, "
+                                   f"got shape {self.shape}; pass grad= of that shape")
+            grad = array_module(self.data).ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else array_module(self.data).asarray(grad, self.dtype)
+            if grad.shape != self.data.shape:
+                raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has shape {self.shape}")
+        if self.creator is None:
+            _accumulate(self, grad)
+            return
+        pending = {self.creator: grad}            # gradient flowing into each node's output
+        for fn in _topological_order(self.creator):
+            grad_out = pending.pop(fn, None)
+            if grad_out is None:
+                continue
+            if fn.released:
+                raise RuntimeError(f"backward: trying to backward through the graph a second time "
+                                   f"(the buffers of {fn.op_name()} were freed); "
+                                   "pass retain_graph=True to the first backward")
+            grads = fn.backward(grad_out)
+            if not isinstance(grads, tuple):
+                grads = (grads,)
+            for edge, g in zip(fn.edges, grads):
+                if edge is None or g is None:
+                    continue
+                if isinstance(edge, Tensor):
+                    _accumulate(edge, g)
+                elif edge in pending:
+                    pending[edge] = pending[edge] + g
+                else:
+                    pending[edge] = g
+            if not retain_graph:
+                fn.release()
+
+    # ---- arithmetic (broadcasting like NumPy) -------------------------------
+    def __add__(self, other): return Add()(self, _lift(other, self))
+    def __radd__(self, other): return Add()(_lift(other, self), self)
+    def __sub__(self, other): return Sub()(self, _lift(other, self))
+    def __rsub__(self, other): return Sub()(_lift(other, self), self)
+    def __mul__(self, other): return Mul()(self, _lift(other, self))
+    def __rmul__(self, other): return Mul()(_lift(other, self), self)
+    def __truediv__(self, other): return Div()(self, _lift(other, self))
+    def __rtruediv__(self, other): return Div()(_lift(other, self), self)
+    def __matmul__(self, other): return MatMul()(self, _lift(other, self))
+    def __neg__(self): return Neg()(self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor) or not np.isscalar(exponent):
+            raise TypeError(f"pow: only a Python or NumPy scalar exponent is supported, got {type(exponent).__name__}")
+        return Pow(exponent)(self)
+
+    # ---- shape ops ---------------------------------------------------------
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return Reshape(tuple(shape))(self)
+
+    def view(self, *shape):
+        return self.reshape(*shape)
+
+    def permute(self, *dims):
+        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        normalized = tuple(_normalize_dim("permute", d, self.ndim) for d in dims)
+        if sorted(normalized) != list(range(self.ndim)):
+            raise ValueError(f"permute: dims {tuple(dims)} are not a permutation of the {self.ndim} dims "
+                             f"of shape {self.shape}")
+        return Permute(normalized)(self)
+
+    def transpose(self, dim0, dim1):
+        dims = list(range(self.ndim))
+        a, b = _normalize_dim("transpose", dim0, self.ndim), _normalize_dim("transpose", dim1, self.ndim)
+        dims[a], dims[b] = dims[b], dims[a]
+        return Permute(tuple(dims))(self)
+
+    @property
+    def T(self):
+        return Permute(tuple(reversed(range(self.ndim))))(self)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        start = _normalize_dim("flatten", start_dim, self.ndim)
+        end = _normalize_dim("flatten", end_dim, self.ndim)
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
+        shape = self.shape
+        return self.reshape(shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:])
+
+    def sum(self, dim=None, keepdim=False):
+        return Sum(_normalize_dims("sum", dim, self.ndim), keepdim)(self)
+
+    def mean(self, dim=None, keepdim=False):
+        axes = _normalize_dims("mean", dim, self.ndim)
+        count = int(np.prod([self.shape[a] for a in axes])) if axes else 1
+        return self.sum(dim, keepdim) / count
+
+
+def _accumulate(leaf: Tensor, grad):
+    if leaf.grad is None:
+        leaf.grad = Tensor(grad.copy())          # a copy: backward may hand one array to several inputs
+    else:
+        leaf.grad = Tensor(leaf.grad.data + grad)
+
+
+def _topological_order(root: Function):
+    """Every Function reachable from root, each before the Functions that made its inputs.
+
+    Iterative depth-first search (post-order, then reversed): no recursion limit.
+    """
+    order, visited, stack = [], {root}, [(root, False)]
+    while stack:
+        fn, expanded = stack.pop()
+        if expanded:
+            order.append(fn)
+            continue
+        stack.append((fn, True))
+        for parent in fn.edges:
+            if isinstance(parent, Function) and parent not in visited:
+                visited.add(parent)
+                stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def _lift(value, like: Tensor) -> Tensor:
+    """Turn a Python/NumPy scalar or array into a constant Tensor of like's dtype and device."""
+    if isinstance(value, Tensor):
+        return value
+    return Tensor(array_module(like.data).asarray(value, dtype=like.dtype))
+
+
+def _normalize_dim(op, dim, ndim):
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"{op}: dim must be an int, got {type(dim).__name__}")
+    if not -max(ndim, 1) <= dim < max(ndim, 1):
+        raise ValueError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dims")
+    return dim % max(ndim, 1)
+
+
+def _normalize_dims(op, dim, ndim):
+    if dim is None:
+        return tuple(range(ndim))
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    return tuple(sorted({_normalize_dim(op, d, ndim) for d in dims}))
+
+
+def unbroadcast(grad, shape):
+    """Sum grad over the axes that broadcasting added or stretched, back to `shape`."""
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+# ---- the arithmetic and shape Functions ------------------------------------
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, grad):
+        return unbroadcast(grad, self.shapes[0]), unbroadcast(grad, self.shapes[1])
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a - b
+
+    def backward(self, grad):
+        return unbroadcast(grad, self.shapes[0]), unbroadcast(-grad, self.shapes[1])
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, grad):
+        return unbroadcast(grad * self.b, self.a.shape), unbroadcast(grad * self.a, self.b.shape)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, grad):
+        grad_a = grad / self.b
+        return unbroadcast(grad_a, self.a.shape), unbroadcast(-grad_a * self.a / self.b, self.b.shape)
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, grad):
+        return -grad
+
+
+class Pow(Function):
+    name = "pow"
+
+    def __init__(self, exponent):
+        self.exponent = exponent
+
+    def forward(self, a):
+        self.a = a
+        return a ** self.exponent
+
+    def backward(self, grad):
+        return grad * self.exponent * self.a ** (self.exponent - 1)
+
+
+class MatMul(Function):
+    name = "matmul"
+
+    def forward(self, a, b):
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+            raise ValueError(f"matmul: expected 2-D operands (n, k) @ (k, m), got shapes {a.shape} and {b.shape}")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, grad):
+        return grad @ self.b.T, self.a.T @ grad
+
+
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, a):
+        self.input_shape = a.shape
+        try:
+            return a.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} ({a.size} elements) "
+                             f"to {self.shape}") from None
+
+    def backward(self, grad):
+        return grad.reshape(self.input_shape)
+
+
+class Permute(Function):
+    def __init__(self, dims):
+        self.dims = dims
+
+    def forward(self, a):
+        return a.transpose(self.dims)
+
+    def backward(self, grad):
+        return grad.transpose(np.argsort(self.dims))
+
+
+class Sum(Function):
+    def __init__(self, axes, keepdim):
+        self.axes, self.keepdim = axes, keepdim
+
+    def forward(self, a):
+        self.input_shape = a.shape
+        return a.sum(axis=self.axes, keepdims=self.keepdim)
+
+    def backward(self, grad):
+        if not self.keepdim:
+            grad = grad.reshape([1 if i in self.axes else n for i, n in enumerate(self.input_shape)])
+        return array_module(grad).broadcast_to(grad, self.input_shape).copy()

@@ -1,0 +1,59 @@
+"""The Inception module of "Going Deeper with Convolutions", both versions (Figure 2).
+
+Four parallel branches over the same input, concatenated along channels in the
+order 1x1, 3x3, 5x5, pool.  The naive module (Figure 2a) applies the 3x3 and 5x5
+convolutions to all input channels; the reduced module (Figure 2b) first shrinks
+the channels with 1x1 convolutions, which is what makes GoogLeNet affordable.
+"""
+
+from __future__ import annotations
+
+import minigrad
+from minigrad import nn
+
+
+class ConvReLU(nn.Module):
+    """A convolution followed by ReLU (every convolution in GoogLeNet has one)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(x))
+
+
+class InceptionNaive(nn.Module):
+    """Figure 2a: [1x1] [3x3 pad 1] [5x5 pad 2] [3x3 max-pool stride 1 pad 1], concatenated.
+
+    The pool branch passes its input's channels straight through, so the output has
+    ch1x1 + ch3x3 + ch5x5 + in_channels channels.
+    """
+
+    def __init__(self, in_channels, ch1x1, ch3x3, ch5x5):
+        super().__init__()
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + in_channels
+        self.branch1x1 = ConvReLU(in_channels, ch1x1, 1)
+        self.branch3x3 = ConvReLU(in_channels, ch3x3, 3, padding=1)
+        self.branch5x5 = ConvReLU(in_channels, ch5x5, 5, padding=2)
+        self.branch_pool = nn.MaxPool2d(3, stride=1, padding=1)
+
+    def forward(self, x):
+        return minigrad.cat([self.branch1x1(x), self.branch3x3(x), self.branch5x5(x), self.branch_pool(x)], 1)
+
+
+class Inception(nn.Module):
+    """Figure 2b: 1x1 reductions before the 3x3 and 5x5 convolutions, and a 1x1
+    projection after the pool; ReLU after every convolution."""
+
+    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
+        super().__init__()
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
+        self.branch1x1 = ConvReLU(in_channels, ch1x1, 1)
+        self.branch3x3 = nn.Sequential(ConvReLU(in_channels, ch3x3red, 1), ConvReLU(ch3x3red, ch3x3, 3, padding=1))
+        self.branch5x5 = nn.Sequential(ConvReLU(in_channels, ch5x5red, 1), ConvReLU(ch5x5red, ch5x5, 5, padding=2))
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), ConvReLU(in_channels, pool_proj, 1))
+
+    def forward(self, x):
+        return minigrad.cat([self.branch1x1(x), self.branch3x3(x), self.branch5x5(x), self.branch_pool(x)], 1)

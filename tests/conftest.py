@@ -1,0 +1,31 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+# No deadline anywhere: the machine is shared and timings vary.  "ci" is the default;
+# HYPOTHESIS_PROFILE=thorough runs many more examples.
+settings.register_profile("ci", deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+settings.register_profile("thorough", parent=settings.get_profile("ci"), max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def require_torch():
+    """PyTorch, or a skip; with MINIGRAD_REQUIRE_TORCH=1 a missing torch fails instead."""
+    if os.environ.get("MINIGRAD_REQUIRE_TORCH") == "1":
+        import torch  # noqa: F401  (an ImportError here fails the test, as CI wants)
+    return pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    module = require_torch()
+    module.set_num_threads(1)
+    return module
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,181 @@
+"""Autograd semantics: reuse, deep chains, retain_graph, no_grad, broadcasting, dtypes."""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad import Tensor
+
+
+def test_tensor_construction_and_dtypes():
+    assert minigrad.tensor([1.0, 2.0]).dtype == np.float32                 # the default
+    assert minigrad.tensor(np.array([1.0, 2.0])).dtype == np.float64       # float64 arrays stay float64
+    assert minigrad.tensor([1, 2]).dtype.kind == "i"                       # labels stay integer
+    assert minigrad.tensor([1, 2], dtype=np.float64).dtype == np.float64
+    t = minigrad.tensor([[1.0, 2.0]], requires_grad=True)
+    assert t.shape == (1, 2) and t.ndim == 2 and t.device == "cpu" and t.requires_grad and t.is_leaf
+    assert t.numel() == 2 and t.size() == (1, 2) and t.size(1) == 2
+    source = np.ones(3, np.float32)
+    copy = minigrad.tensor(source)
+    source[0] = 5
+    assert copy.numpy()[0] == 1                                            # tensor() copies
+    assert "requires_grad=True" in repr(t)
+
+
+def test_integer_tensors_cannot_require_grad():
+    with pytest.raises(TypeError, match="requires_grad: only floating-point"):
+        minigrad.tensor([1, 2], requires_grad=True)
+
+
+def test_reuse_accumulates_gradients():
+    a = minigrad.tensor([1.5, -2.0, 3.0], requires_grad=True)
+    b = a + a
+    c = b * b                      # c = 4a^2, dc/da = 8a
+    c.sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), 8 * a.numpy())
+
+
+def test_diamond_graph():
+    x = minigrad.tensor([2.0], requires_grad=True)
+    y = x * 3.0
+    z = y * y + y                  # z = 9x^2 + 3x
+    z.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [18 * 2.0 + 3])
+
+
+def test_deep_chain_of_10000_ops_needs_no_recursion():
+    x = minigrad.tensor([1.0], requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0001 ** 10_000], rtol=1e-3)
+
+
+def test_graph_is_freed_and_second_backward_is_a_clear_error():
+    x = minigrad.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time.*retain_graph=True"):
+        y.backward()
+
+
+def test_retain_graph_allows_a_second_backward_and_grads_accumulate():
+    x = minigrad.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * 2 * x.numpy())
+
+
+def test_saved_arrays_are_released_after_backward():
+    x = minigrad.tensor(np.ones((4, 4)), requires_grad=True)
+    hidden = x * 2.0
+    probe = weakref.ref(hidden.data)
+    y = (hidden * hidden).sum()
+    del hidden
+    gc.collect()
+    assert probe() is not None     # still saved for the backward of hidden * hidden
+    y.backward()
+    gc.collect()
+    assert probe() is None         # freed once backward has used it
+
+
+def test_backward_of_non_scalar_needs_grad():
+    x = minigrad.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2.0
+    with pytest.raises(RuntimeError, match="grad can be omitted only for a one-element output"):
+        y.backward()
+    y.backward(np.array([1.0, -1.0], np.float32))
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, -2.0])
+    with pytest.raises(ValueError, match=r"grad has shape \(3,\)"):
+        (x * 2.0).backward(np.ones(3, np.float32))
+
+
+def test_backward_without_graph_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        minigrad.tensor([1.0]).backward()
+
+
+def test_no_grad_records_nothing():
+    x = minigrad.tensor([1.0], requires_grad=True)
+    with minigrad.no_grad():
+        y = x * 2.0
+        assert not minigrad.is_grad_enabled()
+    assert minigrad.is_grad_enabled()
+    assert not y.requires_grad and y.creator is None
+
+
+def test_detach_cuts_the_graph():
+    x = minigrad.tensor([3.0], requires_grad=True)
+    y = x.detach() * x
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3.0])
+
+
+def _broadcast_gradient(shape, other_full):
+    """d sum(a*b) / da by brute force: every position of the broadcast result adds its
+    other-operand value into the element of `a` it was read from."""
+    grad = np.zeros(shape)
+    offset = other_full.ndim - len(shape)
+    for index in np.ndindex(other_full.shape):
+        source = tuple(0 if n == 1 else i for i, n in zip(index[offset:], shape))
+        grad[source] += other_full[index]
+    return grad
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((2, 3), (3,)), ((2, 1), (1, 3)), ((4, 2, 3), (2, 1)), ((), (2,))])
+def test_broadcasting_gradients_unbroadcast(a_shape, b_shape):
+    rng = np.random.default_rng(0)
+    a = Tensor(rng.standard_normal(a_shape), requires_grad=True)
+    b = Tensor(rng.standard_normal(b_shape), requires_grad=True)
+    (a * b).sum().backward()
+    full = np.broadcast_shapes(a_shape, b_shape)
+    assert a.grad.shape == a_shape and b.grad.shape == b_shape
+    np.testing.assert_allclose(a.grad.numpy(), _broadcast_gradient(a_shape, np.broadcast_to(b.numpy(), full)))
+    np.testing.assert_allclose(b.grad.numpy(), _broadcast_gradient(b_shape, np.broadcast_to(a.numpy(), full)))
+
+
+def test_numpy_arrays_on_the_left_defer_to_tensor():
+    x = minigrad.tensor([1.0, 2.0], requires_grad=True)
+    y = np.array([3.0, 4.0], np.float32) * x
+    assert isinstance(y, Tensor)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 4.0])
+
+
+def test_scalars_keep_the_tensor_dtype():
+    x = minigrad.tensor([1.0, 2.0])
+    assert (x * 2.5 + 1).dtype == np.float32
+    assert (1 / x).dtype == np.float32
+
+
+def test_mismatched_dtypes_are_an_error():
+    a = minigrad.tensor([1.0], dtype=np.float32)
+    b = minigrad.tensor([1.0], dtype=np.float64)
+    with pytest.raises(TypeError, match=r"mismatched dtypes float32 and float64 \(shapes \(1,\) and \(1,\)\)"):
+        a + b
+
+
+def test_shape_ops_and_reductions():
+    x = minigrad.tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    assert x.reshape(6, 4).shape == (6, 4) and x.reshape((4, -1)).shape == (4, 6)
+    assert x.permute(2, 0, 1).shape == (4, 2, 3) and x.transpose(0, 2).shape == (4, 3, 2)
+    assert x.flatten().shape == (24,) and x.flatten(1).shape == (2, 12)
+    assert x.sum().item() == 276 and x.sum(1).shape == (2, 4) and x.sum((0, 2), keepdim=True).shape == (1, 3, 1)
+    np.testing.assert_allclose(x.mean(-1).numpy(), x.numpy().mean(-1))
+    with pytest.raises(ValueError, match=r"reshape: cannot reshape a tensor of shape \(2, 3, 4\)"):
+        x.reshape(5, 5)
+    with pytest.raises(ValueError, match="dim 3 is out of range"):
+        x.sum(3)
+    with pytest.raises(ValueError, match="not a permutation"):
+        x.permute(0, 0, 1)
+    with pytest.raises(ValueError, match="item: only a one-element tensor"):
+        x.item()
+    with pytest.raises(ValueError, match="matmul: expected 2-D operands"):
+        minigrad.tensor(np.ones((2, 3))) @ minigrad.tensor(np.ones((2, 3)))
+    with pytest.raises(TypeError, match="pow: only a Python or NumPy scalar exponent"):
+        x ** x

@@ -1,0 +1,93 @@
+"""Modules: registration, state dicts, modes, and that layers compute what their functional ops do."""
+
+import numpy as np
+import pytest
+
+import minigrad
+import minigrad.functional as F
+from minigrad import nn
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.LocalResponseNorm(3), nn.AvgPool2d(2))
+        self.flatten = nn.Flatten()
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(4 * 2 * 2, 5)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.flatten(self.features(x))))
+
+
+def test_parameters_are_registered_by_attribute():
+    model = Small()
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["features.0.weight", "features.0.bias", "fc.weight", "fc.bias"]
+    assert all(p.requires_grad for p in model.parameters())
+    assert len(model.features) == 5 and isinstance(model.features[2], nn.MaxPool2d)
+    assert "Conv2d(3, 4, kernel_size=(3, 3)" in repr(model)
+
+
+def test_forward_backward_and_zero_grad():
+    minigrad.manual_seed(0)
+    model = Small()
+    x = minigrad.randn(2, 3, 8, 8)
+    loss = F.cross_entropy(model(x), np.array([1, 4]))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+    model.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_train_and_eval_switch_dropout():
+    model = Small()
+    x = minigrad.randn(2, 3, 8, 8)
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    np.testing.assert_array_equal(model(x).numpy(), model(x).numpy())     # no dropout in eval
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+def test_state_dict_round_trip():
+    a, b = Small(), Small()
+    b.load_state_dict(a.state_dict())
+    x = minigrad.randn(2, 3, 8, 8)
+    a.eval(), b.eval()
+    np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
+    state = a.state_dict()
+    state["fc.bias"][:] = 7                   # state_dict holds copies
+    assert not np.any(a.fc.bias.numpy() == 7)
+
+
+def test_load_state_dict_names_every_mismatch():
+    model = Small()
+    state = model.state_dict()
+    state["fc.weight"] = np.zeros((5, 3), np.float32)
+    state["fc.bias"] = state["fc.bias"].astype(np.float64)
+    del state["features.0.bias"]
+    state["extra"] = np.zeros(1)
+    with pytest.raises(ValueError) as info:
+        model.load_state_dict(state)
+    message = str(info.value)
+    for part in ["missing: features.0.bias", "unexpected: extra",
+                 "shape of fc.weight: checkpoint (5, 3), model (5, 16)", "dtype of fc.bias: checkpoint float64"]:
+        assert part in message
+    state = Small().state_dict()
+    del state["fc.bias"]
+    model.load_state_dict(state, strict=False)     # missing names allowed when not strict
+    np.testing.assert_array_equal(model.fc.weight.numpy(), state["fc.weight"])
+
+
+def test_layers_match_their_functional_ops():
+    x = minigrad.randn(2, 3, 9, 9)
+    conv = nn.Conv2d(3, 6, (3, 5), stride=2, padding=(1, 2))
+    np.testing.assert_array_equal(conv(x).numpy(), F.conv2d(x, conv.weight, conv.bias, 2, (1, 2)).numpy())
+    bound = 1 / np.sqrt(3 * 3 * 5)                 # PyTorch's default initialisation range
+    assert np.abs(conv.weight.numpy()).max() <= bound and conv.weight.dtype == np.float32
+    pool = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+    assert pool(x).shape == (2, 3, 5, 5)
+    assert nn.AvgPool2d(3, 3, ceil_mode=True)(x).shape == (2, 3, 3, 3)
+    assert nn.Conv2d(3, 2, 1, bias=False, dtype=np.float64).bias is None
