@@ -1,17 +1,17 @@
 """Hand-written kernels, one module per backend, all with the same functions.
 
 - `kernels.reference`: plain NumPy, written to be read (the definition).
+- `kernels.cpu`: Numba, compiled and parallel: the default on the CPU.
 
 `for_array(a)` returns the kernel module for an array.  The environment variable
-MINIGRAD_KERNELS=reference selects the NumPy reference on the CPU, so the two
-paths can be compared.
+MINIGRAD_KERNELS selects the CPU kernels: `numba` (the default) or `reference`,
+so the two can be compared on the same program.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-
-from . import reference
 
 KERNEL_FUNCTIONS = (
     "conv2d_forward", "conv2d_backward",
@@ -22,17 +22,26 @@ KERNEL_FUNCTIONS = (
     "concat", "split",
 )
 
-_CPU_BACKENDS = {"reference": reference}
+CPU_BACKENDS = {"numba": "kernels.cpu", "reference": "kernels.reference"}
+_loaded = {}
 
 
 def cpu_backend_name() -> str:
-    """The CPU kernels in use, from MINIGRAD_KERNELS (default: the fastest available)."""
-    name = os.environ.get("MINIGRAD_KERNELS", "reference")
-    if name not in _CPU_BACKENDS:
-        raise ValueError(f"MINIGRAD_KERNELS={name!r}: expected one of {sorted(_CPU_BACKENDS)}")
+    """The CPU kernels in use, from MINIGRAD_KERNELS (default: numba)."""
+    name = os.environ.get("MINIGRAD_KERNELS", "numba")
+    if name not in CPU_BACKENDS:
+        raise ValueError(f"MINIGRAD_KERNELS={name!r}: expected one of {sorted(CPU_BACKENDS)}")
     return name
+
+
+def cpu_backend(name=None):
+    """The module of CPU kernels called `name` (default: the one MINIGRAD_KERNELS selects)."""
+    name = name or cpu_backend_name()
+    if name not in _loaded:
+        _loaded[name] = importlib.import_module(CPU_BACKENDS[name])   # Numba is imported only when used
+    return _loaded[name]
 
 
 def for_array(a):
     """The kernel module that computes on arrays of a's type."""
-    return _CPU_BACKENDS[cpu_backend_name()]
+    return cpu_backend()

@@ -118,15 +118,19 @@ def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
     """Max over each window, and where it was.
 
     Returns (y, argmax): argmax[n, c, oh, ow] is the flat index h*W + w of the
-    input pixel that won (the first maximum in row-major window order, as in
-    PyTorch and Caffe).  Padding reads as -inf, so it never wins.
+    input pixel that won: the first input pixel (row-major window order) holding
+    the maximum, as in PyTorch and Caffe.  Padding reads as -inf and is never
+    picked, even when the window's real values are all -inf or NaN.
     """
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     oh, ow = _pool_out(x.shape, kernel_size, stride, padding, ceil_mode)
     windows = im2col(x, kernel_size, stride, padding, (oh, ow), -np.inf).reshape(n, c, kh * kw, oh, ow)
-    offset = windows.argmax(axis=2)                      # which of the KH*KW window cells
-    y = np.take_along_axis(windows, offset[:, :, None], axis=2)[:, :, 0]
+    inside = im2col(np.ones((1, 1, h, w), bool), kernel_size, stride, padding, (oh, ow), False)
+    inside = inside.reshape(1, 1, kh * kw, oh, ow)       # which window cells are real pixels
+    y = windows.max(axis=2)                              # NaN, if any, propagates
+    same = (windows == y[:, :, None]) | (np.isnan(windows) & np.isnan(y[:, :, None]))
+    offset = (same & inside).argmax(axis=2)              # the first real cell holding the maximum
     i, j = np.divmod(offset, kw)                         # window cell -> input row and column
     rows = np.arange(oh)[:, None] * sh - ph + i
     columns = np.arange(ow)[None, :] * sw - pw + j
@@ -171,7 +175,7 @@ def relu_forward(x):
 
 def relu_backward(grad_y, y):
     """The gradient passes where the output is positive (the input was > 0)."""
-    return grad_y * (y > 0)
+    return np.where(y > 0, grad_y, 0).astype(grad_y.dtype)
 
 
 # --------------------------------------------------------------------------
@@ -179,13 +183,17 @@ def relu_backward(grad_y, y):
 # --------------------------------------------------------------------------
 
 def _channel_window_sum(a, before, after):
-    """s[:, c] = a[:, c - before] + ... + a[:, c + after], channels outside the range read as 0."""
-    zeros = np.zeros_like(a[:, :1])
-    cumulative = np.concatenate([zeros, np.cumsum(a, axis=1)], axis=1)
+    """s[:, c] = a[:, c - before] + ... + a[:, c + after], channels outside the range read as 0.
+
+    One shifted add per window offset (a running cumsum would be faster but loses
+    precision when large values are subtracted back out)."""
+    total = np.zeros_like(a)
     channels = a.shape[1]
-    top = np.minimum(np.arange(channels) + after + 1, channels)
-    bottom = np.maximum(np.arange(channels) - before, 0)
-    return cumulative[:, top] - cumulative[:, bottom]
+    for offset in range(-before, after + 1):
+        lo, hi = max(0, -offset), min(channels, channels - offset)   # c with 0 <= c + offset < channels
+        if lo < hi:
+            total[:, lo:hi] += a[:, lo + offset:hi + offset]
+    return total
 
 
 def lrn_forward(x, size, alpha, beta, k):

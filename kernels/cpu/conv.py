@@ -1,0 +1,146 @@
+"""Convolution on the CPU: Numba im2col/col2im around one BLAS GEMM per image.
+
+Columns are laid out per image as (N, C*KH*KW, OH*OW), so `weight (O, C*KH*KW) @
+cols[n]` lands directly in the NCHW output (no transpose pass).  A 1x1 convolution
+with stride 1 and no padding needs no im2col at all: the image itself, viewed as
+(C, H*W), is its column matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ..geometry import conv_out_size
+from ._jit import kernel
+
+
+@kernel()
+def _valid_range(out, stride, pad, offset, size):
+    """Output positions o in [lo, hi) whose input o*stride - pad + offset lies in [0, size)."""
+    first = pad - offset                      # o*stride >= pad - offset
+    lo = 0 if first <= 0 else (first + stride - 1) // stride
+    last = size - 1 + pad - offset            # o*stride <= size - 1 + pad - offset
+    hi = 0 if last < 0 else last // stride + 1
+    return min(lo, out), min(max(hi, lo), out)
+
+
+@kernel(parallel=True)
+def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
+    """cols[b, (c*KH + i)*KW + j, y*OW + x] = x_padded[b, c, y*SH + i, x*SW + j]; one task per (image, channel)."""
+    n, c, h, w = x.shape
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        for i in range(kh):
+            y0, y1 = _valid_range(oh, sh, ph, i, h)
+            for j in range(kw):
+                x0, x1 = _valid_range(ow, sw, pw, j, w)
+                row = cols[b, (ch * kh + i) * kw + j]
+                row[:y0 * ow] = 0
+                row[y1 * ow:] = 0
+                for y in range(y0, y1):
+                    base, src = y * ow, y * sh - ph + i
+                    row[base:base + x0] = 0
+                    row[base + x1:base + ow] = 0
+                    for xo in range(x0, x1):      # contiguous for stride 1, so it vectorises
+                        row[base + xo] = x[b, ch, src, xo * sw - pw + j]
+
+
+@kernel(parallel=True)
+def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, out):
+    """The transpose of _im2col, race-free: each task owns one (image, channel) plane of `out`
+    and adds into it alone, so no two threads ever write the same pixel."""
+    n, c, h, w = out.shape
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        plane = out[b, ch]
+        plane[:, :] = 0
+        for i in range(kh):
+            y0, y1 = _valid_range(oh, sh, ph, i, h)
+            for j in range(kw):
+                x0, x1 = _valid_range(ow, sw, pw, j, w)
+                row = cols[b, (ch * kh + i) * kw + j]
+                for y in range(y0, y1):
+                    dst, base = y * sh - ph + i, y * ow
+                    for xo in range(x0, x1):
+                        plane[dst, xo * sw - pw + j] += row[base + xo]
+
+
+@kernel(parallel=True)
+def _add_bias(y, bias):
+    """y[b, o, :] += bias[o], in place."""
+    n, o, _ = y.shape
+    for task in prange(n * o):
+        y[task // o, task % o] += bias[task % o]
+
+
+@kernel(parallel=True)
+def _channel_sums(g, out):
+    """out[o] = sum of g[:, o, :] (the bias gradient), accumulated in float64."""
+    n, o, p = g.shape
+    for ch in prange(o):
+        total = 0.0
+        for b in range(n):
+            for k in range(p):
+                total += g[b, ch, k]
+        out[ch] = total
+
+
+def im2col(x, kernel_size, stride, padding, out_size):
+    """(N, C, H, W) -> (N, C*KH*KW, OH*OW) columns (zero padding)."""
+    n, c = x.shape[:2]
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_size
+    cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    _im2col(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, oh, ow, cols)
+    return cols
+
+
+def col2im(cols, x_shape, kernel_size, stride, padding, out_size):
+    """(N, C*KH*KW, OH*OW) columns -> (N, C, H, W), summing overlaps."""
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_size
+    out = np.empty(x_shape, dtype=cols.dtype)
+    _col2im(np.ascontiguousarray(cols), kh, kw, sh, sw, ph, pw, oh, ow, out)
+    return out
+
+
+def _is_pointwise(kernel_size, stride, padding):
+    return kernel_size == (1, 1) and stride == (1, 1) and padding == (0, 0)
+
+
+def _columns(x, kernel_size, stride, padding, out_size):
+    n, c, h, w = x.shape
+    if _is_pointwise(kernel_size, stride, padding):
+        return x.reshape(n, c, h * w)              # a 1x1 convolution is a GEMM over channels
+    return im2col(x, kernel_size, stride, padding, out_size)
+
+
+def conv2d_forward(x, weight, bias, stride, padding):
+    x = np.ascontiguousarray(x)
+    n, _, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
+    cols = _columns(x, (kh, kw), stride, padding, (oh, ow))
+    y = np.matmul(weight.reshape(o, -1), cols)     # (O, CKK) @ (N, CKK, P) -> (N, O, P): one GEMM per image
+    if bias is not None:
+        _add_bias(y, bias)
+    return y.reshape(n, o, oh, ow)
+
+
+def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True):
+    x = np.ascontiguousarray(x)
+    o, c, kh, kw = weight.shape
+    n, _, oh, ow = grad_y.shape
+    grad_y = np.ascontiguousarray(grad_y).reshape(n, o, oh * ow)
+    cols = _columns(x, (kh, kw), stride, padding, (oh, ow))     # recomputed: cheaper than keeping it in memory
+    # grad_weight = sum over images of grad_y[n] @ cols[n]^T (the transpose is a free view for BLAS)
+    grad_weight = np.matmul(grad_y, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
+    grad_bias = np.empty(o, dtype=np.float64)
+    _channel_sums(grad_y, grad_bias)
+    grad_x = None
+    if need_input_grad:
+        grad_cols = np.matmul(weight.reshape(o, -1).T, grad_y)  # (CKK, O) @ (N, O, P) -> (N, CKK, P)
+        if _is_pointwise((kh, kw), stride, padding):
+            grad_x = grad_cols.reshape(x.shape)
+        else:
+            grad_x = col2im(grad_cols, x.shape, (kh, kw), stride, padding, (oh, ow))
+    return grad_x, grad_weight, grad_bias.astype(weight.dtype)

@@ -1,0 +1,143 @@
+"""ReLU, local response normalisation, concatenation and split on the CPU (memory-bound kernels)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ._jit import kernel
+
+_BLOCK = 4096        # elements (or pixels) per parallel task: big enough to amortise scheduling
+
+
+@kernel(parallel=True)
+def _relu_forward(x, y):
+    size = x.size
+    for block in prange((size + _BLOCK - 1) // _BLOCK):
+        for i in range(block * _BLOCK, min(size, (block + 1) * _BLOCK)):
+            v = x[i]
+            y[i] = 0 if v < 0 else v          # NaN passes through, as np.maximum(x, 0) does
+
+
+@kernel(parallel=True)
+def _relu_backward(grad_y, y, grad_x):
+    size = y.size
+    for block in prange((size + _BLOCK - 1) // _BLOCK):
+        for i in range(block * _BLOCK, min(size, (block + 1) * _BLOCK)):
+            grad_x[i] = grad_y[i] if y[i] > 0 else 0
+
+
+def relu_forward(x):
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _relu_forward(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(grad_y, y):
+    grad_x = np.empty(y.shape, dtype=grad_y.dtype)
+    _relu_backward(np.ascontiguousarray(grad_y).reshape(-1), np.ascontiguousarray(y).reshape(-1),
+                   grad_x.reshape(-1))
+    return grad_x
+
+
+@kernel()
+def _inverse_power(s, beta):
+    """s ** -beta; for GoogLeNet's beta = 0.75 two square roots are several times cheaper than pow."""
+    if beta == 0.75:
+        root = math.sqrt(s)
+        return 1.0 / (root * math.sqrt(root))
+    return s ** -beta
+
+
+@kernel(parallel=True)
+def _lrn_forward(x, size, alpha, beta, k, y, scale):
+    """x, y, scale: (N, C, P).  Tasks are (image, block of pixels); channels are walked inside."""
+    n, c, p = x.shape
+    before, after = size // 2, (size - 1) // 2
+    coefficient = alpha / size
+    blocks = (p + _BLOCK - 1) // _BLOCK
+    for task in prange(n * blocks):
+        b, p0 = task // blocks, (task % blocks) * _BLOCK
+        p1 = min(p, p0 + _BLOCK)
+        for ch in range(c):
+            for q in range(p0, p1):
+                total = 0.0
+                for j in range(max(0, ch - before), min(c, ch + after + 1)):
+                    total += x[b, j, q] * x[b, j, q]
+                s = k + coefficient * total
+                scale[b, ch, q] = s
+                y[b, ch, q] = x[b, ch, q] * _inverse_power(s, beta)
+
+
+@kernel(parallel=True)
+def _lrn_backward(x, y, scale, grad_y, size, alpha, beta, k, grad_x):
+    n, c, p = x.shape
+    before, after = (size - 1) // 2, size // 2     # the mirrored window: every j whose window holds ch
+    factor = 2.0 * alpha * beta / size
+    blocks = (p + _BLOCK - 1) // _BLOCK
+    for task in prange(n * blocks):
+        b, p0 = task // blocks, (task % blocks) * _BLOCK
+        p1 = min(p, p0 + _BLOCK)
+        for ch in range(c):
+            for q in range(p0, p1):
+                spread = 0.0
+                for j in range(max(0, ch - before), min(c, ch + after + 1)):
+                    spread += grad_y[b, j, q] * y[b, j, q] / scale[b, j, q]
+                grad_x[b, ch, q] = (grad_y[b, ch, q] * _inverse_power(scale[b, ch, q], beta)
+                                    - factor * x[b, ch, q] * spread)
+
+
+def _as_3d(a):
+    return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    x3 = _as_3d(x)
+    y, scale = np.empty_like(x3), np.empty_like(x3)
+    _lrn_forward(x3, size, alpha, beta, k, y, scale)
+    return y.reshape(x.shape), scale.reshape(x.shape)
+
+
+def lrn_backward(x, y, scale, grad_y, size, alpha, beta, k):
+    grad_x = np.empty(_as_3d(x).shape, dtype=grad_y.dtype)
+    _lrn_backward(_as_3d(x), _as_3d(y), _as_3d(scale), _as_3d(grad_y), size, alpha, beta, k, grad_x)
+    return grad_x.reshape(x.shape)
+
+
+@kernel(parallel=True)
+def _copy_channels(src, dst, src_offset, dst_offset, channels):
+    """dst[b, dst_offset + i] = src[b, src_offset + i] for i < channels; arrays (N, C, P)."""
+    n = src.shape[0]
+    for task in prange(n * channels):
+        b, i = task // channels, task % channels
+        dst[b, dst_offset + i] = src[b, src_offset + i]
+
+
+def concat(arrays, axis=1):
+    """Concatenate along channels in parallel (other axes: NumPy)."""
+    if axis != 1 or arrays[0].ndim < 2:
+        return np.concatenate(arrays, axis=axis)
+    sources = [_as_3d(a) for a in arrays]
+    out = np.empty((arrays[0].shape[0], sum(a.shape[1] for a in arrays), sources[0].shape[2]), arrays[0].dtype)
+    offset = 0
+    for src in sources:
+        _copy_channels(src, out, 0, offset, src.shape[1])
+        offset += src.shape[1]
+    return out.reshape(arrays[0].shape[0], offset, *arrays[0].shape[2:])
+
+
+def split(array, sizes, axis=1):
+    """Cut into consecutive pieces along channels; each piece is a contiguous copy, ready for the kernels."""
+    if axis != 1 or array.ndim < 2:
+        return np.split(array, np.cumsum(sizes)[:-1], axis=axis)
+    source = _as_3d(array)
+    pieces, offset = [], 0
+    for size in sizes:
+        piece = np.empty((source.shape[0], size, source.shape[2]), array.dtype)
+        _copy_channels(source, piece, offset, 0, size)
+        pieces.append(piece.reshape(array.shape[0], size, *array.shape[2:]))
+        offset += size
+    return pieces

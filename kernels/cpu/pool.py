@@ -1,0 +1,125 @@
+"""Pooling on the CPU: one pass over each window, no im2col.
+
+Every task owns one (image, channel) plane, in forward and in backward, so the
+backward's scatter-add never races.  Windows are clipped to the input: padding
+is never read, never picked by max, and receives no gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ..geometry import avg_pool_divisor, pool_out_size
+from ._jit import kernel
+
+
+@kernel(parallel=True)
+def _max_pool_forward(x, kh, kw, sh, sw, ph, pw, y, argmax):
+    n, c, h, w = x.shape
+    _, _, oh, ow = y.shape
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        plane = x[b, ch]
+        for oy in range(oh):
+            top = oy * sh - ph
+            r0, r1 = max(top, 0), min(top + kh, h)
+            for ox in range(ow):
+                left = ox * sw - pw
+                c0, c1 = max(left, 0), min(left + kw, w)
+                best, where = plane[r0, c0], r0 * w + c0
+                for r in range(r0, r1):
+                    for col in range(c0, c1):
+                        v = plane[r, col]
+                        # strictly greater: the first maximum wins; a NaN wins unless one came first
+                        if v > best or (v != v and best == best):
+                            best, where = v, r * w + col
+                y[b, ch, oy, ox] = best
+                argmax[b, ch, oy, ox] = where
+
+
+@kernel(parallel=True)
+def _max_pool_backward(grad_y, argmax, grad_x):
+    """grad_x: (N, C, H*W), zeroed here; each output's gradient goes to its winner."""
+    n, c, p = grad_y.shape
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        grad_x[b, ch, :] = 0
+        for k in range(p):
+            grad_x[b, ch, argmax[b, ch, k]] += grad_y[b, ch, k]
+
+
+@kernel(parallel=True)
+def _avg_pool_forward(x, kh, kw, sh, sw, ph, pw, divisor, y):
+    n, c, h, w = x.shape
+    _, _, oh, ow = y.shape
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        for oy in range(oh):
+            top = oy * sh - ph
+            r0, r1 = max(top, 0), min(top + kh, h)
+            for ox in range(ow):
+                left = ox * sw - pw
+                c0, c1 = max(left, 0), min(left + kw, w)
+                total = 0.0
+                for r in range(r0, r1):
+                    for col in range(c0, c1):
+                        total += x[b, ch, r, col]
+                y[b, ch, oy, ox] = total / divisor[oy, ox]
+
+
+@kernel(parallel=True)
+def _avg_pool_backward(grad_y, kh, kw, sh, sw, ph, pw, divisor, grad_x):
+    n, c, h, w = grad_x.shape
+    _, _, oh, ow = grad_y.shape
+    for task in prange(n * c):
+        b, ch = task // c, task % c
+        plane = grad_x[b, ch]
+        plane[:, :] = 0
+        for oy in range(oh):
+            top = oy * sh - ph
+            r0, r1 = max(top, 0), min(top + kh, h)
+            for ox in range(ow):
+                left = ox * sw - pw
+                c0, c1 = max(left, 0), min(left + kw, w)
+                share = grad_y[b, ch, oy, ox] / divisor[oy, ox]
+                for r in range(r0, r1):
+                    for col in range(c0, c1):
+                        plane[r, col] += share
+
+
+def _out_size(shape, kernel_size, stride, padding, ceil_mode):
+    return tuple(pool_out_size(shape[2 + d], kernel_size[d], stride[d], padding[d], ceil_mode) for d in range(2))
+
+
+def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
+    x = np.ascontiguousarray(x)
+    oh, ow = _out_size(x.shape, kernel_size, stride, padding, ceil_mode)
+    y = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
+    argmax = np.empty((*x.shape[:2], oh, ow), dtype=np.int64)
+    _max_pool_forward(x, *kernel_size, *stride, *padding, y, argmax)
+    return y, argmax
+
+
+def max_pool2d_backward(grad_y, argmax, x_shape):
+    n, c, h, w = x_shape
+    grad_x = np.empty((n, c, h * w), dtype=grad_y.dtype)
+    _max_pool_backward(np.ascontiguousarray(grad_y).reshape(n, c, -1),
+                       np.ascontiguousarray(argmax).reshape(n, c, -1), grad_x)
+    return grad_x.reshape(x_shape)
+
+
+def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    x = np.ascontiguousarray(x)
+    out = _out_size(x.shape, kernel_size, stride, padding, ceil_mode)
+    divisor = avg_pool_divisor(x.shape[2:], kernel_size, stride, padding, out, count_include_pad)
+    y = np.empty((*x.shape[:2], *out), dtype=x.dtype)
+    _avg_pool_forward(x, *kernel_size, *stride, *padding, divisor, y)
+    return y
+
+
+def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    divisor = avg_pool_divisor(x_shape[2:], kernel_size, stride, padding, grad_y.shape[2:], count_include_pad)
+    grad_x = np.empty(x_shape, dtype=grad_y.dtype)
+    _avg_pool_backward(np.ascontiguousarray(grad_y), *kernel_size, *stride, *padding, divisor, grad_x)
+    return grad_x
