@@ -12,6 +12,20 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+
+# Two thread pools share the cores: OpenBLAS's (the GEMMs) and Numba's (every other
+# kernel).  By default each pool's idle threads spin for a while after its work, and
+# on a 2-core machine that spinning steals the cores from the other pool: measured
+# here, a GEMM after a parallel Numba kernel (or the reverse) ran up to 2x slower.
+# So, unless the user chose otherwise, both pools spin only briefly: OpenBLAS's
+# threads sleep almost at once (read when OpenBLAS loads, so this must run before
+# NumPy is imported; `import minigrad` does it first), and Numba's OpenMP threads
+# spin 1000 rounds (GOMP's default is 300,000) before sleeping.  Numba's workqueue
+# layer sleeps too but costs ~170 us per parallel launch, hundreds per training step.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+BLAS_SPIN_LIMITED = "numpy" not in sys.modules or os.environ["OPENBLAS_THREAD_TIMEOUT"] != "4"
 
 KERNEL_FUNCTIONS = (
     "conv2d_forward", "conv2d_backward",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import kernels  # noqa: F401,I001  (first: it sets thread-pool behaviour that must precede NumPy's import)
+
 from . import functional, nn
 from .backend import array_module
 from .functional import cat

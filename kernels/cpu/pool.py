@@ -14,6 +14,42 @@ from ..geometry import avg_pool_divisor, pool_out_size
 from ._jit import kernel
 
 
+@kernel()
+def _has_nan(plane):
+    count = 0
+    for r in range(plane.shape[0]):
+        for col in range(plane.shape[1]):
+            count += plane[r, col] != plane[r, col]      # a sum, not a branch: it vectorises
+    return count > 0
+
+
+@kernel()
+def _window_max(plane, r0, r1, c0, c1):
+    """(max, flat index) of plane[r0:r1, c0:c1]; strictly greater, so the first maximum wins."""
+    w = plane.shape[1]
+    best, where = plane[r0, c0], r0 * w + c0
+    for r in range(r0, r1):
+        for col in range(c0, c1):
+            v = plane[r, col]
+            if v > best:
+                best, where = v, r * w + col
+    return best, where
+
+
+@kernel()
+def _window_max_nan(plane, r0, r1, c0, c1):
+    """The same, for planes holding a NaN: the first NaN wins, as NumPy's argmax does.
+    (About 3x slower than _window_max: the extra test stops the compare becoming a select.)"""
+    w = plane.shape[1]
+    best, where = plane[r0, c0], r0 * w + c0
+    for r in range(r0, r1):
+        for col in range(c0, c1):
+            v = plane[r, col]
+            if v > best or (v != v and best == best):
+                best, where = v, r * w + col
+    return best, where
+
+
 @kernel(parallel=True)
 def _max_pool_forward(x, kh, kw, sh, sw, ph, pw, y, argmax):
     n, c, h, w = x.shape
@@ -21,19 +57,17 @@ def _max_pool_forward(x, kh, kw, sh, sw, ph, pw, y, argmax):
     for task in prange(n * c):
         b, ch = task // c, task % c
         plane = x[b, ch]
+        nan = _has_nan(plane)
         for oy in range(oh):
             top = oy * sh - ph
             r0, r1 = max(top, 0), min(top + kh, h)
             for ox in range(ow):
                 left = ox * sw - pw
                 c0, c1 = max(left, 0), min(left + kw, w)
-                best, where = plane[r0, c0], r0 * w + c0
-                for r in range(r0, r1):
-                    for col in range(c0, c1):
-                        v = plane[r, col]
-                        # strictly greater: the first maximum wins; a NaN wins unless one came first
-                        if v > best or (v != v and best == best):
-                            best, where = v, r * w + col
+                if nan:
+                    best, where = _window_max_nan(plane, r0, r1, c0, c1)
+                else:
+                    best, where = _window_max(plane, r0, r1, c0, c1)
                 y[b, ch, oy, ox] = best
                 argmax[b, ch, oy, ox] = where
 

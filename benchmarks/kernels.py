@@ -1,0 +1,205 @@
+"""python -m benchmarks.kernels: the Numba CPU kernels against the machine's limits, side by side.
+
+- memory-bound kernels (im2col, pooling, ReLU, concat, LRN): achieved GB/s, as a
+  fraction of a large numpy.copyto measured in the same run;
+- convolutions: achieved GFLOP/s, as a fraction of numpy.matmul (the BLAS GEMM)
+  at the layer's own GEMM shape, measured in the same run;
+- GoogLeNet's inception (3a) module, forward+backward: Numba path vs the NumPy reference.
+
+Sizes are GoogLeNet's at batch 8 (float32).  `--compile-time` also measures the
+first-call compile time of every kernel, with an empty and with a warm cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+import kernels
+import minigrad
+from benchmarks.timing import machine_header, measure
+from kernels.geometry import conv_out_size, pool_out_size
+
+
+def copy_bandwidth(repeat):
+    """GB/s of numpy.copyto on 256 MiB (read + write), the machine's practical memory bandwidth."""
+    src = np.ones(64 * 2**20, np.float32)
+    dst = np.empty_like(src)
+    seconds = measure(lambda: np.copyto(dst, src), repeat)["median"]
+    return 2 * src.nbytes / seconds / 1e9
+
+
+def memory_bound_rows(cpu, batch, repeat, rng):
+    """(name, bytes moved, callable) for each memory-bound kernel at a GoogLeNet size."""
+    def normal(*shape):
+        return rng.standard_normal(shape, dtype=np.float32)
+
+    rows = []
+    x3 = normal(batch, 96, 28, 28)                                  # 3a's 3x3 branch, after its reduction
+    out = (28, 28)
+    cols_bytes = batch * 96 * 9 * 28 * 28 * 4
+    rows.append(("im2col 3x3 pad 1, 96x28x28", x3.nbytes + cols_bytes,
+                 lambda: cpu.im2col(x3, (3, 3), (1, 1), (1, 1), out)))
+    cols = cpu.im2col(x3, (3, 3), (1, 1), (1, 1), out)
+    rows.append(("col2im 3x3 pad 1, 96x28x28", x3.nbytes + cols_bytes,
+                 lambda: cpu.col2im(cols, x3.shape, (3, 3), (1, 1), (1, 1), out)))
+    x = normal(batch, 64, 112, 112)                                 # after the stem convolution
+    side = pool_out_size(112, 3, 2, 0, True)
+    y_bytes = batch * 64 * side * side * 4
+    rows.append(("max-pool 3x3/2 ceil, 64x112x112 (+argmax)", x.nbytes + 3 * y_bytes,
+                 lambda: cpu.max_pool2d_forward(x, (3, 3), (2, 2), (0, 0), True)))
+    y, argmax = cpu.max_pool2d_forward(x, (3, 3), (2, 2), (0, 0), True)
+    rows.append(("max-pool backward, 64x112x112", x.nbytes + 3 * y_bytes,
+                 lambda: cpu.max_pool2d_backward(y, argmax, x.shape)))
+    x480 = normal(batch, 480, 14, 14)
+    rows.append(("max-pool 3x3/1 pad 1, 480x14x14", 2 * x480.nbytes * 3 // 2,
+                 lambda: cpu.max_pool2d_forward(x480, (3, 3), (1, 1), (1, 1), False)))
+    rows.append(("avg-pool 5x5/3, 512x14x14 (aux head)", x480.nbytes * 512 // 480,
+                 lambda: cpu.avg_pool2d_forward(normal_512, (5, 5), (3, 3), (0, 0), False, True)))
+    normal_512 = normal(batch, 512, 14, 14)
+    rows.append(("relu, 64x112x112", 2 * x.nbytes, lambda: cpu.relu_forward(x)))
+    rows.append(("relu backward, 64x112x112", 3 * x.nbytes, lambda: cpu.relu_backward(x, x)))
+    branches = [normal(batch, c, 28, 28) for c in (64, 128, 32, 32)]
+    merged_bytes = 2 * sum(b.nbytes for b in branches)
+    rows.append(("concat 3a branches, 256x28x28", merged_bytes, lambda: cpu.concat(branches, 1)))
+    merged = cpu.concat(branches, 1)
+    rows.append(("split 3a gradient, 256x28x28", merged_bytes, lambda: cpu.split(merged, [64, 128, 32, 32], 1)))
+    x192 = normal(batch, 192, 56, 56)
+    rows.append(("LRN size 5, 192x56x56", 3 * x192.nbytes, lambda: cpu.lrn_forward(x192, 5, 1e-4, 0.75, 1.0)))
+    y192, scale = cpu.lrn_forward(x192, 5, 1e-4, 0.75, 1.0)
+    rows.append(("LRN backward, 192x56x56", 5 * x192.nbytes,
+                 lambda: cpu.lrn_backward(x192, y192, scale, y192, 5, 1e-4, 0.75, 1.0)))
+    return rows
+
+
+CONV_LAYERS = [  # name, in channels, out channels, kernel, stride, padding, input side
+    ("stem 7x7/2, 3->64, 224", 3, 64, 7, 2, 3, 224),
+    ("conv2 3x3, 64->192, 56", 64, 192, 3, 1, 1, 56),
+    ("3a 3x3, 96->128, 28", 96, 128, 3, 1, 1, 28),
+    ("3a 5x5, 16->32, 28", 16, 32, 5, 1, 2, 28),
+    ("4a 3x3, 96->208, 14", 96, 208, 3, 1, 1, 14),
+    ("5b 3x3, 192->384, 7", 192, 384, 3, 1, 1, 7),
+    ("3a 1x1, 192->64, 28", 192, 64, 1, 1, 0, 28),
+]
+
+
+def conv_rows(cpu, batch, repeat, rng):
+    rows = []
+    for name, c, o, k, s, p, side in CONV_LAYERS:
+        x = rng.standard_normal((batch, c, side, side), dtype=np.float32)
+        w = rng.standard_normal((o, c, k, k), dtype=np.float32)
+        b = rng.standard_normal(o, dtype=np.float32)
+        out = conv_out_size(side, k, s, p)
+        flops = 2 * batch * o * c * k * k * out * out
+        w2 = w.reshape(o, -1)
+        cols = rng.standard_normal((batch, c * k * k, out * out), dtype=np.float32)
+        gemm = measure(lambda: np.matmul(w2, cols), repeat)["median"]
+        conv = measure(lambda: cpu.conv2d_forward(x, w, b, (s, s), (p, p)), repeat)["median"]
+        g = rng.standard_normal((batch, o, out, out), dtype=np.float32)
+        backward = measure(lambda: cpu.conv2d_backward(x, w, g, (s, s), (p, p)), repeat)["median"]
+        rows.append({"layer": name, "gemm_gflops": flops / gemm / 1e9, "conv_gflops": flops / conv / 1e9,
+                     "ratio": gemm / conv, "backward_gflops": 2 * flops / backward / 1e9,
+                     "backward_ratio": 2 * gemm / backward})
+    return rows
+
+
+def inception_3a(batch, repeat):
+    from models import Inception
+
+    minigrad.manual_seed(0)
+    module = Inception(192, 64, 96, 128, 16, 32, 32)
+    x = minigrad.randn(batch, 192, 28, 28, requires_grad=True)
+    ones = np.ones((batch, 256, 28, 28), np.float32)
+
+    def step():
+        module(x).backward(ones)
+
+    times = {}
+    for name in ("numba", "reference"):
+        os.environ["MINIGRAD_KERNELS"] = name
+        times[name] = measure(step, repeat)["median"]
+    os.environ.pop("MINIGRAD_KERNELS")
+    return times
+
+
+def compile_times():
+    """Seconds to import the CPU kernels and call each once, in a fresh process: empty cache, then warm."""
+    script = (
+        "import time; t = time.perf_counter(); import numpy as np; import kernels.cpu as k\n"
+        "x = np.ones((1, 2, 5, 5), np.float32); w = np.ones((2, 2, 3, 3), np.float32)\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    x, w = x.astype(dt), w.astype(dt)\n"
+        "    y = k.conv2d_forward(x, w, w[:, 0, 0, 0], (1, 1), (1, 1)); k.conv2d_backward(x, w, y, (1, 1), (1, 1))\n"
+        "    y, a = k.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), True); k.max_pool2d_backward(y, a, x.shape)\n"
+        "    y = k.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1), True, True)\n"
+        "    k.avg_pool2d_backward(y, x.shape, (3, 3), (2, 2), (1, 1), True, True)\n"
+        "    y = k.relu_forward(x); k.relu_backward(y, y)\n"
+        "    y, s = k.lrn_forward(x, 5, 1e-4, 0.75, 1.0); k.lrn_backward(x, y, s, y, 5, 1e-4, 0.75, 1.0)\n"
+        "    k.split(k.concat([x, x], 1), [2, 2], 1)\n"
+        "print(time.perf_counter() - t)\n")
+    result = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("empty cache", "warm cache"):
+            out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+            result[label] = float(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs per row (median shown)")
+    parser.add_argument("--compile-time", action="store_true", help="also measure first-call compile time")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeat < 1:
+        parser.exit(2, "python -m benchmarks.kernels: error: --batch and --repeat must be >= 1\n")
+
+    cpu = kernels.cpu_backend("numba")
+    rng = np.random.default_rng(0)
+    print(machine_header())
+    print(f"float32, batch {args.batch}, median of {args.repeat} runs after a warm-up\n")
+    results = {"batch": args.batch}
+
+    bandwidth = copy_bandwidth(args.repeat)
+    results["copy_gbps"] = bandwidth
+    print(f"numpy.copyto, 256 MiB: {bandwidth:.1f} GB/s (read + write)\n")
+    print("| memory-bound kernel | ms | GB/s | of copy |\n| --- | ---: | ---: | ---: |")
+    results["memory_bound"] = []
+    for name, nbytes, fn in memory_bound_rows(cpu, args.batch, args.repeat, rng):
+        seconds = measure(fn, args.repeat)["median"]
+        gbps = nbytes / seconds / 1e9
+        results["memory_bound"].append({"kernel": name, "ms": seconds * 1e3, "gbps": gbps, "of_copy": gbps / bandwidth})
+        print(f"| {name} | {seconds * 1e3:.2f} | {gbps:.1f} | {gbps / bandwidth:.0%} |")
+
+    print("\n| convolution | GEMM GFLOP/s | conv forward GFLOP/s | of GEMM | conv backward GFLOP/s | of GEMM |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    results["conv"] = conv_rows(cpu, args.batch, args.repeat, rng)
+    for r in results["conv"]:
+        print(f"| {r['layer']} | {r['gemm_gflops']:.0f} | {r['conv_gflops']:.0f} | {r['ratio']:.0%} | "
+              f"{r['backward_gflops']:.0f} | {r['backward_ratio']:.0%} |")
+
+    times = inception_3a(args.batch, max(3, args.repeat // 2))
+    results["inception_3a"] = times
+    print(f"\ninception 3a forward+backward: Numba {times['numba'] * 1e3:.0f} ms, NumPy reference "
+          f"{times['reference'] * 1e3:.0f} ms: {times['reference'] / times['numba']:.1f}x faster")
+
+    if args.compile_time:
+        results["compile_seconds"] = compile_times()
+        print("first call of every kernel (float32 and float64), fresh process: "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in results["compile_seconds"].items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Shared by every benchmark: warm-up plus median timing, and a header naming the machine,
+the BLAS with its kernel, the thread counts and the library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+
+def measure(fn, repeat=5, warmup=1):
+    """Run fn `warmup` times untimed, then `repeat` times; return {median, min, max} in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def blas_description():
+    """'openblas 0.3.x, kernel SkylakeX, 2 threads', from threadpoolctl (the `bench` extra)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "BLAS: unknown (pip install threadpoolctl to see which kernel runs)"
+    parts = [f"{p['internal_api']} {p['version']}, kernel {p.get('architecture')}, {p['num_threads']} threads"
+             for p in threadpool_info() if p["user_api"] == "blas"]
+    return "; ".join(parts) or "no BLAS found"
+
+
+def machine_header():
+    import numpy
+
+    lines = [f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}",
+             f"python {platform.python_version()}, numpy {numpy.__version__}, BLAS: {blas_description()}"]
+    try:
+        import numba
+        lines.append(f"numba {numba.__version__}, {numba.get_num_threads()} threads "
+                     f"(layer {numba.config.THREADING_LAYER})")
+    except ImportError:
+        lines.append("numba: not installed")
+    settings = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                                           "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
+                                           "NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT") if k in os.environ}
+    lines.append(f"environment: {settings or 'no BLAS/thread variables set'}")
+    return "\n".join(lines)
