@@ -37,7 +37,18 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        output = self.forward(*args, **kwargs)
+        for hook in list(vars(self).get("_forward_hooks", {}).values()):
+            replaced = hook(self, args, output)
+            output = output if replaced is None else replaced
+        return output
+
+    def register_forward_hook(self, hook):
+        """Call hook(module, inputs, output) after every forward; returns a handle with .remove()."""
+        hooks = vars(self).setdefault("_forward_hooks", {})
+        key = object()
+        hooks[key] = hook
+        return _HookHandle(hooks, key)
 
     # ---- the tree of modules and parameters ----------------------------------
     def named_children(self):
@@ -115,6 +126,14 @@ class Module:
         children = [f"  ({name}): " + repr(m).replace("\n", "\n  ") for name, m in self.named_children()]
         head = f"{type(self).__name__}({self.extra_repr()}"
         return head + ("\n" + "\n".join(children) + "\n)" if children else ")")
+
+
+class _HookHandle:
+    def __init__(self, hooks, key):
+        self.hooks, self.key = hooks, key
+
+    def remove(self):
+        self.hooks.pop(self.key, None)
 
 
 def _uniform_parameter(shape, bound, dtype):
@@ -230,14 +249,16 @@ class Flatten(Module):
 
 
 class Sequential(Module):
-    """Modules applied in order; sub-modules are named "0", "1", ..."""
+    """Modules applied in order; named "0", "1", ..., or by the keys of one OrderedDict argument."""
 
     def __init__(self, *modules):
         super().__init__()
-        for i, m in enumerate(modules):
+        named = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) \
+            else ((str(i), m) for i, m in enumerate(modules))
+        for name, m in named:
             if not isinstance(m, Module):
-                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
-            setattr(self, str(i), m)
+                raise TypeError(f"Sequential: argument {name} is a {type(m).__name__}, not a Module")
+            setattr(self, name, m)
 
     def __getitem__(self, index):
         return list(self.children())[index]

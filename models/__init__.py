@@ -1,5 +1,31 @@
-"""Models built on minigrad: the Inception modules of GoogLeNet."""
+"""Models built on minigrad: the Inception modules, GoogLeNet and the networks it is compared with.
 
+    import models
+    net = models.googlenet()                 # the paper's network, auxiliary heads included
+    rows = models.summary(net, (1, 3, 224, 224))
+"""
+
+from .baselines import alexnet, mini_googlenet, plain_net
+from .googlenet import INCEPTION_TABLE, GoogLeNet, googlenet
 from .inception import ConvReLU, Inception, InceptionNaive
+from .summary import summary
 
-__all__ = ["ConvReLU", "Inception", "InceptionNaive"]
+MODELS = {
+    "googlenet": googlenet,
+    "googlenet-naive": lambda **kw: googlenet(naive=True, **kw),
+    "alexnet": alexnet,
+    "plain": plain_net,
+    "mini-googlenet": mini_googlenet,
+    "mini-googlenet-naive": lambda **kw: mini_googlenet(naive=True, **kw),
+}
+
+
+def get_model(name, **kwargs):
+    """Build a model by name (see MODELS)."""
+    if name not in MODELS:
+        raise ValueError(f"get_model: unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+__all__ = ["ConvReLU", "Inception", "InceptionNaive", "GoogLeNet", "googlenet", "alexnet", "plain_net",
+           "mini_googlenet", "INCEPTION_TABLE", "MODELS", "get_model", "summary"]

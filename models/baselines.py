@@ -1,0 +1,75 @@
+"""The networks GoogLeNet is compared with: AlexNet, a plain network of 3x3 convolutions
+with GoogLeNet's stage widths, and a small GoogLeNet-style network for small images."""
+
+from __future__ import annotations
+
+from minigrad import nn
+
+from .googlenet import INCEPTION_TABLE, inception_stages, stem
+from .inception import ConvReLU
+from .network import Network, classifier_head, grids, reference_init, stage_pool
+
+
+def alexnet(num_classes=1000, input_size=224, in_channels=3, dropout=0.5):
+    """AlexNet (Krizhevsky et al. 2012) as one tower (no grouped convolutions): 62.4M parameters,
+    the "~60M" that the GoogLeNet paper compares with.  conv1 is padded by 2 so that a 224x224
+    input gives the original 55x55 grid (the original needs 227x227 without padding)."""
+    lrn = lambda: nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)    # AlexNet's k = 2
+    pool = lambda: nn.MaxPool2d(3, stride=2)
+    layers = [("conv1", ConvReLU(in_channels, 96, 11, stride=4, padding=2)), ("norm1", lrn()), ("pool1", pool()),
+              ("conv2", ConvReLU(96, 256, 5, padding=2)), ("norm2", lrn()), ("pool2", pool()),
+              ("conv3", ConvReLU(256, 384, 3, padding=1)), ("conv4", ConvReLU(384, 384, 3, padding=1)),
+              ("conv5", ConvReLU(384, 256, 3, padding=1)), ("pool5", pool())]
+    side = grids(input_size, layers, "alexnet")["pool5"]
+    layers += [("flatten", nn.Flatten()),
+               ("fc6", nn.Linear(256 * side[0] * side[1], 4096)), ("relu6", nn.ReLU()), ("drop6", nn.Dropout(dropout)),
+               ("fc7", nn.Linear(4096, 4096)), ("relu7", nn.ReLU()), ("drop7", nn.Dropout(dropout)),
+               ("fc8", nn.Linear(4096, num_classes))]
+    model = Network("alexnet", layers, in_channels, input_size)
+    reference_init(model, classifiers=[model.layers.fc8])
+    return model
+
+
+def plain_net(num_classes=1000, convs_per_stage=2, lrn=True, dropout=0.4, in_channels=3, input_size=224):
+    """GoogLeNet with every Inception module replaced by `convs_per_stage` plain 3x3 convolutions
+    of the module's output width: the same stem, stage widths, pools and head.  With 2 per stage
+    it has GoogLeNet's depth (22 layers with weights)."""
+    modules, _ = inception_stages(192)
+    widths = {name: m.out_channels for name, m in modules if hasattr(m, "out_channels")}
+    layers, channels = stem(in_channels, lrn), 192
+    for row in INCEPTION_TABLE:
+        if isinstance(row, str):
+            layers.append((row, stage_pool()))
+            continue
+        width = widths[row[0]]
+        layers.append((row[0], nn.Sequential(*[ConvReLU(channels if i == 0 else width, width, 3, padding=1)
+                                               for i in range(convs_per_stage)])))
+        channels = width
+    grid = grids(input_size, layers, "plain_net")["5b"]
+    model = Network("plain_net", layers + classifier_head(channels, grid, num_classes, dropout),
+                    in_channels, input_size)
+    reference_init(model, classifiers=[model.layers.fc])
+    return model
+
+
+# A GoogLeNet for small images (32x32 by default): a light 3x3 stem and three reduced modules
+# at about a quarter of 3a, 3b and 4a's widths.
+#   name   #1x1  #3x3 reduce  #3x3  #5x5 reduce  #5x5  pool proj
+MINI_INCEPTION_TABLE = [
+    ("3a",   16,   16,   24,    4,    8,    8),
+    ("3b",   24,   24,   32,    8,    16,   16),
+    "pool3",
+    ("4a",   32,   32,   48,    8,    16,   16),
+]
+
+
+def mini_googlenet(num_classes=10, in_channels=3, input_size=32, naive=False, dropout=0.2):
+    """conv 3x3 (32) -> max-pool 3x3/2 -> 3a, 3b -> max-pool -> 4a -> global avg-pool -> dropout -> linear."""
+    layers = [("conv1", ConvReLU(in_channels, 32, 3, padding=1)), ("pool1", stage_pool())]
+    modules, channels = inception_stages(32, naive, MINI_INCEPTION_TABLE)
+    layers += modules
+    grid = grids(input_size, layers, "mini_googlenet")["4a"]
+    model = Network("mini_googlenet", layers + classifier_head(channels, grid, num_classes, dropout),
+                    in_channels, input_size)
+    reference_init(model, classifiers=[model.layers.fc])
+    return model

@@ -1,0 +1,217 @@
+"""models.summary: the per-layer table of a network, computed from the model itself.
+
+Every row comes from running the model once on a zero input with forward hooks:
+output sizes from the layers' outputs, multiply-adds from every convolution and
+linear layer (output pixels x weights per output; biases, pools, ReLU and LRN are
+not counted, as in the paper's "ops" column), filter counts from the modules'
+own weights.  Printed in the layout of the paper's Table 1:
+
+    python -m models.summary googlenet --paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+
+import minigrad
+from minigrad import nn
+from minigrad.checks import as_pair
+
+from ..inception import Inception, InceptionNaive
+
+# Table 1 of Szegedy et al. as printed: name -> (params in K of 1024, ops in M multiply-adds).
+PAPER_TABLE1 = {
+    "conv1": (2.7, 34), "conv2": (112, 360), "3a": (159, 128), "3b": (380, 304), "4a": (364, 73),
+    "4b": (437, 88), "4c": (463, 100), "4d": (580, 119), "4e": (840, 170), "5a": (1072, 54),
+    "5b": (1388, 71), "fc": (1000, 1),
+}
+# Where a printed value is known to follow from something other than the row's own filter counts.
+PAPER_EXPLANATIONS = {
+    "conv1": "the printed 2.7K/34M match a depthwise-separable 7x7 (3->24 depthwise, multiplier 8, then "
+             "1x1 24->64), not the plain 7x7 convolution the table names (9,408 weights)",
+}
+COLUMNS = ["n1x1", "n3x3red", "n3x3", "n5x5red", "n5x5", "pool_proj"]
+
+
+def _convs(module):
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def _out(conv):
+    return conv.weight.shape[0]
+
+
+def _describe(layer):
+    """(type, patch size/stride, depth, filter columns) of one named layer."""
+    columns = dict.fromkeys(COLUMNS)
+    if isinstance(layer, Inception):
+        columns.update(n1x1=_out(layer.branch1x1.conv), n3x3red=_out(layer.branch3x3[0].conv),
+                       n3x3=_out(layer.branch3x3[1].conv), n5x5red=_out(layer.branch5x5[0].conv),
+                       n5x5=_out(layer.branch5x5[1].conv), pool_proj=_out(layer.branch_pool[1].conv))
+        return "inception", None, 2, columns
+    if isinstance(layer, InceptionNaive):
+        columns.update(n1x1=_out(layer.branch1x1.conv), n3x3=_out(layer.branch3x3.conv),
+                       n5x5=_out(layer.branch5x5.conv))
+        return "inception (naive)", None, 1, columns
+    if isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+        k = as_pair("summary", "kernel_size", layer.kernel_size, 1)
+        s = as_pair("summary", "stride", layer.stride or layer.kernel_size, 1)
+        kind = "max pool" if isinstance(layer, nn.MaxPool2d) else "avg pool"
+        return kind, f"{k[0]}x{k[1]}/{s[0]}", 0, columns
+    convs = _convs(layer)
+    if convs:
+        last = convs[-1]
+        if len(convs) == 2 and convs[0].kernel_size == (1, 1) and last.kernel_size == (3, 3):
+            columns.update(n3x3red=_out(convs[0]), n3x3=_out(last))    # conv2: 1x1 reduce, then 3x3
+        return "convolution", f"{last.kernel_size[0]}x{last.kernel_size[1]}/{last.stride[0]}", len(convs), columns
+    if isinstance(layer, nn.Linear):
+        return "linear", None, 1, columns
+    if isinstance(layer, nn.Dropout):
+        return f"dropout ({layer.p:.0%})", None, 0, columns
+    if isinstance(layer, nn.LocalResponseNorm):
+        return "local response norm", None, 0, columns
+    return type(layer).__name__.lower(), None, 0, columns
+
+
+def _count(module):
+    params = sum(p.numel() for p in module.parameters())
+    weights = sum(m.weight.numel() for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return params, weights
+
+
+def summary(model, input_shape=None):
+    """One dict per layer (name, type, patch, output (H, W, C) or (C,), depth, the six filter
+    columns, params, weights (params less biases), multiply_adds), auxiliary heads last, then
+    two total rows: inference (without auxiliary heads) and training (with them)."""
+    if input_shape is None:
+        input_shape = (1, model.in_channels, *model.input_size)
+    layers = list(model.layers.named_children())
+    heads = [(f"{name} (auxiliary)", m) for name, m in model.named_children() if name.startswith("aux")]
+    outputs, macs, hooks = {}, {}, []
+
+    def record_output(name):
+        return lambda module, inputs, output: outputs.__setitem__(name, output.shape)
+
+    def record_macs(name):
+        def hook(module, inputs, output):
+            per_output = math.prod(module.weight.shape[1:])          # weights each output value reads
+            pixels = output.shape[-1] * output.shape[-2] if isinstance(module, nn.Conv2d) else 1
+            macs[name] = macs.get(name, 0) + _out(module) * per_output * pixels
+        return hook
+
+    for name, layer in layers + heads:
+        hooks.append(layer.register_forward_hook(record_output(name)))
+        for m in layer.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                hooks.append(m.register_forward_hook(record_macs(name)))
+    was_training = model.training
+    model.train(bool(heads))                     # the auxiliary heads run only in training mode
+    try:
+        with minigrad.no_grad():
+            model(minigrad.Tensor(np.zeros(input_shape, dtype=next(model.parameters()).dtype)))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+
+    rows = []
+    for name, layer in layers + heads:
+        if isinstance(layer, (nn.Flatten, nn.ReLU)):
+            continue
+        kind, patch, depth, columns = _describe(layer)
+        shape = outputs[name][1:]
+        params, weights = _count(layer)
+        if "auxiliary" in name:
+            kind, patch = "auxiliary classifier", None
+        rows.append({"name": name, "type": kind, "patch": patch,
+                     "output": (*shape[1:], shape[0]) if len(shape) == 3 else tuple(shape), "depth": depth,
+                     **columns, "params": params, "weights": weights, "multiply_adds": macs.get(name, 0)})
+    trunk = [r for r in rows if r["type"] != "auxiliary classifier"]
+    totals = [("total (inference)", trunk, sum(r["depth"] for r in trunk)),   # GoogLeNet: 22 layers deep
+              ("total (training, with auxiliary heads)", list(rows), None)]
+    for label, chosen, depth in totals:
+        rows.append({"name": label, "type": "total", "patch": None, "output": None, "depth": depth,
+                     **dict.fromkeys(COLUMNS), **{k: sum(r[k] for r in chosen)
+                                                  for k in ("params", "weights", "multiply_adds")}})
+    return rows
+
+
+def paper_comparison(row):
+    """(paper params K, paper ops M, agrees, explanation) for a GoogLeNet row in Table 1, else None.
+
+    Agreement allows one unit in the last printed digit (the table rounds, and K is 1024)."""
+    if row["name"] not in PAPER_TABLE1:
+        return None
+    paper_params, paper_ops = PAPER_TABLE1[row["name"]]
+    unit = 0.1 if paper_params < 10 else 1.0
+    params_agree = abs(row["weights"] / 1024 - paper_params) <= unit
+    ops_agree = abs(row["multiply_adds"] / 1e6 - paper_ops) <= 1.0
+    differing = " and ".join(w for w, ok in (("params", params_agree), ("ops", ops_agree)) if not ok)
+    why = PAPER_EXPLANATIONS.get(row["name"]) or (
+        f"the printed {differing} disagree with the row's own filter counts "
+        f"({row['weights']:,} weights, {row['multiply_adds']:,} multiply-adds)" if differing else "")
+    return paper_params, paper_ops, params_agree and ops_agree, why
+
+
+def _k(n):
+    return f"{n / 1024:.1f}K" if n < 10 * 1024 else f"{n / 1024:.0f}K" if n < 10 * 1024 ** 2 else f"{n / 1024 ** 2:.1f}M"
+
+
+def _m(n):
+    return f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e6:.2f}M" if n else ""
+
+
+def format_table(rows, paper=False):
+    """Table 1's layout; params in K/M of 1024 (weights only, as the paper counts), ops in M multiply-adds."""
+    header = ["name", "type", "patch size/stride", "output size", "depth", "#1x1", "#3x3 reduce", "#3x3",
+              "#5x5 reduce", "#5x5", "pool proj", "params", "ops"]
+    if paper:
+        header += ["paper params", "paper ops", ""]
+    lines, notes = [header], []
+    for row in rows:
+        cells = [row["name"], row["type"], row["patch"] or "",
+                 "x".join(map(str, row["output"])) if row["output"] else "",
+                 str(row["depth"]) if row["depth"] else "",
+                 *[str(row[c]) if row[c] is not None else "" for c in COLUMNS],
+                 _k(row["weights"]) if row["weights"] else "", _m(row["multiply_adds"])]
+        if paper:
+            found = paper_comparison(row)
+            if found:
+                paper_params, paper_ops, agrees, why = found
+                mark = "" if agrees else f"differs [{len(notes) + 1}]"
+                if not agrees:
+                    notes.append(f"[{len(notes) + 1}] {row['name']}: {why}")
+                cells += [f"{paper_params}K", f"{paper_ops}M", mark]
+            else:
+                cells += ["", "", ""]
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+    totals = [r for r in rows if r["type"] == "total"]
+    text += "\n\n" + "\n".join(f"{r['name']}: {r['params']:,} parameters ({r['weights']:,} weights), "
+                                f"{r['multiply_adds'] / 1e6:,.0f}M multiply-adds per image" for r in totals)
+    if notes:
+        text += "\n\n" + "\n".join(notes)
+    return text
+
+
+def main(argv=None):
+    from .. import MODELS, get_model
+
+    parser = argparse.ArgumentParser(prog="python -m models.summary", description="Per-layer table of a model "
+                                     "in the layout of Table 1 of 'Going Deeper with Convolutions'.")
+    parser.add_argument("model", choices=list(MODELS))
+    parser.add_argument("--paper", action="store_true", help="put the paper's printed values beside ours "
+                        "(GoogLeNet rows) and flag the rows that differ")
+    parser.add_argument("--input-size", type=int, help="input height and width (default: the model's)")
+    args = parser.parse_args(argv)
+    kwargs = {"input_size": args.input_size} if args.input_size else {}
+    try:
+        model = get_model(args.model, **kwargs)
+    except ValueError as error:
+        parser.exit(2, f"python -m models.summary: error: {error}\n")
+    print(format_table(summary(model), paper=args.paper))
+    return 0
