@@ -9,16 +9,17 @@
 
 from __future__ import annotations
 
+# isort: off
+import kernels  # noqa: F401  (first: it sets thread-pool settings that OpenBLAS reads when NumPy loads)
 import numpy as np
-
-import kernels  # noqa: F401,I001  (first: it sets thread-pool behaviour that must precede NumPy's import)
+# isort: on
 
 from . import functional, nn
+from .autograd import Function, Tensor, is_grad_enabled, no_grad
 from .backend import array_module
 from .functional import cat
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
-from .tensor import Function, Tensor, is_grad_enabled, no_grad
 
 float32 = np.float32
 float64 = np.float64

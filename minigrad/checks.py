@@ -11,7 +11,7 @@ import numbers
 
 from kernels.geometry import conv_out_size, pool_out_size
 
-from .tensor import Tensor
+from .autograd import Tensor
 
 
 def as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:

@@ -13,9 +13,9 @@ import numbers
 import kernels
 
 from . import random
+from .autograd import Function, Tensor
 from .backend import array_module
 from .checks import as_pair, check_probability, check_same_dtype, check_tensor, check_windows
-from .tensor import Function, Tensor
 
 # ---- convolution -------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .autograd import Tensor, no_grad
 
 
 class GradcheckError(AssertionError):

@@ -14,9 +14,9 @@ import numpy as np
 
 from . import functional as F
 from . import random
+from .autograd import Tensor
 from .backend import array_module
 from .checks import as_pair, check_probability
-from .tensor import Tensor
 
 
 class Parameter(Tensor):

@@ -179,3 +179,13 @@ def test_shape_ops_and_reductions():
         minigrad.tensor(np.ones((2, 3))) @ minigrad.tensor(np.ones((2, 3)))
     with pytest.raises(TypeError, match="pow: only a Python or NumPy scalar exponent"):
         x ** x
+
+
+def test_importing_minigrad_sets_the_thread_pool_settings_before_numpy_loads():
+    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when NumPy loads; `import minigrad` must set it first."""
+    import subprocess
+    import sys
+    code = ("import os; os.environ.pop('OPENBLAS_THREAD_TIMEOUT', None); import minigrad, kernels; "
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], kernels.BLAS_SPIN_LIMITED)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["4", "True"]

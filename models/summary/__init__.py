@@ -85,10 +85,14 @@ def _count(module):
 def summary(model, input_shape=None):
     """One dict per layer (name, type, patch, output (H, W, C) or (C,), depth, the six filter
     columns, params, weights (params less biases), multiply_adds), auxiliary heads last, then
-    two total rows: inference (without auxiliary heads) and training (with them)."""
+    two total rows: inference (without auxiliary heads) and training (with them).
+
+    A model without named `layers` (a single Inception module, say) is one row; give its input_shape."""
     if input_shape is None:
+        if not hasattr(model, "input_size"):
+            raise ValueError(f"summary: give the input_shape for a {type(model).__name__}")
         input_shape = (1, model.in_channels, *model.input_size)
-    layers = list(model.layers.named_children())
+    layers = list(model.layers.named_children()) if hasattr(model, "layers") else [(type(model).__name__, model)]
     heads = [(f"{name} (auxiliary)", m) for name, m in model.named_children() if name.startswith("aux")]
     outputs, macs, hooks = {}, {}, []
 

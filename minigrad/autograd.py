@@ -14,12 +14,14 @@ Forward and backward work on raw arrays (NumPy or CuPy), never on Tensors.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numpy as np
 
 from .backend import array_module, device_of
 
 _grad_enabled = True
+_profiler = None        # set by minigrad.profiler.profile(): told the time of every forward and backward
 
 
 @contextlib.contextmanager
@@ -50,7 +52,12 @@ class Function:
 
     def __call__(self, *inputs: Tensor) -> Tensor:
         _check_same_kind(self.op_name(), inputs)
-        output = Tensor(self.forward(*(t.data for t in inputs)))
+        if _profiler is None:
+            output = Tensor(self.forward(*(t.data for t in inputs)))
+        else:
+            start = time.perf_counter()
+            output = Tensor(self.forward(*(t.data for t in inputs)))
+            _profiler.forward(self, inputs, output, time.perf_counter() - start)
         if _grad_enabled and any(t.requires_grad for t in inputs):
             # Edges, not tensors: a leaf to accumulate into, or the Function that made
             # the input (None where no gradient is wanted).  Holding the input tensors
@@ -181,9 +188,12 @@ class Tensor:
                 raise RuntimeError(f"backward: trying to backward through the graph a second time "
                                    f"(the buffers of {fn.op_name()} were freed); "
                                    "pass retain_graph=True to the first backward")
+            start = time.perf_counter()
             grads = fn.backward(grad_out)
             if not isinstance(grads, tuple):
                 grads = (grads,)
+            if _profiler is not None:
+                _profiler.backward(fn, grad_out, grads, time.perf_counter() - start)
             for edge, g in zip(fn.edges, grads):
                 if edge is None or g is None:
                     continue
