@@ -324,10 +324,11 @@ def write_outputs(out, module_rows, network_rows, header, args):
         written.append(path)
     if network_rows:
         fig, ax = plt.subplots(figsize=(7, 5))
-        for r in network_rows:
+        for i, r in enumerate(sorted(network_rows, key=lambda r: r["multiply_adds"])):
             ax.scatter(r["multiply_adds"] / 1e9, r["step_ms"], s=max(20, r["params"] / 2e5))
             ax.annotate(f"{r['network']}\n{r['params'] / 1e6:.1f}M params", (r["multiply_adds"] / 1e9, r["step_ms"]),
-                        textcoords="offset points", xytext=(6, 6), fontsize=8)
+                        textcoords="offset points", xytext=(8, 10 if i % 2 else -26), fontsize=8)
+        ax.margins(x=0.25, y=0.15)
         ax.set_xlabel("multiply-adds per image (billions)")
         ax.set_ylabel(f"training step ms (batch {args.batch})")
         ax.set_title("Whole networks: cost vs time (marker size: parameters)")

@@ -1,0 +1,60 @@
+"""The benchmark commands: bad input is one line and exit 2; a small real run writes its files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, module="benchmarks"):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--configs", "3a,9z"], "unknown configuration 9z"),
+    (["--batch", "0"], "--batch must be a positive integer, got 0"),
+    (["--repeat", "-1"], "--repeat must be a positive integer"),
+    (["--networks", "resnet"], "unknown network resnet"),
+    (["--device", "cuda"], "--device cuda needs"),
+    (["--out", "/proc/forbidden"], "cannot write to --out /proc/forbidden"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_small_run_writes_tables_csv_json_and_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = run("--quick", "--configs", "3a", "--networks", "googlenet", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "| 3a | naive | 192x28x28 | 416 | 387,296 | 303 |" in result.stdout       # 416 = 64+128+32+192 channels
+    assert "| 3a | reduced | 192x28x28 | 256 | 163,696 | 128 |" in result.stdout
+    assert "BLAS:" in result.stdout and "GoogLeNet" in result.stdout
+    for name in ("inception_modules.csv", "networks.csv", "results.json", "inception_modules.png", "networks.png"):
+        assert os.path.getsize(tmp_path / name) > 0, name
+    data = json.loads((tmp_path / "results.json").read_text())
+    naive, reduced = data["inception_modules"]
+    assert naive["module"] == "naive" and naive["step_ms"] > 0 and reduced["peak_mb"] > 0
+
+
+def test_compare_torch_checks_outputs_and_reports_a_ratio(tmp_path):
+    from conftest import require_torch
+    require_torch()
+    result = run("--quick", "--configs", "5b", "--networks", "none", "--compare", "torch", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    row = json.loads((tmp_path / "results.json").read_text())["inception_modules"][1]
+    assert row["torch_layout"] in ("nchw", "channels_last") and row["step_vs_torch"] > 0
+    assert row["max_abs_diff"] < 1e-2
+
+
+def test_profile_lists_ops_by_time():
+    result = run("mini-googlenet", "--batch", "4", module="benchmarks.profile")
+    assert result.returncode == 0, result.stderr
+    assert "| conv2d | layers.conv1.conv | 4x32x32x32 |" in result.stdout
+    assert "by op: " in result.stdout
+    bad = run("googlenet", "--input-size", "16", module="benchmarks.profile")
+    assert bad.returncode == 2 and "too small" in bad.stderr and "Traceback" not in bad.stderr
