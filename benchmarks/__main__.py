@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ import minigrad
 import minigrad.functional as F
 import models
 from benchmarks.timing import machine_header, measure
+from benchmarks.torch_reference import torch_times
 from models.googlenet import INCEPTION_TABLE
 
 INPUT_SIZES = {"3a": (192, 28), "3b": (256, 28), "4a": (480, 14), "4b": (512, 14), "4c": (512, 14),
@@ -73,11 +75,8 @@ def parse_args(argv):
         os.remove(probe)
     except OSError as error:
         raise UsageError(f"cannot write to --out {args.out}: {error.strerror}") from None
-    if args.compare == "torch":
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise UsageError("--compare torch needs PyTorch (pip install torch==2.13.0)") from None
+    if args.compare == "torch" and importlib.util.find_spec("torch") is None:    # found, not loaded here
+        raise UsageError("--compare torch needs PyTorch (pip install torch==2.13.0)")
     return args
 
 
@@ -120,50 +119,27 @@ def training_step(model, x, target, lr=1e-3):
     return step
 
 
-def torch_times(module, x_array, target, repeat, train_step):
-    """Best-layout PyTorch times for the same work, and its eval-mode output for the equality check."""
+def torch_loss(out, labels):
+    """PyTorch's version of training_step's loss, for the reference run."""
     import torch
 
-    from benchmarks.torch_reference import to_torch
+    if isinstance(out, tuple):
+        return torch.nn.functional.cross_entropy(out[0], labels) + 0.3 * sum(
+            torch.nn.functional.cross_entropy(a, labels) for a in out[1:])
+    return torch.nn.functional.cross_entropy(out, labels)
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    twin = to_torch(module)
-    x = torch.from_numpy(x_array)
-    twin.eval()
-    with torch.no_grad():
-        reference = twin(x).numpy()
-    results = {}
-    for layout in ("nchw", "channels_last"):
-        memory_format = torch.contiguous_format if layout == "nchw" else torch.channels_last
-        twin = twin.to(memory_format=memory_format)
-        xt = x.contiguous(memory_format=memory_format).requires_grad_(not train_step)
-        twin.eval()
 
-        def forward():
-            with torch.no_grad():
-                twin(xt)
-
-        if train_step:
-            optimizer = torch.optim.SGD(twin.parameters(), lr=1e-3)
-            labels = torch.from_numpy(target)
-
-            def step():
-                twin.train()
-                out = twin(xt)
-                if isinstance(out, tuple):
-                    loss = torch.nn.functional.cross_entropy(out[0], labels) + 0.3 * sum(
-                        torch.nn.functional.cross_entropy(a, labels) for a in out[1:])
-                else:
-                    loss = torch.nn.functional.cross_entropy(out, labels)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        else:
-            def step():
-                twin(xt).sum().backward()
-        results[layout] = {"forward": measure(forward, repeat)["median"], "step": measure(step, repeat)["median"]}
-    best = min(results, key=lambda k: results[k]["step"])
-    return results, best, reference
+def build_model(spec):
+    """An Inception module ({"kind": "inception", "config", "naive"}) or a network
+    ({"kind": "network", "name", "input_size"}), freshly initialised with seed 0."""
+    minigrad.manual_seed(0)
+    if spec["kind"] == "network":
+        return models.get_model(spec["name"], input_size=spec["input_size"])
+    in_channels = INPUT_SIZES[spec["config"]][0]
+    n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj = CONFIGS[spec["config"]]
+    if spec["naive"]:
+        return models.InceptionNaive(in_channels, n1x1, n3x3, n5x5)
+    return models.Inception(in_channels, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj)
 
 
 def check_same(ours, reference, what):
@@ -176,10 +152,8 @@ def check_same(ours, reference, what):
 
 def bench_module(name, naive, args, bar):
     in_channels, side = INPUT_SIZES[name]
-    n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj = CONFIGS[name]
-    minigrad.manual_seed(0)
-    module = (models.InceptionNaive(in_channels, n1x1, n3x3, n5x5) if naive
-              else models.Inception(in_channels, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj))
+    spec = {"kind": "inception", "config": name, "naive": naive}
+    module = build_model(spec)
     shape = (args.batch, in_channels, side, side)
     row = models.summary(module, (1, in_channels, side, side))[0]
     x = minigrad.randn(*shape, requires_grad=True)
@@ -204,7 +178,7 @@ def bench_module(name, naive, args, bar):
     if args.compare == "torch":
         with minigrad.no_grad():
             ours = module(x).numpy()
-        times, best, reference = torch_times(module, x.numpy(), None, args.repeat, train_step=False)
+        times, best, reference = torch_times(spec, module, x.numpy(), None, args.repeat)
         result.update(torch_layout=best, torch_forward_ms=times[best]["forward"] * 1e3,
                       torch_step_ms=times[best]["step"] * 1e3, step_vs_torch=step_s / times[best]["step"],
                       max_abs_diff=check_same(ours, reference, f"inception {name}"))
@@ -213,8 +187,8 @@ def bench_module(name, naive, args, bar):
 
 def bench_network(key, args, bar):
     size = 112 if args.quick else 224
-    minigrad.manual_seed(0)
-    net = models.get_model(key, input_size=size)
+    spec = {"kind": "network", "name": key, "input_size": size}
+    net = build_model(spec)
     rows = models.summary(net)
     x = minigrad.randn(args.batch, 3, size, size)
     target = np.arange(args.batch) % 1000
@@ -238,7 +212,7 @@ def bench_network(key, args, bar):
         net.eval()
         with minigrad.no_grad():
             ours = net(x).numpy()
-        times, best, reference = torch_times(net, x.numpy(), target, args.repeat, train_step=True)
+        times, best, reference = torch_times(spec, net, x.numpy(), target, args.repeat)
         result.update(torch_layout=best, torch_forward_ms=times[best]["forward"] * 1e3,
                       torch_step_ms=times[best]["step"] * 1e3, forward_vs_torch=forward_s / times[best]["forward"],
                       step_vs_torch=step_s / times[best]["step"], max_abs_diff=check_same(ours, reference, key))

@@ -1,23 +1,32 @@
-"""The same network in PyTorch, with the same weights: the reference for --compare torch.
+"""The same work in PyTorch, with the same weights: the reference for --compare torch.
 
-`to_torch(module)` walks a minigrad model and builds the PyTorch twin layer by layer
-(PyTorch is only a benchmark and test reference, never a dependency of the engine).
+`to_torch(module)` walks a minigrad model and builds the PyTorch twin layer by layer.
+`torch_times(...)` times the twin in a child process: PyTorch's OpenMP threads read
+GOMP_SPINCOUNT, which minigrad lowers for its own pools (measured: that slows PyTorch's
+GoogLeNet step by ~10%), so PyTorch runs with the environment minigrad found, under
+its own best settings.  (PyTorch is only a benchmark and test reference, never a
+dependency of the engine.)
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections import OrderedDict
 
 import numpy as np
 
-from minigrad import nn
-from models.googlenet import AUX_AFTER, GoogLeNet
-from models.inception import Inception, InceptionNaive
-from models.network import Network
-
 
 def to_torch(module):
     import torch
+
+    from minigrad import nn
+    from models.googlenet import AUX_AFTER, GoogLeNet
+    from models.inception import Inception, InceptionNaive
+    from models.network import Network
 
     tnn = torch.nn
 
@@ -83,3 +92,72 @@ def to_torch(module):
             return (x, *outputs) if outputs else x
 
     return convert(module)
+
+
+def torch_times(spec, model, x, target, repeat):
+    """PyTorch's forward and step times for both layouts, the faster layout, and its eval-mode
+    output, from a child process that rebuilds `spec` with model's weights and input x."""
+    import kernels
+
+    with tempfile.TemporaryDirectory() as folder:
+        np.savez(os.path.join(folder, "state.npz"), **model.state_dict())
+        np.save(os.path.join(folder, "x.npy"), x)
+        if target is not None:
+            np.save(os.path.join(folder, "target.npy"), target)
+        with open(os.path.join(folder, "spec.json"), "w") as f:
+            json.dump({**spec, "repeat": repeat, "train": target is not None}, f)
+        env = {k: v for k, v in os.environ.items() if k not in kernels.SET_HERE}
+        env["MINIGRAD_THREAD_SETTINGS"] = "off"
+        subprocess.run([sys.executable, "-m", "benchmarks.torch_reference", folder], env=env, check=True)
+        with open(os.path.join(folder, "times.json")) as f:
+            times = json.load(f)
+        reference = np.load(os.path.join(folder, "output.npy"))
+    best = min(times, key=lambda k: times[k]["step"])
+    return times, best, reference
+
+
+def _child(folder):
+    import torch  # first: its OpenMP runtime starts with the user's settings
+
+    from benchmarks.__main__ import build_model, torch_loss
+    from benchmarks.timing import measure
+
+    with open(os.path.join(folder, "spec.json")) as f:
+        spec = json.load(f)
+    model = build_model(spec)
+    model.load_state_dict(dict(np.load(os.path.join(folder, "state.npz"))))
+    torch.set_num_threads(os.cpu_count() or 1)
+    twin = to_torch(model)
+    x = torch.from_numpy(np.load(os.path.join(folder, "x.npy")))
+    twin.eval()
+    with torch.no_grad():
+        np.save(os.path.join(folder, "output.npy"), twin(x).numpy())
+    labels = torch.from_numpy(np.load(os.path.join(folder, "target.npy"))) if spec["train"] else None
+    times = {}
+    for layout, memory_format in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        twin = twin.to(memory_format=memory_format)
+        xt = x.contiguous(memory_format=memory_format).requires_grad_(not spec["train"])
+        optimizer = torch.optim.SGD(twin.parameters(), lr=1e-3)
+
+        def forward():
+            twin.eval()
+            with torch.no_grad():
+                twin(xt)
+
+        def step():
+            twin.train(spec["train"])
+            out = twin(xt)
+            loss = torch_loss(out, labels) if spec["train"] else out.sum()
+            optimizer.zero_grad()
+            loss.backward()
+            if spec["train"]:
+                optimizer.step()
+
+        times[layout] = {"forward": measure(forward, spec["repeat"])["median"],
+                         "step": measure(step, spec["repeat"])["median"]}
+    with open(os.path.join(folder, "times.json"), "w") as f:
+        json.dump(times, f)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])

@@ -23,9 +23,13 @@ import sys
 # NumPy is imported; `import minigrad` does it first), and Numba's OpenMP threads
 # spin 1000 rounds (GOMP's default is 300,000) before sleeping.  Numba's workqueue
 # layer sleeps too but costs ~170 us per parallel launch, hundreds per training step.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-BLAS_SPIN_LIMITED = "numpy" not in sys.modules or os.environ["OPENBLAS_THREAD_TIMEOUT"] != "4"
+# MINIGRAD_THREAD_SETTINGS=off leaves the environment alone.
+THREAD_SETTINGS = {"OPENBLAS_THREAD_TIMEOUT": "4", "GOMP_SPINCOUNT": "1000"}
+SET_HERE = [name for name in THREAD_SETTINGS if name not in os.environ   # what the user had not chosen
+            and os.environ.get("MINIGRAD_THREAD_SETTINGS", "on") != "off"]
+for _name in SET_HERE:
+    os.environ[_name] = THREAD_SETTINGS[_name]
+BLAS_SPIN_LIMITED = "numpy" not in sys.modules or "OPENBLAS_THREAD_TIMEOUT" not in SET_HERE
 
 KERNEL_FUNCTIONS = (
     "conv2d_forward", "conv2d_backward",

@@ -125,3 +125,24 @@ def test_cross_entropy_is_stable_for_huge_logits(torch):
     loss = F.cross_entropy(x, target)
     loss.backward()
     assert np.isfinite(loss.item()) and np.isfinite(x.grad.numpy()).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tensor_arithmetic_and_shape_ops(torch, dtype):
+    """+, -, *, /, @, unary -, ** with broadcasting, and reshape, permute, transpose, sum, mean, flatten."""
+    def expression(a, b, c, m):
+        y = (a + b) * c - a / (b * b + 1) + (-c) ** 2
+        y = y.permute(2, 0, 1).reshape(4, -1).transpose(0, 1)
+        z = y.sum(1, keepdim=True) * y.mean(0) + (y @ m).flatten().sum()
+        return z.flatten() if hasattr(z, "flatten") else z
+
+    arrays = [normal((2, 3, 4), 0), normal((3, 1), 1), normal((4,), 2), normal((4, 5), 3)]
+    compare(torch, expression, expression, arrays, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nll_loss(torch, dtype):
+    target = np.array([2, 0, 1, 2])
+    compare(torch, lambda t: F.nll_loss(F.log_softmax(t, 1), target),
+            lambda t: torch.nn.functional.nll_loss(torch.log_softmax(t, 1), torch.tensor(target)),
+            [normal((4, 3), 5)], dtype)
