@@ -14,12 +14,16 @@ from numba import njit
 from numba.core.errors import NumbaWarning
 
 
-def kernel(parallel: bool = False):
+def kernel(parallel: bool = False, inline: bool = False):
+    """inline=True: a helper that Numba pastes into its callers (at its IR level).  A helper compiled
+    on its own receives slices as arrays of unknown stride, and its loops do not vectorise."""
+    options = dict(parallel=parallel, nogil=True, inline="always" if inline else "never")
+
     def decorate(function):
         try:
-            return njit(cache=True, parallel=parallel, nogil=True)(function)
+            return njit(cache=True, **options)(function)
         except RuntimeError:                 # "cannot cache function ...: no locator available"
             warnings.warn(f"minigrad: no writable Numba cache directory; {function.__name__} will be "
                           "compiled in every process (set NUMBA_CACHE_DIR)", NumbaWarning, stacklevel=2)
-            return njit(cache=False, parallel=parallel, nogil=True)(function)
+            return njit(cache=False, **options)(function)
     return decorate

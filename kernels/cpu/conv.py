@@ -15,7 +15,7 @@ from ..geometry import conv_out_size
 from ._jit import kernel
 
 
-@kernel()
+@kernel(inline=True)
 def _valid_range(out, stride, pad, offset, size):
     """Output positions o in [lo, hi) whose input o*stride - pad + offset lies in [0, size)."""
     first = pad - offset                      # o*stride >= pad - offset

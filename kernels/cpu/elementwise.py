@@ -37,7 +37,12 @@ def relu_backward(grad_y, y):
     return grad_x
 
 
-@kernel()
+# In the LRN loops every inner loop runs over a slice view indexed from 0 (indexing x[b, j, q]
+# with q starting at a block offset did not vectorise), the sums stay in the array's dtype (a
+# float64 accumulator added conversions), and the helper below is inlined.  Together: LRN
+# forward 24 ms -> ~5 ms at GoogLeNet's norm2 size.
+
+@kernel(inline=True)
 def _scale_by_inverse_power(a, s, beta, out):
     """out = a * s ** -beta.  For GoogLeNet's beta = 0.75 two square roots replace pow
     (several times cheaper); the test sits outside the loops so both loops vectorise."""
@@ -55,49 +60,53 @@ _LRN_BLOCK = 512     # pixels per LRN task: its scratch rows (channels x block) 
 
 @kernel(parallel=True)
 def _lrn_forward(x, size, alpha, beta, k, y, scale):
-    """x, y, scale: (N, C, P).  Tasks are (image, block of pixels); every inner loop runs
-    along contiguous pixels, so it vectorises."""
+    """x, y, scale: (N, C, P).  Tasks are (image, block of pixels); channels are walked inside."""
     n, c, p = x.shape
     before, after = size // 2, (size - 1) // 2
-    coefficient = alpha / size
+    coefficient, base = x.dtype.type(alpha / size), x.dtype.type(k)
     blocks = (p + _LRN_BLOCK - 1) // _LRN_BLOCK
     for task in prange(n * blocks):
         b, p0 = task // blocks, (task % blocks) * _LRN_BLOCK
         p1 = min(p, p0 + _LRN_BLOCK)
-        total = np.empty(p1 - p0, dtype=np.float64)
+        total = np.empty(p1 - p0, dtype=x.dtype)
         for ch in range(c):
-            total[:] = 0.0
+            total[:] = 0
             for j in range(max(0, ch - before), min(c, ch + after + 1)):
-                for q in range(p0, p1):
-                    total[q - p0] += x[b, j, q] * x[b, j, q]
-            for q in range(p0, p1):
-                scale[b, ch, q] = k + coefficient * total[q - p0]
-            _scale_by_inverse_power(x[b, ch, p0:p1], scale[b, ch, p0:p1], beta, y[b, ch, p0:p1])
+                row = x[b, j, p0:p1]
+                for q in range(total.size):
+                    total[q] += row[q] * row[q]
+            s = scale[b, ch, p0:p1]
+            for q in range(total.size):
+                s[q] = base + coefficient * total[q]
+            _scale_by_inverse_power(x[b, ch, p0:p1], s, beta, y[b, ch, p0:p1])
 
 
 @kernel(parallel=True)
 def _lrn_backward(x, y, scale, grad_y, size, alpha, beta, k, grad_x):
     n, c, p = x.shape
     before, after = (size - 1) // 2, size // 2     # the mirrored window: every j whose window holds ch
-    factor = 2.0 * alpha * beta / size
+    factor = x.dtype.type(2.0 * alpha * beta / size)
     blocks = (p + _LRN_BLOCK - 1) // _LRN_BLOCK
     for task in prange(n * blocks):
         b, p0 = task // blocks, (task % blocks) * _LRN_BLOCK
         p1 = min(p, p0 + _LRN_BLOCK)
-        ratio = np.empty((c, p1 - p0), dtype=np.float64)     # grad_y * y / scale, once per element
+        m = p1 - p0
+        ratio = np.empty((c, m), dtype=x.dtype)          # grad_y * y / scale, once per element
         for j in range(c):
-            for q in range(p0, p1):
-                ratio[j, q - p0] = grad_y[b, j, q] * y[b, j, q] / scale[b, j, q]
-        spread = np.empty(p1 - p0, dtype=np.float64)
+            gj, yj, sj, rj = grad_y[b, j, p0:p1], y[b, j, p0:p1], scale[b, j, p0:p1], ratio[j]
+            for q in range(m):
+                rj[q] = gj[q] * yj[q] / sj[q]
+        spread = np.empty(m, dtype=x.dtype)
         for ch in range(c):
-            spread[:] = 0.0
+            spread[:] = 0
             for j in range(max(0, ch - before), min(c, ch + after + 1)):
-                for q in range(p1 - p0):
-                    spread[q] += ratio[j, q]
-            out = grad_x[b, ch, p0:p1]
+                rj = ratio[j]
+                for q in range(m):
+                    spread[q] += rj[q]
+            out, xs = grad_x[b, ch, p0:p1], x[b, ch, p0:p1]
             _scale_by_inverse_power(grad_y[b, ch, p0:p1], scale[b, ch, p0:p1], beta, out)
-            for q in range(p0, p1):
-                out[q - p0] -= factor * x[b, ch, q] * spread[q - p0]
+            for q in range(m):
+                out[q] -= factor * xs[q] * spread[q]
 
 
 def _as_3d(a):

@@ -14,7 +14,7 @@ from ..geometry import avg_pool_divisor, pool_out_size
 from ._jit import kernel
 
 
-@kernel()
+@kernel(inline=True)
 def _has_nan(plane):
     count = 0
     for r in range(plane.shape[0]):
@@ -23,7 +23,7 @@ def _has_nan(plane):
     return count > 0
 
 
-@kernel()
+@kernel(inline=True)
 def _window_max_nan(plane, r0, r1, c0, c1):
     """(max, flat index) of plane[r0:r1, c0:c1] for a plane holding a NaN: strictly greater,
     so the first maximum wins, and the first NaN wins as in NumPy's argmax.  (The NaN test
@@ -38,7 +38,7 @@ def _window_max_nan(plane, r0, r1, c0, c1):
     return best, where
 
 
-@kernel()
+@kernel(inline=True)
 def _max_pool_plane_separable(plane, kh, kw, sh, sw, ph, pw, y, argmax):
     """Max-pool one NaN-free plane in two passes: the max of every row's window span
     (row_max, with its column), then, per output row, the max of those over the window's
