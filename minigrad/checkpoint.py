@@ -1,0 +1,65 @@
+"""Checkpoints: a .npz of named arrays plus a small JSON header, written atomically.
+
+The file is written to a temporary name beside the target, flushed to disk, then renamed
+over it: a crash mid-write leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+HEADER = "__header__"
+FORMAT = "minigrad-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated, corrupted or does not fit what it is loaded into."""
+
+
+def save(path, arrays, header):
+    """Write {name: array} and a JSON-able header dict to `path` atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    payload = {name: np.asarray(a) for name, a in arrays.items()}
+    payload[HEADER] = np.frombuffer(json.dumps({"format": FORMAT, **header}).encode(), dtype=np.uint8)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".checkpoint-", suffix=".npz.tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def load(path):
+    """(arrays, header) from a checkpoint written by save(); CheckpointError says what is wrong."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if HEADER not in data.files:
+                raise CheckpointError(f"{path}: not a minigrad checkpoint (no header)")
+            header = json.loads(bytes(data[HEADER]).decode())
+            arrays = {name: data[name] for name in data.files if name != HEADER}
+    except CheckpointError:
+        raise
+    except Exception as error:      # zip, array-header or JSON damage: BadZipFile, EOFError, SyntaxError, ...
+        raise CheckpointError(f"{path}: the checkpoint is truncated or corrupted ({type(error).__name__}: "
+                              f"{error})") from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {header.get('format')!r}")
+    return arrays, header
+
+
+def split(arrays, prefix):
+    """The arrays saved under `prefix/`, with the prefix removed."""
+    start = len(prefix) + 1
+    return {name[start:]: a for name, a in arrays.items() if name.startswith(prefix + "/")}

@@ -1,0 +1,198 @@
+"""Data: datasets of arrays, a seeded DataLoader, the paper's augmentations, and loaders for
+scikit-learn's handwritten digits, a .npz file and a folder of images.
+
+Every loader returns an ArrayDataset of float32 images (N, C, H, W) and int64 labels, and
+raises DataError (a ValueError) with a message that says what is wrong with the data.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """The data given to a loader is missing, malformed or inconsistent."""
+
+
+class Dataset:
+    def __len__(self):
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        raise NotImplementedError
+
+
+class ArrayDataset(Dataset):
+    """Images x (N, C, H, W) and integer labels y (N,)."""
+
+    def __init__(self, x, y, num_classes=None):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim == 3:
+            x = x[:, None]                                  # (N, H, W): one channel
+        if x.ndim != 4:
+            raise DataError(f"images must be (N, C, H, W) or (N, H, W), got shape {x.shape}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"labels must be (N,) with N = {len(x)} images, got shape {y.shape}")
+        if y.dtype.kind not in "iu":
+            if y.dtype.kind == "f" and np.all(y == np.round(y)):
+                y = y.astype(np.int64)
+            else:
+                raise DataError(f"labels must be integers, got dtype {y.dtype}")
+        if not np.isfinite(x).all():
+            raise DataError("images contain NaN or infinite values")
+        self.num_classes = int(num_classes if num_classes is not None else (y.max() + 1 if len(y) else 0))
+        if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+            raise DataError(f"labels must be in [0, {self.num_classes}), got range [{y.min()}, {y.max()}]")
+        self.x, self.y = x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, index):
+        return self.x[index], self.y[index]
+
+    def split(self, fraction, seed=0):
+        """(rest, held_out): a random `fraction` of the samples held out, stratified by nothing, seeded."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        cut = len(self) - int(round(fraction * len(self)))
+        return (ArrayDataset(self.x[order[:cut]], self.y[order[:cut]], self.num_classes),
+                ArrayDataset(self.x[order[cut:]], self.y[order[cut:]], self.num_classes))
+
+
+class RandomCrop:
+    """Pad by `padding` (zeros) and cut a random size x size window from each image (the paper's crops)."""
+
+    def __init__(self, size, padding=0):
+        self.size, self.padding = size, padding
+
+    def __call__(self, x, rng):
+        p = self.padding
+        padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+        n, _, h, w = padded.shape
+        if self.size > min(h, w):
+            raise DataError(f"RandomCrop: size {self.size} is larger than the padded image ({h}, {w})")
+        tops, lefts = rng.integers(0, h - self.size + 1, n), rng.integers(0, w - self.size + 1, n)
+        return np.stack([img[:, t:t + self.size, s:s + self.size] for img, t, s in zip(padded, tops, lefts)])
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p=0.5):
+        self.p = p
+
+    def __call__(self, x, rng):
+        flip = rng.random(len(x)) < self.p
+        x = x.copy()
+        x[flip] = x[flip, :, :, ::-1]
+        return x
+
+
+class DataLoader:
+    """Batches of (images, labels) as arrays; reshuffled every epoch from a seeded generator
+    (same seed, same order), with optional augmentations applied per batch."""
+
+    def __init__(self, dataset, batch_size=32, shuffle=False, seed=0, drop_last=False, transforms=()):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
+        self.transforms = list(transforms)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            index = order[start:start + self.batch_size]
+            if self.drop_last and len(index) < self.batch_size:
+                break
+            x, y = self.dataset[index]
+            for transform in self.transforms:
+                x = transform(x, self.rng)
+            yield np.ascontiguousarray(x, dtype=np.float32), y
+
+    def state_dict(self):
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        self.rng.bit_generator.state = state["rng"]
+
+
+def _upsample(x, size):
+    """Nearest-neighbour resize of (N, C, h, w) to size x size by whole-pixel repeats, then zero-padding."""
+    factor = max(1, size // max(x.shape[2:]))
+    x = x.repeat(factor, axis=2).repeat(factor, axis=3)
+    pad_h, pad_w = size - x.shape[2], size - x.shape[3]
+    if pad_h < 0 or pad_w < 0:
+        raise DataError(f"images of {x.shape[2:]} do not fit in {size}x{size}")
+    return np.pad(x, ((0, 0), (0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)))
+
+
+def load_digits(size=16):
+    """scikit-learn's bundled handwritten digits (1,797 8x8 grey images, 10 classes), scaled to [0, 1]
+    and upsampled by pixel repetition to size x size (16: each pixel becomes 2x2)."""
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise DataError("the digits data set needs scikit-learn: pip install scikit-learn") from None
+    digits = sklearn_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    return ArrayDataset(_upsample(x, size), digits.target, num_classes=10)
+
+
+def load_npz(path):
+    """A .npz file with `x` (N, C, H, W) or (N, H, W) and integer labels `y`."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("x", "y") if k not in data.files]
+            if missing:
+                raise DataError(f"{path}: the .npz file has no {' or '.join(missing)} array "
+                                f"(it has: {', '.join(data.files) or 'nothing'})")
+            x, y = data["x"], data["y"]
+    except DataError:
+        raise
+    except Exception as error:               # not a zip, truncated, pickled objects...
+        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    try:
+        return ArrayDataset(x.astype(np.float32) if x.dtype.kind in "iuf" else x, y)
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
+
+
+def load_image_folder(root, grayscale=False):
+    """A folder with one sub-folder of images per class (sorted names are the classes); all images
+    must have one size."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError("loading an image folder needs Pillow: pip install pillow") from None
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: no such folder")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not classes:
+        raise DataError(f"{root}: no class sub-folders")
+    images, labels, first = [], [], None
+    for label, name in enumerate(classes):
+        for file in sorted(os.listdir(os.path.join(root, name))):
+            path = os.path.join(root, name, file)
+            try:
+                with Image.open(path) as img:
+                    array = np.asarray(img.convert("L" if grayscale else "RGB"), dtype=np.float32) / 255.0
+            except Exception:
+                raise DataError(f"{path}: not an image Pillow can read") from None
+            if first is None:
+                first = (path, array.shape)
+            elif array.shape != first[1]:
+                raise DataError(f"images of mixed sizes: {path} is {array.shape[:2]}, {first[0]} is "
+                                f"{first[1][:2]}; resize them to one size first")
+            images.append(array[None] if grayscale else array.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise DataError(f"{root}: the class folders hold no images")
+    return ArrayDataset(np.stack(images), np.array(labels), num_classes=len(classes))

@@ -1,0 +1,206 @@
+"""Optimizers, a learning-rate schedule and weight averaging, with PyTorch's update rules.
+
+    optimizer = SGD([{"params": weights}, {"params": biases, "lr": 0.02, "weight_decay": 0}],
+                    lr=0.01, momentum=0.9, weight_decay=2e-4)
+    scheduler = lr_scheduler.StepLR(optimizer, step_size=8, gamma=0.96)   # the paper's schedule
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from .autograd import Tensor, no_grad
+from .backend import array_module
+
+
+class Optimizer:
+    """Parameter groups (each a dict with "params" and its own hyper-parameters) and per-parameter state."""
+
+    def __init__(self, params, defaults):
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.defaults = defaults
+        self.param_groups = []
+        for i, group in enumerate(groups):
+            group = {**defaults, **group, "params": list(group["params"])}
+            for p in group["params"]:
+                if not isinstance(p, Tensor) or not p.requires_grad:
+                    raise TypeError(f"{type(self).__name__}: group {i} holds a {type(p).__name__} that does not "
+                                    "require grad; pass model.parameters()")
+            _check_hyperparameters(type(self).__name__, group)
+            self.param_groups.append(group)
+        self.state = {}                 # id(param) -> dict of arrays
+
+    def zero_grad(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def _parameters(self):
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def state_dict(self):
+        """Hyper-parameters per group and each parameter's state, keyed by its position."""
+        index = {id(p): i for i, p in enumerate(self._parameters())}
+        return {"param_groups": [{k: v for k, v in g.items() if k != "params"} | {"params": [index[id(p)] for p in
+                                 g["params"]]} for g in self.param_groups],
+                "state": {index[key]: dict(value) for key, value in self.state.items() if key in index}}
+
+    def load_state_dict(self, state_dict):
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(len(a["params"]) != len(b["params"])
+                                                        for a, b in zip(groups, self.param_groups)):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the saved parameter groups "
+                             f"({[len(g['params']) for g in groups]} parameters) do not match this optimizer's "
+                             f"({[len(g['params']) for g in self.param_groups]})")
+        params = self._parameters()
+        for saved, group in zip(groups, self.param_groups):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = {}
+        for position, value in state_dict["state"].items():
+            p = params[int(position)]
+            xp = array_module(p.data)
+            self.state[id(p)] = {k: xp.asarray(v, dtype=p.dtype) if hasattr(v, "shape") else v for k, v in value.items()}
+
+    def step(self):
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self.update(p, p.grad.data, group, self.state.setdefault(id(p), {}))
+
+    def update(self, p, grad, group, state):
+        raise NotImplementedError
+
+
+def _check_hyperparameters(name, group):
+    for key in ("lr", "momentum", "weight_decay", "eps"):
+        if key in group and (not isinstance(group[key], (int, float)) or group[key] < 0):
+            raise ValueError(f"{name}: {key} must be a number >= 0, got {group[key]!r}")
+    if "betas" in group and not all(0 <= b < 1 for b in group["betas"]):
+        raise ValueError(f"{name}: betas must be in [0, 1), got {group['betas']!r}")
+    if group.get("nesterov") and group.get("momentum", 0) <= 0:
+        raise ValueError(f"{name}: nesterov needs momentum > 0")
+
+
+class SGD(Optimizer):
+    """p -= lr * d, where d = grad + weight_decay * p, through momentum (PyTorch's form:
+    buf = momentum * buf + d; d = buf, or d + momentum * buf with nesterov)."""
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
+
+    def update(self, p, grad, group, state):
+        d = grad + group["weight_decay"] * p.data if group["weight_decay"] else grad
+        if group["momentum"]:
+            buf = state.get("momentum_buffer")
+            buf = d.copy() if buf is None else buf * group["momentum"] + d
+            state["momentum_buffer"] = buf
+            d = d + group["momentum"] * buf if group["nesterov"] else buf
+        p.data -= (group["lr"] * d).astype(p.dtype, copy=False)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; weight_decay adds weight_decay * p to the gradient."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def update(self, p, grad, group, state):
+        xp = array_module(p.data)
+        if group["weight_decay"]:
+            grad = grad + group["weight_decay"] * p.data
+        beta1, beta2 = group["betas"]
+        step = state.get("step", 0) + 1
+        m = state.get("exp_avg", xp.zeros_like(p.data)) * beta1 + (1 - beta1) * grad
+        v = state.get("exp_avg_sq", xp.zeros_like(p.data)) * beta2 + (1 - beta2) * grad * grad
+        state.update(step=step, exp_avg=m, exp_avg_sq=v)
+        denominator = xp.sqrt(v / (1 - beta2 ** step)) + group["eps"]
+        p.data -= (group["lr"] / (1 - beta1 ** step) * m / denominator).astype(p.dtype, copy=False)
+
+
+class _StepLR:
+    """Multiply every group's learning rate by gamma every step_size calls of step() (epochs)."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
+        if not gamma > 0:
+            raise ValueError(f"StepLR: gamma must be > 0, got {gamma!r}")
+        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.last_epoch = 0
+
+    def step(self):
+        self.last_epoch += 1
+        factor = self.gamma ** (self.last_epoch // self.step_size)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def get_last_lr(self):
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self):
+        return {"step_size": self.step_size, "gamma": self.gamma, "base_lrs": list(self.base_lrs),
+                "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state):
+        self.step_size, self.gamma = state["step_size"], state["gamma"]
+        self.base_lrs, self.last_epoch = list(state["base_lrs"]), state["last_epoch"]
+
+
+lr_scheduler = SimpleNamespace(StepLR=_StepLR)
+
+
+class Polyak:
+    """Polyak (exponential moving) averaging of a model's weights, as the paper used for its final model:
+    after every optimizer step, average = decay * average + (1 - decay) * weights.  `with ema.applied():`
+    swaps the averaged weights in (for evaluation) and restores the trained ones afterwards."""
+
+    def __init__(self, model, decay=0.999):
+        if not 0 < decay < 1:
+            raise ValueError(f"Polyak: decay must be in (0, 1), got {decay!r}")
+        self.model, self.decay, self.updates = model, decay, 0
+        self.average = {name: p.data.copy() for name, p in model.named_parameters()}
+
+    def update(self):
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))   # warm-up: early weights count less
+        for name, p in self.model.named_parameters():
+            self.average[name] *= decay
+            self.average[name] += (1 - decay) * p.data
+
+    def applied(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def swap():
+            saved = {name: p.data for name, p in self.model.named_parameters()}
+            for name, p in self.model.named_parameters():
+                p.data = self.average[name].copy()
+            try:
+                yield self.model
+            finally:
+                for name, p in self.model.named_parameters():
+                    p.data = saved[name]
+        return swap()
+
+    def state_dict(self):
+        return {"decay": self.decay, "updates": self.updates, "average": dict(self.average)}
+
+    def load_state_dict(self, state):
+        self.decay, self.updates = state["decay"], state["updates"]
+        self.average = {k: v.copy() for k, v in state["average"].items()}
+
+
+def parameter_groups(model, lr, weight_decay):
+    """The reference GoogLeNet's groups: weights at lr with weight decay, biases at twice the lr without."""
+    weights = [p for name, p in model.named_parameters() if not name.endswith("bias")]
+    biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
+    return [{"params": weights, "lr": lr, "weight_decay": weight_decay},
+            {"params": biases, "lr": 2 * lr, "weight_decay": 0.0}]
+
+
+__all__ = ["Optimizer", "SGD", "Adam", "lr_scheduler", "Polyak", "parameter_groups"]
