@@ -189,7 +189,8 @@ def _channel_window_sum(a, before, after):
     precision when large values are subtracted back out)."""
     total = np.zeros_like(a)
     channels = a.shape[1]
-    for offset in range(-before, after + 1):
+    # offsets beyond +-(channels - 1) reach no channel (a huge window must not mean a huge loop)
+    for offset in range(max(-before, 1 - channels), min(after, channels - 1) + 1):
         lo, hi = max(0, -offset), min(channels, channels - offset)   # c with 0 <= c + offset < channels
         if lo < hi:
             total[:, lo:hi] += a[:, lo + offset:hi + offset]

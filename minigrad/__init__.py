@@ -14,7 +14,7 @@ import kernels  # noqa: F401  (first: it sets thread-pool settings that OpenBLAS
 import numpy as np
 # isort: on
 
-from . import functional, nn
+from . import checkpoint, data, functional, nn, optim, profiler
 from .autograd import Function, Tensor, is_grad_enabled, no_grad
 from .backend import array_module
 from .functional import cat
@@ -63,4 +63,5 @@ def randn(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
 
 
 __all__ = ["Tensor", "Function", "tensor", "zeros", "randn", "cat", "no_grad", "is_grad_enabled",
-           "gradcheck", "GradcheckError", "manual_seed", "functional", "nn", "float32", "float64"]
+           "gradcheck", "GradcheckError", "manual_seed", "functional", "nn", "optim", "data", "checkpoint",
+           "profiler", "float32", "float64"]

@@ -65,6 +65,9 @@ class Function:
             self.edges = tuple((t if t.creator is None else t.creator) if t.requires_grad else None
                                for t in inputs)
             self.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            # each input's version now: an in-place change before backward would make the
+            # saved arrays stale, and backward checks for that instead of returning a wrong gradient
+            self.input_versions = tuple((t._version, t._version[0]) for t in inputs)
             self.released = False
             output.requires_grad = True
             output.creator = self
@@ -110,6 +113,7 @@ class Tensor:
         self.data = data
         self.grad = None
         self.creator = None          # the Function that produced this tensor (None for leaves)
+        self._version = [0]          # bumped by every in-place change; shared by tensors sharing data
         self._requires_grad = False
         self.requires_grad = requires_grad
 
@@ -154,8 +158,56 @@ class Tensor:
         return self.data.reshape(()).item()
 
     def detach(self) -> Tensor:
-        """The same data, cut from the graph."""
-        return Tensor(self.data)
+        """The same data, cut from the graph (in-place changes to either are seen by both)."""
+        out = Tensor(self.data)
+        out._version = self._version
+        return out
+
+    # ---- in-place changes (tracked by the version counter) -----------------------
+    def _in_place(self, op, update):
+        if _grad_enabled and self.requires_grad and self.creator is None:
+            raise RuntimeError(f"{op}: a leaf tensor that requires grad cannot be changed in place while "
+                               "gradients are recorded; use `with minigrad.no_grad():`")
+        if _grad_enabled and self.creator is not None:
+            raise RuntimeError(f"{op}: in-place changes to a tensor inside a recorded graph are not supported; "
+                               "use the out-of-place op")
+        value = update.data if isinstance(update, Tensor) else update
+        if isinstance(update, Tensor):
+            _check_same_kind(op, (self, update))
+        return value
+
+    def _bump(self):
+        self._version[0] += 1
+        return self
+
+    def add_(self, other):
+        self.data += self._in_place("add_", other)
+        return self._bump()
+
+    def sub_(self, other):
+        self.data -= self._in_place("sub_", other)
+        return self._bump()
+
+    def mul_(self, other):
+        self.data *= self._in_place("mul_", other)
+        return self._bump()
+
+    def div_(self, other):
+        self.data /= self._in_place("div_", other)
+        return self._bump()
+
+    def copy_(self, other):
+        self.data[...] = self._in_place("copy_", other)
+        return self._bump()
+
+    def fill_(self, value):
+        self.data[...] = self._in_place("fill_", value)
+        return self._bump()
+
+    def zero_(self):
+        return self.fill_(0)
+
+    __iadd__, __isub__, __imul__, __itruediv__ = add_, sub_, mul_, div_
 
     def argmax(self, dim=None) -> Tensor:
         return Tensor(self.data.argmax(axis=dim))
@@ -188,6 +240,11 @@ class Tensor:
                 raise RuntimeError(f"backward: trying to backward through the graph a second time "
                                    f"(the buffers of {fn.op_name()} were freed); "
                                    "pass retain_graph=True to the first backward")
+            for index, (counter, seen) in enumerate(fn.input_versions):
+                if counter[0] != seen:
+                    raise RuntimeError(f"backward: input {index} of {fn.op_name()} was modified by an in-place "
+                                       f"operation after it was used (version {seen} then, {counter[0]} now); "
+                                       "its gradient would be wrong. Use an out-of-place op (x = x + y) instead")
             start = time.perf_counter()
             grads = fn.backward(grad_out)
             if not isinstance(grads, tuple):

@@ -24,6 +24,10 @@ def as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+SUPPORTED_FLOATS = ("float32", "float64")     # what the compiled kernels are built for (no float16)
+MAX_PLANE = 2 ** 28                            # pixels in one padded image plane: beyond any real input
+
+
 def check_tensor(op: str, name: str, t, ndim=None, floating=True):
     if not isinstance(t, Tensor):
         raise TypeError(f"{op}: {name} must be a minigrad Tensor, got {type(t).__name__}")
@@ -31,6 +35,8 @@ def check_tensor(op: str, name: str, t, ndim=None, floating=True):
         raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {t.shape}")
     if floating and t.dtype.kind != "f":
         raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.dtype.kind == "f" and t.dtype.name not in SUPPORTED_FLOATS:
+        raise TypeError(f"{op}: {name} has dtype {t.dtype}; minigrad computes in float32 or float64")
     if ndim is not None and t.numel() == 0:
         raise ValueError(f"{op}: {name} has a zero-sized dimension, shape {t.shape}")
 
@@ -50,6 +56,9 @@ def check_windows(op: str, shape, kernel, stride, padding, ceil_mode=None):
     could lie entirely in the padding (padding > kernel // 2, as PyTorch refuses).
     """
     height, width = shape[2], shape[3]
+    if (height + 2 * padding[0]) * (width + 2 * padding[1]) > MAX_PLANE:
+        raise ValueError(f"{op}: padding {padding} makes the padded input ({height + 2 * padding[0]}, "
+                         f"{width + 2 * padding[1]}) larger than {MAX_PLANE} pixels (input shape {tuple(shape)})")
     if kernel[0] > height + 2 * padding[0] or kernel[1] > width + 2 * padding[1]:
         raise ValueError(f"{op}: kernel_size {kernel} is larger than the padded input "
                          f"({height + 2 * padding[0]}, {width + 2 * padding[1]}) "

@@ -226,8 +226,8 @@ class LogSoftmax(Function):
 
 
 def log_softmax(input, dim):
-    check_tensor("log_softmax", "input", input)
-    if not isinstance(dim, numbers.Integral) or not -input.ndim <= dim < max(input.ndim, 1):
+    check_tensor("log_softmax", "input", input, ndim=tuple(range(1, 33)))
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not -input.ndim <= dim < input.ndim:
         raise ValueError(f"log_softmax: dim {dim!r} is out of range for input shape {input.shape}")
     return LogSoftmax(int(dim) % input.ndim)(input)
 

@@ -70,6 +70,7 @@ class Optimizer:
                 for p in group["params"]:
                     if p.grad is not None:
                         self.update(p, p.grad.data, group, self.state.setdefault(id(p), {}))
+                        p._bump()           # an in-place change: a graph that saved p sees it
 
     def update(self, p, grad, group, state):
         raise NotImplementedError

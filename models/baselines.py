@@ -7,13 +7,14 @@ from minigrad import nn
 
 from .googlenet import INCEPTION_TABLE, inception_stages, stem
 from .inception import ConvReLU
-from .network import Network, classifier_head, grids, reference_init, stage_pool
+from .network import Network, check_network_args, classifier_head, grids, reference_init, stage_pool
 
 
 def alexnet(num_classes=1000, input_size=224, in_channels=3, dropout=0.5):
     """AlexNet (Krizhevsky et al. 2012) as one tower (no grouped convolutions): 62.4M parameters,
     the "~60M" that the GoogLeNet paper compares with.  conv1 is padded by 2 so that a 224x224
     input gives the original 55x55 grid (the original needs 227x227 without padding)."""
+    check_network_args("alexnet", num_classes, in_channels, input_size, dropout)
     lrn = lambda: nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)    # AlexNet's k = 2
     pool = lambda: nn.MaxPool2d(3, stride=2)
     layers = [("conv1", ConvReLU(in_channels, 96, 11, stride=4, padding=2)), ("norm1", lrn()), ("pool1", pool()),
@@ -34,6 +35,9 @@ def plain_net(num_classes=1000, convs_per_stage=2, lrn=True, dropout=0.4, in_cha
     """GoogLeNet with every Inception module replaced by `convs_per_stage` plain 3x3 convolutions
     of the module's output width: the same stem, stage widths, pools and head.  With 2 per stage
     it has GoogLeNet's depth (22 layers with weights)."""
+    check_network_args("plain_net", num_classes, in_channels, input_size, dropout)
+    if not isinstance(convs_per_stage, int) or convs_per_stage < 1:
+        raise ValueError(f"plain_net: convs_per_stage must be a positive int, got {convs_per_stage!r}")
     modules, _ = inception_stages(192)
     widths = {name: m.out_channels for name, m in modules if hasattr(m, "out_channels")}
     layers, channels = stem(in_channels, lrn), 192
@@ -65,6 +69,7 @@ MINI_INCEPTION_TABLE = [
 
 def mini_googlenet(num_classes=10, in_channels=3, input_size=32, naive=False, dropout=0.2):
     """conv 3x3 (32) -> max-pool 3x3/2 -> 3a, 3b -> max-pool -> 4a -> global avg-pool -> dropout -> linear."""
+    check_network_args("mini_googlenet", num_classes, in_channels, input_size, dropout)
     layers = [("conv1", ConvReLU(in_channels, 32, 3, padding=1)), ("pool1", stage_pool())]
     modules, channels = inception_stages(32, naive, MINI_INCEPTION_TABLE)
     layers += modules

@@ -9,7 +9,7 @@ from kernels.geometry import pool_out_size
 from minigrad import nn
 
 from .inception import ConvReLU, Inception, InceptionNaive
-from .network import Network, as_pair, classifier_head, grids, reference_init, stage_pool
+from .network import Network, as_pair, check_network_args, classifier_head, grids, reference_init, stage_pool
 
 # Table 1 of the paper: the Inception modules and the max-pools between them.
 #   name   #1x1  #3x3 reduce  #3x3  #5x5 reduce  #5x5  pool proj
@@ -80,6 +80,7 @@ class GoogLeNet(Network):
 
     def __init__(self, num_classes=1000, aux_logits=True, lrn=True, naive=False, dropout=0.4,
                  in_channels=3, input_size=224):
+        check_network_args("GoogLeNet", num_classes, in_channels, input_size, dropout)
         modules, channels = inception_stages(192, naive)
         layers = stem(in_channels, lrn) + modules
         grid = grids(input_size, layers, "GoogLeNet")

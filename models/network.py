@@ -17,6 +17,21 @@ def as_pair(size):
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
+def check_network_args(model, num_classes, in_channels, input_size, dropout=0.0):
+    """The arguments every network takes, checked before any layer is built."""
+    import numbers
+
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{model}: {name} must be a positive int, got {value!r}")
+    size = input_size if isinstance(input_size, (tuple, list)) else (input_size, input_size)
+    if len(size) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+                                 for v in size):
+        raise ValueError(f"{model}: input_size must be a positive int or a pair of them, got {input_size!r}")
+    if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ValueError(f"{model}: dropout must be in [0, 1), got {dropout!r}")
+
+
 class Network(nn.Module):
     """Layers applied in order, held as `self.layers` under names like Table 1's (conv1, pool1, 3a, ...)."""
 

@@ -29,3 +29,18 @@ def torch():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# Filled by tests/test_fuzz.py: how many examples ran and which exception messages were seen.
+FUZZ_STATS = {"examples": 0, "messages": set(), "computed": {}}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FUZZ_STATS["examples"]:
+        import re
+        templates = {re.sub(r"-?\d+(\.\d+)?(e[-+]?\d+)?", "#", m) for m in FUZZ_STATS["messages"]}
+        terminalreporter.write_line(
+            f"fuzz: {FUZZ_STATS['examples']} examples; {len(FUZZ_STATS['messages'])} distinct exception messages "
+            f"({len(templates)} once numbers are masked); no other exception, crash or hang")
+        computed = ", ".join(f"{op} {n}" for op, n in sorted(FUZZ_STATS["computed"].items()))
+        terminalreporter.write_line(f"fuzz: examples that computed and matched the reference path: {computed}")

@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from ..geometry import conv_out_size
-from ._jit import kernel
+from ._jit import contiguous, kernel
 
 
 @kernel(inline=True)
@@ -91,7 +91,7 @@ def im2col(x, kernel_size, stride, padding, out_size, out=None):
     n, c = x.shape[:2]
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_size
     cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype) if out is None else out
-    _im2col(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, oh, ow, cols)
+    _im2col(contiguous(x), kh, kw, sh, sw, ph, pw, oh, ow, cols)
     return cols
 
 
@@ -99,7 +99,7 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out_size, out=None):
     """(N, C*KH*KW, OH*OW) columns -> (N, C, H, W), summing overlaps; into `out` (contiguous) if given."""
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_size
     result = np.empty(x_shape, dtype=cols.dtype) if out is None else out
-    _col2im(np.ascontiguousarray(cols), kh, kw, sh, sw, ph, pw, oh, ow, result)
+    _col2im(contiguous(cols), kh, kw, sh, sw, ph, pw, oh, ow, result)
     return result
 
 
@@ -122,7 +122,7 @@ def _chunks(x, kernel_size, out_size):
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
-    x = np.ascontiguousarray(x)
+    x = contiguous(x)
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
@@ -144,10 +144,10 @@ def conv2d_forward(x, weight, bias, stride, padding):
 def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True):
     """grad_weight = sum over images of grad_y[n] @ cols[n]^T; grad_cols = weight^T @ grad_y[n], then
     col2im.  The columns are recomputed chunk by chunk rather than kept from the forward pass."""
-    x = np.ascontiguousarray(x)
+    x = contiguous(x)
     o, c, kh, kw = weight.shape
     n, _, oh, ow = grad_y.shape
-    grad_y = np.ascontiguousarray(grad_y).reshape(n, o, oh * ow)
+    grad_y = contiguous(grad_y).reshape(n, o, oh * ow)
     weight_t = weight.reshape(o, -1).T
     grad_bias = np.empty(o, dtype=np.float64)
     _channel_sums(grad_y, grad_bias)

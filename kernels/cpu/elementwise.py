@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import kernel
+from ._jit import contiguous, kernel
 
 # `zero` arrives typed as the array's dtype: a literal 0 would make Numba widen every
 # element to float64 and the loops would no longer vectorise (measured: 3x slower).
@@ -24,7 +24,7 @@ def _relu_backward(grad_y, y, grad_x, zero):
 
 
 def relu_forward(x):
-    x = np.ascontiguousarray(x)
+    x = contiguous(x)
     y = np.empty_like(x)
     _relu_forward(x.reshape(-1), y.reshape(-1), x.dtype.type(0))
     return y
@@ -32,7 +32,7 @@ def relu_forward(x):
 
 def relu_backward(grad_y, y):
     grad_x = np.empty(y.shape, dtype=grad_y.dtype)
-    _relu_backward(np.ascontiguousarray(grad_y).reshape(-1), np.ascontiguousarray(y).reshape(-1),
+    _relu_backward(contiguous(grad_y).reshape(-1), contiguous(y).reshape(-1),
                    grad_x.reshape(-1), grad_y.dtype.type(0))
     return grad_x
 
@@ -110,7 +110,8 @@ def _lrn_backward(x, y, scale, grad_y, size, alpha, beta, k, grad_x):
 
 
 def _as_3d(a):
-    return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
+    """(N, C, everything else flattened); explicit sizes, since reshape(-1) fails on empty arrays."""
+    return contiguous(a).reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:], dtype=np.int64)))
 
 
 def lrn_forward(x, size, alpha, beta, k):

@@ -11,7 +11,7 @@ import numpy as np
 from numba import prange
 
 from ..geometry import avg_pool_divisor, pool_out_size
-from ._jit import kernel
+from ._jit import contiguous, kernel
 
 
 @kernel(inline=True)
@@ -145,7 +145,7 @@ def _out_size(shape, kernel_size, stride, padding, ceil_mode):
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
-    x = np.ascontiguousarray(x)
+    x = contiguous(x)
     oh, ow = _out_size(x.shape, kernel_size, stride, padding, ceil_mode)
     y = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
     argmax = np.empty((*x.shape[:2], oh, ow), dtype=np.int64)
@@ -156,13 +156,13 @@ def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
 def max_pool2d_backward(grad_y, argmax, x_shape):
     n, c, h, w = x_shape
     grad_x = np.empty((n, c, h * w), dtype=grad_y.dtype)
-    _max_pool_backward(np.ascontiguousarray(grad_y).reshape(n, c, -1),
-                       np.ascontiguousarray(argmax).reshape(n, c, -1), grad_x)
+    _max_pool_backward(contiguous(grad_y).reshape(n, c, -1),
+                       contiguous(argmax).reshape(n, c, -1), grad_x)
     return grad_x.reshape(x_shape)
 
 
 def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
-    x = np.ascontiguousarray(x)
+    x = contiguous(x)
     out = _out_size(x.shape, kernel_size, stride, padding, ceil_mode)
     divisor = avg_pool_divisor(x.shape[2:], kernel_size, stride, padding, out, count_include_pad)
     y = np.empty((*x.shape[:2], *out), dtype=x.dtype)
@@ -173,5 +173,5 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include
 def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad):
     divisor = avg_pool_divisor(x_shape[2:], kernel_size, stride, padding, grad_y.shape[2:], count_include_pad)
     grad_x = np.empty(x_shape, dtype=grad_y.dtype)
-    _avg_pool_backward(np.ascontiguousarray(grad_y), *kernel_size, *stride, *padding, divisor, grad_x)
+    _avg_pool_backward(contiguous(grad_y), *kernel_size, *stride, *padding, divisor, grad_x)
     return grad_x

@@ -1,0 +1,265 @@
+"""Fuzzing the public surface with often-invalid arguments.
+
+Every call either returns the same result (and gradients) as the NumPy reference path, or raises
+ValueError/TypeError with a message that starts with the op's name.  Anything else (another
+exception, a crash in a compiled kernel, a wrong shape) fails.  The count of examples and of
+distinct messages is printed at the end of the run (conftest.pytest_terminal_summary).
+"""
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+from conftest import FUZZ_STATS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minigrad
+import minigrad.functional as F
+import models
+from minigrad import Tensor, nn
+
+DTYPES = [np.float32, np.float32, np.float64, np.float64, np.float16, np.int64, np.int32, np.bool_]
+LAYOUTS = ["contiguous", "transposed", "reversed", "strided"]
+
+
+FLOATS = [np.float32, np.float64]
+
+
+@st.composite
+def arrays(draw, rank=None, min_side=0, max_side=7, dtypes=DTYPES, shape=None):
+    """An array of a drawn (or given) shape, dtype and memory layout, holding normal values with
+    some NaN and infinities."""
+    if shape is None:
+        rank = draw(st.integers(0, 5)) if rank is None else rank
+        shape = tuple(draw(st.integers(min_side, max_side)) for _ in range(rank))
+    rank = len(shape)
+    dtype = draw(st.sampled_from(dtypes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    layout = draw(st.sampled_from(LAYOUTS))
+    big = tuple(2 * n for n in shape) if layout == "strided" else shape
+    values = rng.standard_normal(big) * draw(st.sampled_from([1.0, 1.0, 1e3, 1e-3]))
+    if draw(st.booleans()) and values.size:
+        values.flat[rng.integers(0, values.size, 2)] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    values = values.astype(dtype)
+    if layout == "strided":
+        values = values[tuple(slice(None, None, 2) for _ in shape)]
+    elif layout == "transposed" and rank >= 2:
+        values = np.ascontiguousarray(np.swapaxes(values, -1, -2)).swapaxes(-1, -2)   # same shape, F-like strides
+    elif layout == "reversed" and rank >= 1:
+        values = np.ascontiguousarray(values[..., ::-1])[..., ::-1]                   # negative last stride
+    assert values.shape == shape
+    return values
+
+
+geometry = st.one_of(st.integers(-2, 6), st.sampled_from([0, 10**7, 2.5, True, None, "3"]),
+                     st.tuples(st.integers(-1, 5), st.integers(-1, 5)), st.just((1, 2, 3)))
+
+
+def tensor_of(array, grad):
+    t = Tensor(array)
+    if grad and array.dtype.kind == "f":
+        t.requires_grad = True
+    return t
+
+
+def run(op, make_args, use_reference):
+    """(result array, gradients) or the exception, for one evaluation on one kernel path."""
+    previous = os.environ.get("MINIGRAD_KERNELS")
+    os.environ["MINIGRAD_KERNELS"] = "reference" if use_reference else "numba"
+    try:
+        args = make_args()
+        out = op(*args)
+        grads = []
+        if out.requires_grad and out.dtype.kind == "f":
+            out.backward(np.ones(out.shape, out.dtype))
+            grads = [a.grad.numpy() if isinstance(a, Tensor) and a.grad is not None else None
+                     for a in args if isinstance(a, Tensor)]
+        return out.numpy(), grads
+    except (ValueError, TypeError) as error:
+        return error
+    finally:
+        if previous is None:
+            os.environ.pop("MINIGRAD_KERNELS")
+        else:
+            os.environ["MINIGRAD_KERNELS"] = previous
+
+
+def check(name, op, make_args):
+    """Both kernel paths agree: the same error, or the same values and gradients."""
+    FUZZ_STATS["examples"] += 1
+    ours, reference = run(op, make_args, False), run(op, make_args, True)
+    if isinstance(ours, Exception) or isinstance(reference, Exception):
+        assert type(ours) is type(reference) and str(ours) == str(reference), (ours, reference)
+        assert str(ours).startswith(f"{name}: "), f"message does not name the op: {ours}"
+        FUZZ_STATS["messages"].add(str(ours))
+        return
+    (value, grads), (ref_value, ref_grads) = ours, reference
+    FUZZ_STATS["computed"][name] = FUZZ_STATS["computed"].get(name, 0) + 1
+    assert value.shape == ref_value.shape and value.dtype == ref_value.dtype
+    tol = dict(rtol=1e-4, atol=1e-4) if value.dtype == np.float32 else dict(rtol=1e-9, atol=1e-9)
+    scale = max(1.0, float(np.nanmax(np.abs(np.where(np.isinf(ref_value), 0, ref_value)), initial=0)))
+    np.testing.assert_allclose(value, ref_value, rtol=tol["rtol"], atol=tol["atol"] * scale)
+    for g, rg in zip(grads, ref_grads):
+        if g is not None:
+            g_scale = max(1.0, float(np.nanmax(np.abs(np.where(np.isinf(rg), 0, rg)), initial=0)))
+            np.testing.assert_allclose(g, rg, rtol=tol["rtol"], atol=tol["atol"] * g_scale)
+
+
+valid_geometry = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)))
+valid_padding = st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2)))
+
+
+@settings(max_examples=150)
+@given(st.booleans(), st.data())
+def test_conv2d(valid, data):
+    """Half the draws are valid convolutions (odd sizes, layouts, NaN/Inf); the rest anything."""
+    grad = data.draw(st.booleans())
+    if valid:
+        x = data.draw(arrays(rank=4, min_side=1, max_side=9, dtypes=FLOATS))
+        w = data.draw(arrays(shape=(data.draw(st.integers(1, 5)), x.shape[1], data.draw(st.integers(1, 4)),
+                                    data.draw(st.integers(1, 4))), dtypes=[x.dtype]))
+        bias = data.draw(st.one_of(st.none(), arrays(shape=(w.shape[0],), dtypes=[x.dtype])))
+        stride, padding = data.draw(valid_geometry), data.draw(valid_padding)
+    else:
+        x = data.draw(arrays())
+        w = data.draw(arrays(rank=data.draw(st.sampled_from([4, 4, 3])), max_side=4))
+        bias = data.draw(st.one_of(st.none(), arrays(rank=1, max_side=5)))
+        stride, padding = data.draw(geometry), data.draw(geometry)
+    check("conv2d", lambda *a: F.conv2d(*a, stride=stride, padding=padding),
+          lambda: [tensor_of(x, grad), tensor_of(w, grad)] + ([] if bias is None else [tensor_of(bias, grad)]))
+
+
+@settings(max_examples=150)
+@given(st.booleans(), st.sampled_from(["max_pool2d", "avg_pool2d"]), st.booleans(), st.booleans(), st.booleans(),
+       st.data())
+def test_pooling(valid, name, ceil_mode, count_include_pad, grad, data):
+    if valid:
+        x = data.draw(arrays(rank=4, min_side=1, max_side=9, dtypes=FLOATS))
+        kernel = data.draw(st.integers(1, 4))
+        stride = data.draw(st.one_of(st.none(), valid_geometry))
+        padding = data.draw(st.integers(0, kernel // 2))
+    else:
+        x = data.draw(arrays())
+        kernel, stride, padding = data.draw(geometry), data.draw(geometry), data.draw(geometry)
+    if name == "max_pool2d":
+        op = lambda t: F.max_pool2d(t, kernel, stride, padding, ceil_mode)
+    else:
+        op = lambda t: F.avg_pool2d(t, kernel, stride, padding, ceil_mode, count_include_pad)
+    check(name, op, lambda: [tensor_of(x, grad)])
+
+
+@settings(max_examples=100)
+@given(arrays(), st.booleans())
+def test_relu(x, grad):
+    check("relu", F.relu, lambda: [tensor_of(x, grad)])
+
+
+@settings(max_examples=100)
+@given(st.booleans(), st.one_of(st.integers(-1, 9), st.sampled_from([10**9, 2.5, None])),
+       st.sampled_from([1e-4, 0.0, -1.0, 1e6]), st.sampled_from([0.75, 0.5, -0.5]),
+       st.sampled_from([1.0, 2.0, 0.0, -1.0]), st.booleans(), st.data())
+def test_local_response_norm(valid, size, alpha, beta, k, grad, data):
+    x = data.draw(arrays(rank=4, min_side=1, dtypes=FLOATS) if valid else arrays())
+    if valid:
+        size, k = abs(size) if isinstance(size, int) and size else 5, abs(k) or 1.0
+    check("local_response_norm", lambda t: F.local_response_norm(t, size, alpha, beta, k), lambda: [tensor_of(x, grad)])
+
+
+@settings(max_examples=100)
+@given(arrays(max_side=5), st.data())
+def test_linear_dropout_log_softmax_losses(x, data):
+    grad = data.draw(st.booleans())
+    features = x.shape[-1] if x.ndim and data.draw(st.booleans()) else data.draw(st.integers(0, 4))
+    w = data.draw(arrays(rank=2, max_side=4))
+    if data.draw(st.booleans()):
+        w = np.resize(w, (max(w.shape[0], 1), features)).astype(w.dtype)
+    check("linear", F.linear, lambda: [tensor_of(x, grad), tensor_of(w, grad)])
+    dim = data.draw(st.integers(-3, 3))
+    check("log_softmax", lambda t: F.log_softmax(t, dim), lambda: [tensor_of(x, grad)])
+    target = data.draw(st.one_of(arrays(rank=1, max_side=6, dtypes=[np.int64, np.int32, np.float32]),
+                                 st.just(np.arange(x.shape[0]) % max(1, x.shape[-1]) if x.ndim == 2 else np.zeros(1, int))))
+    target = np.where(np.isfinite(target), target, 0).astype(target.dtype) if target.dtype.kind == "f" else target
+    check("cross_entropy", lambda t: F.cross_entropy(t, target), lambda: [tensor_of(x, grad)])
+    p = data.draw(st.sampled_from([0.0, 0.5, 1.0, -0.1, float("nan"), 2]))
+    check("dropout", lambda t: F.dropout(t, p, training=False), lambda: [tensor_of(x, grad)])
+
+
+@settings(max_examples=100)
+@given(st.lists(arrays(max_side=4), min_size=0, max_size=4), st.integers(-5, 5), st.booleans())
+def test_cat(parts, dim, grad):
+    check("cat", lambda *t: minigrad.cat(list(t), dim), lambda: [tensor_of(p, grad) for p in parts])
+
+
+positive = st.one_of(st.integers(-2, 12), st.sampled_from([2.5, None, True, "8"]))
+
+
+@settings(max_examples=60)
+@given(st.sampled_from(["Conv2d", "Linear", "Dropout"]), positive, positive, positive, positive)
+def test_module_constructors(kind, a, b, c, d):
+    FUZZ_STATS["examples"] += 1
+    try:
+        if kind == "Conv2d":
+            nn.Conv2d(a, b, c, stride=d)
+        elif kind == "Linear":
+            nn.Linear(a, b)
+        else:
+            nn.Dropout(a)
+    except (ValueError, TypeError) as error:
+        assert str(error).startswith(f"{kind}: ")
+        FUZZ_STATS["messages"].add(str(error))
+
+
+@settings(max_examples=40)
+@given(st.sampled_from(["googlenet", "mini_googlenet", "alexnet", "plain_net"]),
+       st.one_of(st.integers(-1, 5), st.sampled_from([2.5, None])), st.integers(-3, 260),
+       st.one_of(st.integers(-1, 4), st.just(None)))
+def test_model_constructors(name, num_classes, input_size, in_channels):
+    FUZZ_STATS["examples"] += 1
+    kwargs = {"num_classes": num_classes, "input_size": input_size}
+    if in_channels is not None:
+        kwargs["in_channels"] = in_channels
+    if name == "googlenet":
+        kwargs["aux_logits"] = False
+    try:
+        getattr(models, name)(**kwargs)
+    except (ValueError, TypeError) as error:
+        assert str(error).split(":")[0].lower().replace("_", "") in (name.replace("_", ""), "googlenet"), str(error)
+        FUZZ_STATS["messages"].add(str(error))
+
+
+tokens = st.sampled_from(["--batch", "--repeat", "--configs", "--networks", "--out", "--quick", "--device",
+                          "--compare", "0", "-1", "8", "3a", "9z", "none", "cuda", "torch", "googlenet", "x",
+                          "--epochs", "--lr", "--data", "--held-out", "1.5", "nowhere", "--model", "--image-size"])
+
+
+@settings(max_examples=80)
+@given(st.lists(tokens, max_size=6), st.sampled_from(["benchmarks", "train"]))
+def test_command_line_parsers(argv, which):
+    """Argument parsing of the commands: a parsed result, or exit 2 / a one-line usage error."""
+    from benchmarks.__main__ import UsageError
+    from benchmarks.__main__ import parse_args as bench_args
+    from models.train import TrainingError
+    from models.train import parse_args as train_args
+    FUZZ_STATS["examples"] += 1
+    with tempfile.TemporaryDirectory() as folder:
+        argv = [folder if a == "x" else a for a in argv]
+        cwd = os.getcwd()
+        os.chdir(folder)                                        # a default --out lands in the temporary folder
+        try:
+            (bench_args if which == "benchmarks" else train_args)(argv)
+        except (UsageError, TrainingError) as error:
+            FUZZ_STATS["messages"].add(str(error))
+            assert "\n" not in str(error)
+        except SystemExit as exit:
+            assert exit.code == 2
+        finally:
+            os.chdir(cwd)
+
+
+def test_the_fuzzers_ran():
+    """Not a no-op: the suite above ran and saw errors of many kinds."""
+    if FUZZ_STATS["examples"] == 0:
+        pytest.skip("run together with the fuzz tests above")
+    assert len(FUZZ_STATS["messages"]) > 30
