@@ -15,6 +15,14 @@ from ._jit import contiguous, kernel
 
 
 @kernel(inline=True)
+def _clipped_window(index, stride, pad, kernel_size, size):
+    """[start, stop) of the input rows (or columns) under window `index`: the padding is cut off,
+    since it is never read, never picked by max and receives no gradient."""
+    start = index * stride - pad
+    return max(start, 0), min(start + kernel_size, size)
+
+
+@kernel(inline=True)
 def _has_nan(plane):
     count = 0
     for r in range(plane.shape[0]):
@@ -51,16 +59,14 @@ def _max_pool_plane_separable(plane, kh, kw, sh, sw, ph, pw, y, argmax):
     row_col = np.empty((h, ow), np.int64)
     for r in range(h):
         for ox in range(ow):
-            left = ox * sw - pw
-            c0, c1 = max(left, 0), min(left + kw, w)
+            c0, c1 = _clipped_window(ox, sw, pw, kw, w)
             best, where = plane[r, c0], c0
             for col in range(c0 + 1, c1):
                 if plane[r, col] > best:
                     best, where = plane[r, col], col
             row_max[r, ox], row_col[r, ox] = best, where
     for oy in range(oh):
-        top = oy * sh - ph
-        r0, r1 = max(top, 0), min(top + kh, h)
+        r0, r1 = _clipped_window(oy, sh, ph, kh, h)
         y_row, arg_row = y[oy], argmax[oy]
         for ox in range(ow):
             y_row[ox], arg_row[ox] = row_max[r0, ox], r0 * w + row_col[r0, ox]
@@ -82,11 +88,9 @@ def _max_pool_forward(x, kh, kw, sh, sw, ph, pw, y, argmax):
             _max_pool_plane_separable(plane, kh, kw, sh, sw, ph, pw, y[b, ch], argmax[b, ch])
             continue
         for oy in range(oh):
-            top = oy * sh - ph
-            r0, r1 = max(top, 0), min(top + kh, h)
+            r0, r1 = _clipped_window(oy, sh, ph, kh, h)
             for ox in range(ow):
-                left = ox * sw - pw
-                c0, c1 = max(left, 0), min(left + kw, w)
+                c0, c1 = _clipped_window(ox, sw, pw, kw, w)
                 y[b, ch, oy, ox], argmax[b, ch, oy, ox] = _window_max_nan(plane, r0, r1, c0, c1)
 
 
@@ -108,11 +112,9 @@ def _avg_pool_forward(x, kh, kw, sh, sw, ph, pw, divisor, y):
     for task in prange(n * c):
         b, ch = task // c, task % c
         for oy in range(oh):
-            top = oy * sh - ph
-            r0, r1 = max(top, 0), min(top + kh, h)
+            r0, r1 = _clipped_window(oy, sh, ph, kh, h)
             for ox in range(ow):
-                left = ox * sw - pw
-                c0, c1 = max(left, 0), min(left + kw, w)
+                c0, c1 = _clipped_window(ox, sw, pw, kw, w)
                 total = 0.0
                 for r in range(r0, r1):
                     for col in range(c0, c1):
@@ -129,11 +131,9 @@ def _avg_pool_backward(grad_y, kh, kw, sh, sw, ph, pw, divisor, grad_x):
         plane = grad_x[b, ch]
         plane[:, :] = 0
         for oy in range(oh):
-            top = oy * sh - ph
-            r0, r1 = max(top, 0), min(top + kh, h)
+            r0, r1 = _clipped_window(oy, sh, ph, kh, h)
             for ox in range(ow):
-                left = ox * sw - pw
-                c0, c1 = max(left, 0), min(left + kw, w)
+                c0, c1 = _clipped_window(ox, sw, pw, kw, w)
                 share = grad_y[b, ch, oy, ox] / divisor[oy, ox]
                 for r in range(r0, r1):
                     for col in range(c0, c1):
