@@ -54,6 +54,11 @@ def machine_header():
                      f"(layer {numba.config.THREADING_LAYER})")
     except ImportError:
         lines.append("numba: not installed")
+    try:                                        # the reference, when installed (read without importing it)
+        from importlib.metadata import version
+        lines.append(f"reference: torch {version('torch')}")
+    except Exception:
+        pass
     settings = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
                                            "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
                                            "NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT") if k in os.environ}

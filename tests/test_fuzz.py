@@ -258,6 +258,30 @@ def test_command_line_parsers(argv, which):
             os.chdir(cwd)
 
 
+@settings(max_examples=40)
+@given(st.lists(st.sampled_from(["mini-googlenet", "resnet", "--input-size", "--batch", "--top", "--paper", "0", "-1",
+                                 "16", "8", "2", "x"]), max_size=5), st.sampled_from(["summary", "profile"]))
+def test_summary_and_profile_commands(argv, which):
+    """models.summary and benchmarks.profile: a table (exit 0), or exit 2 with one line and no traceback."""
+    import contextlib
+    import io
+
+    from benchmarks.profile import main as profile_main
+    from models.summary import main as summary_main
+    FUZZ_STATS["examples"] += 1
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            code = (summary_main if which == "summary" else profile_main)(argv)
+        except SystemExit as exit:
+            code = exit.code
+    assert code in (0, 2), (argv, code, err.getvalue())
+    if code == 2:
+        message = err.getvalue().strip().splitlines()[-1]
+        assert "error:" in message and "Traceback" not in err.getvalue()
+        FUZZ_STATS["messages"].add(message)
+
+
 def test_the_fuzzers_ran():
     """Not a no-op: the suite above ran and saw errors of many kinds."""
     if FUZZ_STATS["examples"] == 0:
