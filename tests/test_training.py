@@ -292,7 +292,9 @@ def test_non_finite_loss_is_a_message_and_exit_1(tmp_path, small_npz):
     (["--data", "nowhere"], "expected 'digits', a .npz file or an image folder"),
     (["--resume", "--out", "/tmp/minigrad-no-checkpoint-here"], "no such checkpoint"),
 ])
-def test_training_command_errors(args, message):
+def test_training_command_errors(args, message, tmp_path):
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path / "out")]          # never the default folder in the checkout
     result = train(*args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
