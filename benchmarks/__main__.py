@@ -22,7 +22,6 @@ import tracemalloc
 import numpy as np
 
 import minigrad
-import minigrad.functional as F
 import models
 from benchmarks.timing import machine_header, measure
 from benchmarks.torch_reference import torch_times
@@ -103,14 +102,9 @@ def peak_memory_mb(step):
 
 
 def training_step(model, x, target, lr=1e-3):
-    """Forward, loss (GoogLeNet: main + 0.3 x each auxiliary loss), backward, plain SGD update."""
+    """Forward, loss (models.training_loss: GoogLeNet adds 0.3 x each auxiliary loss), backward, plain SGD."""
     def step():
-        out = model(x)
-        if isinstance(out, tuple):
-            loss = F.cross_entropy(out[0], target) + 0.3 * sum((F.cross_entropy(a, target) for a in out[1:]),
-                                                             start=0.0)
-        else:
-            loss = F.cross_entropy(out, target)
+        loss = models.training_loss(model(x), target)
         model.zero_grad()
         loss.backward()
         with minigrad.no_grad():

@@ -40,13 +40,13 @@ def format_profile(prof, top=None):
              "| op | layer | output shape | fwd ms | bwd ms | share | M mult-adds | GFLOP/s | MB moved | GB/s |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows[:top]:
+        if r["multiply_adds"]:          # compute-bound: the rate of its multiply-adds
+            work = f"{r['multiply_adds'] / 1e6:.0f} | {r['gflops']:.0f} | | "
+        else:                           # memory-bound: the rate of the bytes it moves
+            moved = (r["forward_bytes"] + r["backward_bytes"]) / 1e6
+            work = f" | | {moved:.1f} | {r['gbps'] or 0:.1f} "
         lines.append(f"| {r['op']} | {r['layer']} | {'x'.join(map(str, r['shape']))} | {r['forward_s'] * 1e3:.2f} | "
-                     f"{r['backward_s'] * 1e3:.2f} | {r['share']:.1%} | "
-                     f"{r['multiply_adds'] / 1e6:.0f} | " if r["multiply_adds"] else
-                     f"| {r['op']} | {r['layer']} | {'x'.join(map(str, r['shape']))} | {r['forward_s'] * 1e3:.2f} | "
-                     f"{r['backward_s'] * 1e3:.2f} | {r['share']:.1%} | | ")
-        moved = (r["forward_bytes"] + r["backward_bytes"]) / 1e6
-        lines[-1] += (f"{r['gflops']:.0f} | | |" if r["gflops"] else f" | {moved:.1f} | {r['gbps'] or 0:.1f} |")
+                     f"{r['backward_s'] * 1e3:.2f} | {r['share']:.1%} | {work}|")
     by_op = {}
     for r in rows:
         by_op[r["op"]] = by_op.get(r["op"], 0.0) + r["seconds"]

@@ -6,7 +6,7 @@
 """
 
 from .baselines import alexnet, mini_googlenet, plain_net
-from .googlenet import INCEPTION_TABLE, GoogLeNet, googlenet
+from .googlenet import INCEPTION_TABLE, GoogLeNet, googlenet, training_loss
 from .inception import ConvReLU, Inception, InceptionNaive
 from .summary import summary
 
@@ -28,4 +28,4 @@ def get_model(name, **kwargs):
 
 
 __all__ = ["ConvReLU", "Inception", "InceptionNaive", "GoogLeNet", "googlenet", "alexnet", "plain_net",
-           "mini_googlenet", "INCEPTION_TABLE", "MODELS", "get_model", "summary"]
+           "mini_googlenet", "INCEPTION_TABLE", "MODELS", "get_model", "summary", "training_loss"]

@@ -5,6 +5,7 @@ kernels, 40% dropout, auxiliary classifiers on 4a and 4d.  See ../shared/paper.
 
 from __future__ import annotations
 
+import minigrad.functional as F
 from kernels.geometry import pool_out_size
 from minigrad import nn
 
@@ -106,6 +107,14 @@ class GoogLeNet(Network):
             if self.aux_logits and self.training and name in AUX_AFTER:
                 aux.append(getattr(self, f"aux{AUX_AFTER.index(name) + 1}")(x))
         return (x, *aux) if aux else x
+
+
+def training_loss(outputs, target):
+    """GoogLeNet's training loss: the main loss plus 0.3 x each auxiliary loss (plain cross-entropy
+    for a network that returns only logits)."""
+    if isinstance(outputs, tuple):
+        return F.cross_entropy(outputs[0], target) + 0.3 * sum(F.cross_entropy(a, target) for a in outputs[1:])
+    return F.cross_entropy(outputs, target)
 
 
 def googlenet(num_classes=1000, aux_logits=True, lrn=True, naive=False, dropout=0.4, **kwargs):

@@ -22,11 +22,10 @@ import time
 import numpy as np
 
 import minigrad
-import minigrad.functional as F
 from minigrad import checkpoint, data, optim
 from minigrad.random import generator
 
-from . import MODELS, get_model
+from . import MODELS, get_model, training_loss
 
 
 class TrainingError(Exception):
@@ -78,13 +77,6 @@ def load_data(args):
     if os.path.isdir(args.data):
         return data.load_image_folder(args.data)
     raise TrainingError(f"--data {args.data}: expected 'digits', a .npz file or an image folder")
-
-
-def loss_of(outputs, target):
-    """GoogLeNet's training loss: the main loss plus 0.3 x each auxiliary loss."""
-    if isinstance(outputs, tuple):
-        return F.cross_entropy(outputs[0], target) + 0.3 * sum(F.cross_entropy(a, target) for a in outputs[1:])
-    return F.cross_entropy(outputs, target)
 
 
 def evaluate(model, dataset, batch_size):
@@ -165,7 +157,7 @@ class Trainer:
         losses, correct, seen, start = [], 0, 0, time.perf_counter()
         for step, (x, y) in enumerate(self.loader, 1):
             outputs = self.model(minigrad.Tensor(x))
-            loss = loss_of(outputs, y)
+            loss = training_loss(outputs, y)
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingError(f"the loss became {value} at epoch {self.epoch + 1}, step {step}; stopped. "
