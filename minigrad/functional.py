@@ -147,8 +147,9 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
             raise TypeError(f"local_response_norm: {name} must be a number, got {value!r}")
-    if k <= 0:
-        raise ValueError(f"local_response_norm: k must be > 0 (the base of a power), got {k}")
+    if not k > 0 or not alpha >= 0:     # then every scale k + alpha/size * sum(x^2) is positive
+        raise ValueError(f"local_response_norm: k must be > 0 and alpha >= 0 (the scale is raised to "
+                         f"-beta), got k={k}, alpha={alpha}")
     return LocalResponseNorm(int(size), float(alpha), float(beta), float(k))(input)
 
 

@@ -49,6 +49,7 @@ CASES = [
     (lambda: F.local_response_norm(x4, 0), ValueError, r"local_response_norm: size must be an int >= 1, got 0"),
     (lambda: F.local_response_norm(t(3, 8), 5), ValueError, r"local_response_norm: input must be 4-D"),
     (lambda: F.local_response_norm(x4, 5, k=0.0), ValueError, r"local_response_norm: k must be > 0"),
+    (lambda: F.local_response_norm(x4, 5, alpha=-1.0), ValueError, r"local_response_norm: k must be > 0 and alpha >= 0"),
     (lambda: F.linear(t(4, 10), t(3, 9)), ValueError,
      r"linear: input has 10 features but weight expects 9 \(input shape \(4, 10\), weight shape \(3, 9\)\)"),
     (lambda: F.linear(t(4, 10), t(3, 10), t(4)), ValueError, r"linear: bias has 4 entries but weight has 3 outputs"),
