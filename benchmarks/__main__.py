@@ -25,6 +25,7 @@ import minigrad
 import models
 from benchmarks.timing import machine_header, measure
 from benchmarks.torch_reference import torch_times
+from minigrad.backend import parse_device, synchronize
 from models.googlenet import INCEPTION_TABLE
 
 INPUT_SIZES = {"3a": (192, 28), "3b": (256, 28), "4a": (480, 14), "4b": (512, 14), "4c": (512, 14),
@@ -65,8 +66,13 @@ def parse_args(argv):
     if unknown:
         raise UsageError(f"unknown network {', '.join(unknown)}; choose from {','.join(NETWORKS)} or none")
     if args.device == "cuda":
-        raise UsageError("--device cuda needs minigrad's GPU backend and CuPy (pip install -e '.[gpu]'), "
-                         "which this version does not have yet")
+        try:
+            args.device = parse_device("cuda", "--device")
+        except (RuntimeError, ValueError) as error:
+            raise UsageError(str(error)) from None
+        if args.compare:
+            raise UsageError("--compare torch times PyTorch on the CPU; for the GPU comparison run "
+                             "python -m benchmarks.gpu_check")
     try:
         os.makedirs(args.out, exist_ok=True)
         probe = os.path.join(args.out, ".write-test")
@@ -91,8 +97,16 @@ def progress(total):
         return Silent()
 
 
-def peak_memory_mb(step):
-    """Peak of NumPy's allocations during one step (NumPy reports them to tracemalloc)."""
+def peak_memory_mb(step, device="cpu"):
+    """Peak of NumPy's allocations during one step (NumPy reports them to tracemalloc); on a GPU, what
+    CuPy's memory pool holds after the step, starting empty (the pool keeps every block it needed)."""
+    if device != "cpu":
+        import cupy
+        pool = cupy.get_default_memory_pool()
+        pool.free_all_blocks()
+        step()
+        cupy.cuda.get_current_stream().synchronize()
+        return pool.total_bytes() / 2**20
     tracemalloc.start()
     try:
         step()
@@ -150,7 +164,9 @@ def bench_module(name, naive, args, bar):
     module = build_model(spec)
     shape = (args.batch, in_channels, side, side)
     row = models.summary(module, (1, in_channels, side, side))[0]
-    x = minigrad.randn(*shape, requires_grad=True)
+    x = minigrad.randn(*shape, requires_grad=True, device=args.device)
+    module.to(args.device)
+    sync = lambda: synchronize(x.data)
 
     def forward():
         with minigrad.no_grad():
@@ -161,13 +177,13 @@ def bench_module(name, naive, args, bar):
         out.backward(np.ones(out.shape, np.float32))
 
     bar.set_postfix_str(f"{name} {'naive' if naive else 'reduced'}")
-    forward_s = measure(forward, args.repeat)["median"]
-    step_s = measure(step, args.repeat)["median"]
+    forward_s = measure(forward, args.repeat, sync=sync)["median"]
+    step_s = measure(step, args.repeat, sync=sync)["median"]
     bar.update()
     macs = row["multiply_adds"] * args.batch
     result = {"config": name, "module": "naive" if naive else "reduced", "input": f"{in_channels}x{side}x{side}",
               "out_channels": row["output"][2], "params": row["params"], "multiply_adds": row["multiply_adds"],
-              "forward_ms": forward_s * 1e3, "step_ms": step_s * 1e3, "peak_mb": peak_memory_mb(step),
+              "forward_ms": forward_s * 1e3, "step_ms": step_s * 1e3, "peak_mb": peak_memory_mb(step, args.device),
               "forward_gflops": 2 * macs / forward_s / 1e9, "step_gflops": 6 * macs / step_s / 1e9}
     if args.compare == "torch":
         with minigrad.no_grad():
@@ -184,7 +200,9 @@ def bench_network(key, args, bar):
     spec = {"kind": "network", "name": key, "input_size": size}
     net = build_model(spec)
     rows = models.summary(net)
-    x = minigrad.randn(args.batch, 3, size, size)
+    x = minigrad.randn(args.batch, 3, size, size, device=args.device)
+    net.to(args.device)
+    sync = lambda: synchronize(x.data)
     target = np.arange(args.batch) % 1000
     bar.set_postfix_str(NETWORKS[key])
 
@@ -193,15 +211,15 @@ def bench_network(key, args, bar):
             net(x)
 
     net.eval()
-    forward_s = measure(forward, args.repeat)["median"]
+    forward_s = measure(forward, args.repeat, sync=sync)["median"]
     net.train()
     step = training_step(net, x, target)
-    step_s = measure(step, args.repeat)["median"]
+    step_s = measure(step, args.repeat, sync=sync)["median"]
     bar.update()
     inference = next(r for r in rows if r["name"] == "total (inference)")
     result = {"network": NETWORKS[key], "input": f"3x{size}x{size}", "params": inference["params"],
               "multiply_adds": inference["multiply_adds"], "forward_ms": forward_s * 1e3, "step_ms": step_s * 1e3,
-              "peak_mb": peak_memory_mb(step)}
+              "peak_mb": peak_memory_mb(step, args.device)}
     if args.compare == "torch":
         net.eval()
         with minigrad.no_grad():
@@ -316,7 +334,7 @@ def main(argv=None):
         return 2
     header = machine_header()
     print(header)
-    print(f"float32, batch {args.batch}, median of {args.repeat} timed runs after a warm-up"
+    print(f"float32, batch {args.batch}, {args.device}, median of {args.repeat} timed runs after a warm-up"
           + (", networks at 112x112 (--quick)" if args.quick else ""))
     bar = progress(2 * len(args.configs) + len(args.networks))
     try:

@@ -59,7 +59,7 @@ def memory_bound_rows(cpu, batch, repeat, rng):
                  lambda: cpu.max_pool2d_forward(x, (3, 3), (2, 2), (0, 0), True)))
     y, argmax = cpu.max_pool2d_forward(x, (3, 3), (2, 2), (0, 0), True)
     rows.append(("max-pool backward, 64x112x112", x.nbytes + 3 * y_bytes,
-                 lambda: cpu.max_pool2d_backward(y, argmax, x.shape)))
+                 lambda: cpu.max_pool2d_backward(y, argmax, x.shape, (3, 3), (2, 2), (0, 0), True)))
     x480 = normal(batch, 480, 14, 14)
     rows.append(("max-pool 3x3/1 pad 1, 480x14x14", 2 * x480.nbytes * 3 // 2,
                  lambda: cpu.max_pool2d_forward(x480, (3, 3), (1, 1), (1, 1), False)))
@@ -139,7 +139,9 @@ def compile_times():
         "for dt in (np.float32, np.float64):\n"
         "    x, w = x.astype(dt), w.astype(dt)\n"
         "    y = k.conv2d_forward(x, w, w[:, 0, 0, 0], (1, 1), (1, 1)); k.conv2d_backward(x, w, y, (1, 1), (1, 1))\n"
-        "    y, a = k.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), True); k.max_pool2d_backward(y, a, x.shape)\n"
+        "    y, a = k.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), True)\n"
+        "    k.max_pool2d_backward(y, a, x.shape, (3, 3), (2, 2), (1, 1), True)\n"
+        "    y = k.conv2d_forward(x, w, None, (1, 1), (1, 1), True); k.conv2d_backward(x, w, y, (1, 1), (1, 1), True, y)\n"
         "    y = k.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1), True, True)\n"
         "    k.avg_pool2d_backward(y, x.shape, (3, 3), (2, 2), (1, 1), True, True)\n"
         "    y = k.relu_forward(x); k.relu_backward(y, y)\n"

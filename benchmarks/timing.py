@@ -9,14 +9,18 @@ import statistics
 import time
 
 
-def measure(fn, repeat=5, warmup=1):
-    """Run fn `warmup` times untimed, then `repeat` times; return {median, min, max} in seconds."""
+def measure(fn, repeat=5, warmup=1, sync=None):
+    """Run fn `warmup` times untimed, then `repeat` times; return {median, min, max} in seconds.
+    sync (for a GPU) is called before starting the clock and before stopping it, so queued work counts."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 

@@ -2,10 +2,11 @@
 
 - `kernels.reference`: plain NumPy, written to be read (the definition).
 - `kernels.cpu`: Numba, compiled and parallel: the default on the CPU.
+- `kernels.cuda`: CUDA C compiled by NVRTC, with cuBLAS GEMMs, for CuPy arrays on a GPU.
 
-`for_array(a)` returns the kernel module for an array.  The environment variable
-MINIGRAD_KERNELS selects the CPU kernels: `numba` (the default) or `reference`,
-so the two can be compared on the same program.
+`for_array(a)` returns the kernel module for an array: the CUDA kernels for a CuPy
+array, else the CPU kernels that the environment variable MINIGRAD_KERNELS selects,
+`numba` (the default) or `reference`, so the two can be compared on the same program.
 """
 
 from __future__ import annotations
@@ -61,5 +62,10 @@ def cpu_backend(name=None):
 
 
 def for_array(a):
-    """The kernel module that computes on arrays of a's type."""
+    """The kernel module that computes on arrays of a's type (CuPy's is recognised by its
+    module, so that nothing here imports CuPy)."""
+    if type(a).__module__.partition(".")[0] == "cupy":
+        if "cuda" not in _loaded:
+            _loaded["cuda"] = importlib.import_module("kernels.cuda")
+        return _loaded["cuda"]
     return cpu_backend()

@@ -68,10 +68,11 @@ def _column_matrix(cols):
 # Convolution = im2col + one matrix product
 # --------------------------------------------------------------------------
 
-def conv2d_forward(x, weight, bias, stride, padding):
+def conv2d_forward(x, weight, bias, stride, padding, relu=False):
     """y[n, o] = sum over c, i, j of weight[o, c, i, j] * x_padded[n, c, oh*SH + i, ow*SW + j] + bias[o].
 
-    As a GEMM: (O, C*KH*KW) @ (C*KH*KW, N*OH*OW) -> (O, N*OH*OW).
+    As a GEMM: (O, C*KH*KW) @ (C*KH*KW, N*OH*OW) -> (O, N*OH*OW).  With relu=True the
+    result is clamped at 0 (the fast kernels do that in the pass that adds the bias).
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -80,17 +81,23 @@ def conv2d_forward(x, weight, bias, stride, padding):
     y = weight.reshape(o, -1) @ _column_matrix(cols)
     if bias is not None:
         y += bias[:, None]
+    if relu:
+        y = relu_forward(y)
     return np.ascontiguousarray(y.reshape(o, n, *out).transpose(1, 0, 2, 3))
 
 
-def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True):
+def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None):
     """Gradients of conv2d_forward: (grad_x or None, grad_weight, grad_bias).
 
     grad_weight = grad_y_matrix @ columns^T   (O, N*OH*OW) @ (N*OH*OW, C*KH*KW)
     grad_cols   = weight_matrix^T @ grad_y_matrix, then col2im puts each column
                   entry back on its pixel
     grad_bias   = grad_y summed over batch and space
+    relu_output: the output of a convolution run with relu=True; the gradient passes
+    only where it is positive (ReLU's backward) before the three products above.
     """
+    if relu_output is not None:
+        grad_y = relu_backward(grad_y, relu_output)
     o, c, kh, kw = weight.shape
     n, _, oh, ow = grad_y.shape
     grad_y_matrix = grad_y.transpose(1, 0, 2, 3).reshape(o, n * oh * ow)
@@ -137,9 +144,11 @@ def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
     return y, rows * w + columns
 
 
-def max_pool2d_backward(grad_y, argmax, x_shape):
+def max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride, padding, ceil_mode):
     """Each output's gradient goes to the one input pixel that won its window;
-    a pixel that wins several overlapping windows receives the sum."""
+    a pixel that wins several overlapping windows receives the sum.  (Scattering by
+    argmax needs no geometry; the GPU kernel gathers per pixel over the windows that
+    cover it, which does, so every backend takes it.)"""
     n, c, h, w = x_shape
     grad_x = np.zeros((n, c, h * w), dtype=grad_y.dtype)
     batch = np.arange(n)[:, None, None]

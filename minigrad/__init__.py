@@ -16,7 +16,7 @@ import numpy as np
 
 from . import checkpoint, data, functional, nn, optim, profiler
 from .autograd import Function, Tensor, is_grad_enabled, no_grad
-from .backend import array_module
+from .backend import array_module, cuda_available, parse_device, to_device
 from .functional import cat
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
@@ -27,12 +27,14 @@ float64 = np.float64
 __version__ = "0.1.0"
 
 
-def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
     """A new Tensor holding a copy of `data` (a number, nested lists, a NumPy or CuPy array, a Tensor).
 
     Floating-point data becomes float32 unless it is already a float array or
-    `dtype` says otherwise; integer data stays integer (class labels).
+    `dtype` says otherwise; integer data stays integer (class labels).  `device`
+    ('cpu', 'cuda', 'cuda:N') defaults to where `data` is.
     """
+    target = None if device is None else parse_device(device, "tensor")
     if isinstance(data, Tensor):
         data = data.data
     xp = array_module(data)
@@ -47,21 +49,23 @@ def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
             raise TypeError(f"tensor: cannot make a tensor of dtype {array.dtype} from {type(data).__name__}")
     else:
         array = xp.array(data, dtype=dtype, copy=True)
-    return Tensor(array, requires_grad=requires_grad)
+    return Tensor(array if target is None else to_device(array, target), requires_grad=requires_grad)
 
 
-def zeros(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
+def zeros(*shape, dtype=np.float32, requires_grad=False, device="cpu") -> Tensor:
     shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad)
+    return Tensor(to_device(np.zeros(shape, dtype=dtype), parse_device(device, "zeros")), requires_grad=requires_grad)
 
 
-def randn(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
-    """Standard normal samples from minigrad's seedable generator."""
+def randn(*shape, dtype=np.float32, requires_grad=False, device="cpu") -> Tensor:
+    """Standard normal samples from minigrad's seedable generator (drawn on the CPU, so a seed
+    gives the same values on every device)."""
     from .random import generator
     shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Tensor(generator().standard_normal(shape).astype(dtype), requires_grad=requires_grad)
+    values = generator().standard_normal(shape).astype(dtype)
+    return Tensor(to_device(values, parse_device(device, "randn")), requires_grad=requires_grad)
 
 
-__all__ = ["Tensor", "Function", "tensor", "zeros", "randn", "cat", "no_grad", "is_grad_enabled",
+__all__ = ["Tensor", "Function", "tensor", "zeros", "randn", "cat", "no_grad", "is_grad_enabled", "cuda_available",
            "gradcheck", "GradcheckError", "manual_seed", "functional", "nn", "optim", "data", "checkpoint",
            "profiler", "float32", "float64"]

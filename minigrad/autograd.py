@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .backend import array_module, device_of
+from .backend import array_module, device_of, parse_device, synchronize, to_device
 
 _grad_enabled = True
 _profiler = None        # set by minigrad.profiler.profile(): told the time of every forward and backward
@@ -54,9 +54,12 @@ class Function:
         _check_same_kind(self.op_name(), inputs)
         if _profiler is None:
             output = Tensor(self.forward(*(t.data for t in inputs)))
-        else:
+        else:                        # timed; on a GPU only once the queued work is done
+            if inputs:
+                synchronize(inputs[0].data)
             start = time.perf_counter()
             output = Tensor(self.forward(*(t.data for t in inputs)))
+            synchronize(output.data)
             _profiler.forward(self, inputs, output, time.perf_counter() - start)
         if _grad_enabled and any(t.requires_grad for t in inputs):
             # Edges, not tensors: a leaf to accumulate into, or the Function that made
@@ -93,10 +96,10 @@ def _check_same_kind(op, inputs):
     if len(inputs) < 2:
         return
     first = inputs[0]
-    for other in inputs[1:]:
+    for index, other in enumerate(inputs[1:], 1):
         if other.device != first.device:
-            raise RuntimeError(f"{op}: inputs are on different devices ({first.device} and {other.device}); "
-                               "move them to one device with .to(device)")
+            raise ValueError(f"{op}: input {index} is on {other.device} but input 0 is on {first.device} "
+                             f"(shapes {other.shape} and {first.shape}); move them to one device with .to(device)")
         if other.dtype != first.dtype:
             raise TypeError(f"{op}: mismatched dtypes {first.dtype} and {other.dtype} "
                             f"(shapes {first.shape} and {other.shape}); convert one of them")
@@ -156,6 +159,19 @@ class Tensor:
         if self.data.size != 1:
             raise ValueError(f"item: only a one-element tensor converts to a Python number, got shape {self.shape}")
         return self.data.reshape(()).item()
+
+    # ---- devices --------------------------------------------------------------
+    def to(self, device) -> Tensor:
+        """This tensor on `device` ('cpu', 'cuda' or 'cuda:N'): itself if already there, else a copy
+        that stays in the graph (its gradient flows back to this device)."""
+        target = parse_device(device)
+        return self if target == self.device else ToDevice(target)(self)
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self, index=None) -> Tensor:
+        return self.to("cuda" if index is None else f"cuda:{index}")
 
     def detach(self) -> Tensor:
         """The same data, cut from the graph (in-place changes to either are seen by both)."""
@@ -245,11 +261,16 @@ class Tensor:
                     raise RuntimeError(f"backward: input {index} of {fn.op_name()} was modified by an in-place "
                                        f"operation after it was used (version {seen} then, {counter[0]} now); "
                                        "its gradient would be wrong. Use an out-of-place op (x = x + y) instead")
+            if _profiler is not None:
+                synchronize(grad_out)
             start = time.perf_counter()
             grads = fn.backward(grad_out)
             if not isinstance(grads, tuple):
                 grads = (grads,)
             if _profiler is not None:
+                for g in grads:
+                    if g is not None:
+                        synchronize(g)
                 _profiler.backward(fn, grad_out, grads, time.perf_counter() - start)
             for edge, g in zip(fn.edges, grads):
                 if edge is None or g is None:
@@ -457,6 +478,20 @@ class MatMul(Function):
 
     def backward(self, grad):
         return grad @ self.b.T, self.a.T @ grad
+
+
+class ToDevice(Function):
+    name = "to"
+
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, a):
+        self.source = device_of(a)
+        return to_device(a, self.device)
+
+    def backward(self, grad):
+        return to_device(grad, self.source)
 
 
 class Reshape(Function):

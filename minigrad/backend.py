@@ -1,6 +1,12 @@
-"""Which array library holds the data: NumPy on the CPU, CuPy (optional) on the GPU."""
+"""Which array library holds the data (NumPy on the CPU, CuPy on a GPU), and moving data between devices.
+
+Devices are named as in PyTorch: "cpu", "cuda" (the current GPU) or "cuda:N".
+CuPy is optional: without it minigrad runs on the CPU, and asking for "cuda" says what to install.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -9,11 +15,77 @@ try:                                   # CuPy is optional: minigrad imports with
 except Exception:                      # ImportError, or a CUDA library that fails to load
     cupy = None
 
+INSTALL_HINT = "pip install -e '.[gpu]' (CuPy for CUDA 13)"
+
 
 def array_module(a):
     """numpy or cupy, whichever owns `a` (the one line every op uses to pick its library)."""
     return cupy.get_array_module(a) if cupy is not None else np
 
 
+def is_cuda_array(a) -> bool:
+    return cupy is not None and isinstance(a, cupy.ndarray)
+
+
 def device_of(a) -> str:
-    return "cpu" if isinstance(a, np.ndarray | np.generic) else "cuda"
+    return f"cuda:{a.device.id}" if is_cuda_array(a) else "cpu"
+
+
+@functools.cache
+def cuda_device_count() -> int:
+    """How many GPUs CuPy can use (0 without CuPy, a driver or a device)."""
+    if cupy is None:
+        return 0
+    try:
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception:                  # no driver, or a driver older than the runtime
+        return 0
+
+
+def cuda_available() -> bool:
+    return cuda_device_count() > 0
+
+
+def parse_device(device, op: str = "to") -> str:
+    """'cpu' or 'cuda:N' from 'cpu', 'cuda' or 'cuda:N'; a clear error for anything else, or for a
+    GPU that this machine does not have."""
+    if not isinstance(device, str):
+        raise TypeError(f"{op}: device must be a string such as 'cpu', 'cuda' or 'cuda:0', "
+                        f"got {type(device).__name__}")
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return "cpu"
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ValueError(f"{op}: unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+    if cupy is None:
+        raise RuntimeError(f"{op}: device {device!r} needs CuPy, which is not installed: {INSTALL_HINT}")
+    count = cuda_device_count()
+    if count == 0:
+        raise RuntimeError(f"{op}: device {device!r} was asked for, but CuPy finds no usable GPU "
+                           "(no device, or no NVIDIA driver that supports CuPy's CUDA)")
+    number = int(index) if index else cupy.cuda.Device().id
+    if number >= count:
+        raise ValueError(f"{op}: device {device!r} does not exist; this machine has {count} GPU(s)")
+    return f"cuda:{number}"
+
+
+def to_device(a, device: str):
+    """`a` on `device` (a parse_device() name): the same array if it is already there, else a copy."""
+    if device == device_of(a):
+        return a
+    if device == "cpu":
+        return a.get()
+    with cupy.cuda.Device(int(device.partition(":")[2])):
+        return cupy.asarray(a)          # from the host, or from another GPU
+
+
+def to_numpy(a):
+    """A NumPy array of a's values (copied to the host from a GPU)."""
+    return a.get() if is_cuda_array(a) else np.asarray(a)
+
+
+def synchronize(a):
+    """Wait for the GPU work queued on a's device (timing needs it; a no-op on the CPU)."""
+    if is_cuda_array(a):
+        with a.device:
+            cupy.cuda.get_current_stream().synchronize()

@@ -12,6 +12,8 @@ import tempfile
 
 import numpy as np
 
+from .backend import to_numpy
+
 HEADER = "__header__"
 FORMAT = "minigrad-checkpoint-1"
 
@@ -24,7 +26,7 @@ def save(path, arrays, header):
     """Write {name: array} and a JSON-able header dict to `path` atomically."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    payload = {name: np.asarray(a) for name, a in arrays.items()}
+    payload = {name: to_numpy(a) for name, a in arrays.items()}          # GPU arrays are copied to the host
     payload[HEADER] = np.frombuffer(json.dumps({"format": FORMAT, **header}).encode(), dtype=np.uint8)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".checkpoint-", suffix=".npz.tmp")
     try:

@@ -41,10 +41,15 @@ def check_tensor(op: str, name: str, t, ndim=None, floating=True):
         raise ValueError(f"{op}: {name} has a zero-sized dimension, shape {t.shape}")
 
 
-def check_same_dtype(op: str, **tensors):
+def check_same_device_and_dtype(op: str, **tensors):
+    """The named tensors (None skipped) live on one device and share one dtype."""
     named = [(n, t) for n, t in tensors.items() if t is not None]
     first_name, first = named[0]
     for name, t in named[1:]:
+        if t.device != first.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device} "
+                             f"({name} shape {t.shape}, {first_name} shape {first.shape}); "
+                             "move them to one device with .to(device)")
         if t.dtype != first.dtype:
             raise TypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has dtype {first.dtype}")
 

@@ -10,49 +10,65 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 import kernels
 
 from . import random
 from .autograd import Function, Tensor
-from .backend import array_module
-from .checks import as_pair, check_probability, check_same_dtype, check_tensor, check_windows
+from .backend import array_module, is_cuda_array, to_device
+from .checks import as_pair, check_probability, check_same_device_and_dtype, check_tensor, check_windows
 
 # ---- convolution -------------------------------------------------------------
 
 class Conv2d(Function):
-    name = "conv2d"
+    """Convolution, optionally fused with the ReLU that follows it (name conv2d_relu): the kernels clamp
+    in the pass that adds the bias, and mask the gradient before the backward GEMMs."""
 
-    def __init__(self, stride, padding):
-        self.stride, self.padding = stride, padding
+    def __init__(self, stride, padding, relu=False):
+        self.stride, self.padding, self.relu = stride, padding, relu
+        self.name = "conv2d_relu" if relu else "conv2d"
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        return kernels.for_array(x).conv2d_forward(x, weight, bias, self.stride, self.padding)
+        y = kernels.for_array(x).conv2d_forward(x, weight, bias, self.stride, self.padding, self.relu)
+        self.y = y if self.relu else None              # ReLU's backward needs the output, as ReLU's does
+        return y
 
     def backward(self, grad):
         grad_x, grad_weight, grad_bias = kernels.for_array(grad).conv2d_backward(
-            self.x, self.weight, grad, self.stride, self.padding, self.needs_input_grad[0])
+            self.x, self.weight, grad, self.stride, self.padding, self.needs_input_grad[0], self.y)
         return (grad_x, grad_weight, grad_bias) if self.has_bias else (grad_x, grad_weight)
+
+
+def _convolution(op, input, weight, bias, stride, padding, relu):
+    check_tensor(op, "input", input, ndim=4)
+    check_tensor(op, "weight", weight, ndim=4)
+    if bias is not None:
+        check_tensor(op, "bias", bias, ndim=1)
+    check_same_device_and_dtype(op, input=input, weight=weight, bias=bias)
+    if weight.shape[1] != input.shape[1]:
+        raise ValueError(f"{op}: weight expects {weight.shape[1]} input channels but input has "
+                         f"{input.shape[1]} (input shape {input.shape}, weight shape {weight.shape})")
+    if bias is not None and bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"{op}: bias has {bias.shape[0]} entries but weight has {weight.shape[0]} "
+                         f"output channels (bias shape {bias.shape}, weight shape {weight.shape})")
+    stride = as_pair(op, "stride", stride, 1)
+    padding = as_pair(op, "padding", padding, 0)
+    check_windows(op, input.shape, weight.shape[2:], stride, padding)
+    fn = Conv2d(stride, padding, relu)
+    return fn(input, weight) if bias is None else fn(input, weight, bias)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0):
     """2-D convolution (cross-correlation, as in every DL library): NCHW input, OIHW weight."""
-    check_tensor("conv2d", "input", input, ndim=4)
-    check_tensor("conv2d", "weight", weight, ndim=4)
-    if bias is not None:
-        check_tensor("conv2d", "bias", bias, ndim=1)
-    check_same_dtype("conv2d", input=input, weight=weight, bias=bias)
-    if weight.shape[1] != input.shape[1]:
-        raise ValueError(f"conv2d: weight expects {weight.shape[1]} input channels but input has "
-                         f"{input.shape[1]} (input shape {input.shape}, weight shape {weight.shape})")
-    if bias is not None and bias.shape[0] != weight.shape[0]:
-        raise ValueError(f"conv2d: bias has {bias.shape[0]} entries but weight has {weight.shape[0]} "
-                         f"output channels (bias shape {bias.shape}, weight shape {weight.shape})")
-    stride = as_pair("conv2d", "stride", stride, 1)
-    padding = as_pair("conv2d", "padding", padding, 0)
-    check_windows("conv2d", input.shape, weight.shape[2:], stride, padding)
-    fn = Conv2d(stride, padding)
-    return fn(input, weight) if bias is None else fn(input, weight, bias)
+    return _convolution("conv2d", input, weight, bias, stride, padding, relu=False)
+
+
+def conv2d_relu(input, weight, bias=None, stride=1, padding=0):
+    """relu(conv2d(...)) as one op: the same values and gradients, one pass over the output fewer
+    in each direction (every convolution of GoogLeNet is followed by a ReLU)."""
+    return _convolution("conv2d_relu", input, weight, bias, stride, padding, relu=True)
 
 
 # ---- pooling -------------------------------------------------------------------
@@ -69,7 +85,7 @@ class MaxPool2d(Function):
         return y
 
     def backward(self, grad):
-        return kernels.for_array(grad).max_pool2d_backward(grad, self.argmax, self.x_shape)
+        return kernels.for_array(grad).max_pool2d_backward(grad, self.argmax, self.x_shape, *self.geometry)
 
 
 class AvgPool2d(Function):
@@ -176,7 +192,7 @@ def linear(input, weight, bias=None):
     check_tensor("linear", "weight", weight, ndim=2)
     if bias is not None:
         check_tensor("linear", "bias", bias, ndim=1)
-    check_same_dtype("linear", input=input, weight=weight, bias=bias)
+    check_same_device_and_dtype("linear", input=input, weight=weight, bias=bias)
     if input.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {input.shape[-1]} features but weight expects {weight.shape[1]} "
                          f"(input shape {input.shape}, weight shape {weight.shape})")
@@ -254,10 +270,11 @@ class NLLLoss(Function):
 
 
 def _check_target(op, input, target):
+    """The class indices as an array on input's device.  Labels from the host are checked there, before
+    they move, so validating them costs the GPU no round trip (labels already on a GPU cost one)."""
     check_tensor(op, "input", input, ndim=2)
     data = target.data if isinstance(target, Tensor) else target
-    xp = array_module(input.data)
-    data = xp.asarray(data)
+    data = data if is_cuda_array(data) else np.asarray(data)
     if data.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must hold integer class indices, got dtype {data.dtype}")
     if data.shape != (input.shape[0],):
@@ -266,7 +283,7 @@ def _check_target(op, input, target):
     if data.size and (int(data.min()) < 0 or int(data.max()) >= input.shape[1]):
         raise ValueError(f"{op}: target values must be in [0, {input.shape[1]}), got range "
                          f"[{int(data.min())}, {int(data.max())}]")
-    return data
+    return to_device(data, input.device)
 
 
 def nll_loss(input, target):

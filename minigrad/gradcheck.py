@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .autograd import Tensor, no_grad
+from .backend import array_module
 
 
 class GradcheckError(AssertionError):
@@ -24,7 +25,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     output = fn(*inputs)
     if not isinstance(output, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(output).__name__}")
-    upstream = np.random.default_rng(seed).standard_normal(output.shape)
+    upstream = np.random.default_rng(seed).standard_normal(output.shape)       # on the host; moved where needed
     checked = [(i, t) for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input requires grad, so there is nothing to check")
@@ -59,9 +60,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
 
 
 def _float64_leaf(t):
-    """A float64 copy of a floating-point input, as a fresh leaf (other inputs pass through)."""
+    """A float64 copy of a floating-point input, as a fresh leaf on the same device (other inputs pass through)."""
     if isinstance(t, Tensor) and t.dtype.kind == "f":
-        return Tensor(np.array(t.numpy(), dtype=np.float64), requires_grad=t.requires_grad)
+        return Tensor(array_module(t.data).array(t.data, dtype=np.float64), requires_grad=t.requires_grad)
     if isinstance(t, np.ndarray) and t.dtype.kind == "f":
         return Tensor(t.astype(np.float64))
     return t

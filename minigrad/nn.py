@@ -15,7 +15,7 @@ import numpy as np
 from . import functional as F
 from . import random
 from .autograd import Tensor
-from .backend import array_module
+from .backend import array_module, parse_device, to_device
 from .checks import as_pair, check_probability
 
 
@@ -79,6 +79,22 @@ class Module:
     def zero_grad(self):
         for p in self.parameters():
             p.grad = None
+
+    def to(self, device):
+        """Move every parameter (and its gradient) to `device` in place; returns the module.
+        Move a model before making its optimizer: optimizer state stays where it was made."""
+        target = parse_device(device, f"{type(self).__name__}.to")
+        for p in self.parameters():
+            p.data = to_device(p.data, target)
+            if p.grad is not None:
+                p.grad = Tensor(to_device(p.grad.data, target))
+        return self
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=None):
+        return self.to("cuda" if index is None else f"cuda:{index}")
 
     def train(self, mode: bool = True):
         for m in self.modules():

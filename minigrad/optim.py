@@ -193,7 +193,8 @@ class Polyak:
 
     def load_state_dict(self, state):
         self.decay, self.updates = state["decay"], state["updates"]
-        self.average = {k: v.copy() for k, v in state["average"].items()}
+        devices = {name: p.data for name, p in self.model.named_parameters()}
+        self.average = {k: array_module(devices[k]).array(v, copy=True) for k, v in state["average"].items()}
 
 
 def parameter_groups(model, lr, weight_decay):

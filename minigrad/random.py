@@ -1,4 +1,8 @@
-"""minigrad's random numbers: one seedable generator for initialisation and dropout."""
+"""minigrad's random numbers: one seedable generator for initialisation and dropout.
+
+Weights are drawn on the CPU (so a seed gives the same model on every device); dropout masks
+on a GPU come from a CuPy generator per device, seeded from the same seed.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,32 @@ from . import backend
 from .backend import array_module
 
 _generator = np.random.default_rng()
+_seed = None
+_cuda_generators = {}        # device id -> cupy RandomState, made on first use (no GPU is touched before)
 
 
 def manual_seed(seed: int):
     """Seed every random draw minigrad makes (weights, dropout masks)."""
-    global _generator
+    global _generator, _seed
     _generator = np.random.default_rng(seed)
-    if backend.cupy is not None:
-        backend.cupy.random.seed(seed)
+    _seed = seed
+    _cuda_generators.clear()
 
 
 def generator() -> np.random.Generator:
     return _generator
 
 
+def _cuda_generator():
+    device = backend.cupy.cuda.Device().id
+    if device not in _cuda_generators:
+        _cuda_generators[device] = backend.cupy.random.RandomState(None if _seed is None else _seed + device)
+    return _cuda_generators[device]
+
+
 def uniform(shape, like, low=0.0, high=1.0):
     """Uniform samples in [low, high) with like's dtype, on like's device."""
-    xp = array_module(like)
-    if xp is np:
+    if array_module(like) is np:
         return _generator.uniform(low, high, size=shape).astype(like.dtype)
-    return xp.random.uniform(low, high, size=shape, dtype=like.dtype)
+    with like.device:
+        return _cuda_generator().uniform(low, high, size=shape, dtype=like.dtype)

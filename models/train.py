@@ -23,6 +23,7 @@ import numpy as np
 
 import minigrad
 from minigrad import checkpoint, data, optim
+from minigrad.backend import parse_device
 from minigrad.random import generator
 
 from . import MODELS, get_model, training_loss
@@ -65,7 +66,10 @@ def parse_args(argv):
     if args.lr <= 0:
         raise TrainingError(f"--lr must be positive, got {args.lr}")
     if args.device == "cuda":
-        raise TrainingError("--device cuda needs minigrad's GPU backend and CuPy, which this version does not have yet")
+        try:
+            args.device = parse_device("cuda", "--device")
+        except (RuntimeError, ValueError) as error:
+            raise TrainingError(str(error)) from None
     return args
 
 
@@ -79,12 +83,12 @@ def load_data(args):
     raise TrainingError(f"--data {args.data}: expected 'digits', a .npz file or an image folder")
 
 
-def evaluate(model, dataset, batch_size):
+def evaluate(model, dataset, batch_size, device="cpu"):
     model.eval()
     correct = 0
     with minigrad.no_grad():
         for x, y in data.DataLoader(dataset, batch_size):
-            correct += int((model(minigrad.Tensor(x)).numpy().argmax(1) == y).sum())
+            correct += int((model(minigrad.tensor(x, device=device)).numpy().argmax(1) == y).sum())
     model.train()
     return correct / len(dataset)
 
@@ -103,6 +107,7 @@ class Trainer:
                                    input_size=height)
         except (ValueError, TypeError) as error:
             raise TrainingError(f"cannot build {args.model} for {channels}x{height}x{width} images: {error}") from None
+        self.model.to(args.device)                 # before the optimizer and the averages are made
         groups = optim.parameter_groups(self.model, args.lr, args.weight_decay)
         self.optimizer = (optim.SGD(groups, args.lr, momentum=args.momentum) if args.optimizer == "sgd"
                           else optim.Adam(groups, args.lr))
@@ -156,7 +161,7 @@ class Trainer:
     def train_epoch(self, bar):
         losses, correct, seen, start = [], 0, 0, time.perf_counter()
         for step, (x, y) in enumerate(self.loader, 1):
-            outputs = self.model(minigrad.Tensor(x))
+            outputs = self.model(minigrad.tensor(x, device=self.args.device))
             loss = training_loss(outputs, y)
             value = loss.item()
             if not math.isfinite(value):
@@ -182,8 +187,8 @@ class Trainer:
     def held_out_accuracy(self):
         if self.polyak:
             with self.polyak.applied():
-                return evaluate(self.model, self.test_set, 256)
-        return evaluate(self.model, self.test_set, 256)
+                return evaluate(self.model, self.test_set, 256, self.args.device)
+        return evaluate(self.model, self.test_set, 256, self.args.device)
 
     def run(self):
         args = self.args

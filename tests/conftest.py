@@ -19,6 +19,29 @@ def require_torch():
     return pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
 
 
+def require_tool(found, reason, variable="MINIGRAD_REQUIRE_CUDA_CHECKS"):
+    """Skip with `reason` when a tool is missing; with variable=1 (CI) fail instead."""
+    if found:
+        return
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{reason} ({variable}=1 requires it)")
+    pytest.skip(reason)
+
+
+def require_gpu():
+    """A usable GPU and CuPy, or a skip; MINIGRAD_REQUIRE_GPU=1 (benchmarks.gpu_check) fails instead."""
+    from minigrad.backend import cuda_available
+    require_tool(cuda_available(), "no GPU: CuPy is missing or finds no CUDA device", "MINIGRAD_REQUIRE_GPU")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:                       # tests marked gpu skip (with the reason) on machines without one
+        if item.get_closest_marker("gpu") is not None:
+            from minigrad.backend import cuda_available
+            if not cuda_available() and os.environ.get("MINIGRAD_REQUIRE_GPU") != "1":
+                item.add_marker(pytest.mark.skip(reason="no GPU: CuPy is missing or finds no CUDA device"))
+
+
 @pytest.fixture(scope="session")
 def torch():
     module = require_torch()

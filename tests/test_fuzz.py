@@ -11,7 +11,6 @@ import tempfile
 
 import numpy as np
 import pytest
-from conftest import FUZZ_STATS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +18,8 @@ import minigrad
 import minigrad.functional as F
 import models
 from minigrad import Tensor, nn
+
+from conftest import FUZZ_STATS
 
 DTYPES = [np.float32, np.float32, np.float64, np.float64, np.float16, np.int64, np.int32, np.bool_]
 LAYOUTS = ["contiguous", "transposed", "reversed", "strided"]

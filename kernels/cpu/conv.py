@@ -13,6 +13,7 @@ from numba import prange
 
 from ..geometry import conv_out_size
 from ._jit import contiguous, kernel
+from .elementwise import _relu_forward, relu_backward
 
 
 @kernel(inline=True)
@@ -121,7 +122,7 @@ def _chunks(x, kernel_size, out_size):
     return [(start, min(n, start + step)) for start in range(0, n, step)]
 
 
-def conv2d_forward(x, weight, bias, stride, padding):
+def conv2d_forward(x, weight, bias, stride, padding, relu=False):
     x = contiguous(x)
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -138,12 +139,17 @@ def conv2d_forward(x, weight, bias, stride, padding):
             np.matmul(weight_matrix, buffer, out=y[start:stop])     # (O, CKK) @ (k, CKK, P): one GEMM per image
     if bias is not None:
         _add_bias(y, bias)
+    if relu:
+        _relu_forward(y.reshape(-1), y.reshape(-1), y.dtype.type(0))      # in place
     return y.reshape(n, o, oh, ow)
 
 
-def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True):
+def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None):
     """grad_weight = sum over images of grad_y[n] @ cols[n]^T; grad_cols = weight^T @ grad_y[n], then
-    col2im.  The columns are recomputed chunk by chunk rather than kept from the forward pass."""
+    col2im.  The columns are recomputed chunk by chunk rather than kept from the forward pass.
+    relu_output: the output of a conv2d_forward with relu=True, whose mask applies first."""
+    if relu_output is not None:
+        grad_y = relu_backward(grad_y, relu_output)
     x = contiguous(x)
     o, c, kh, kw = weight.shape
     n, _, oh, ow = grad_y.shape

@@ -153,7 +153,8 @@ def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
     return y, argmax
 
 
-def max_pool2d_backward(grad_y, argmax, x_shape):
+def max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride, padding, ceil_mode):
+    """Scatters by argmax, one task per plane (the geometry is for the GPU's gather)."""
     n, c, h, w = x_shape
     grad_x = np.empty((n, c, h * w), dtype=grad_y.dtype)
     _max_pool_backward(contiguous(grad_y).reshape(n, c, -1),

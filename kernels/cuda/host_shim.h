@@ -1,0 +1,19 @@
+// Compiles minigrad's CUDA sources as plain C++ on the host, for tests on machines without a GPU.
+//
+// The CUDA qualifiers become nothing, and blockIdx/threadIdx/blockDim/gridDim become ordinary
+// globals that a generated launch loop (kernels/cuda/host.py) sets before calling the kernel
+// once per thread of every block, in turn.  That is exact for these kernels: each thread owns
+// its output elements and no kernel uses shared memory or __syncthreads.
+#pragma once
+#include <math.h>
+
+struct dim3 {
+    unsigned int x = 1, y = 1, z = 1;
+};
+inline dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict

@@ -1,0 +1,248 @@
+"""Every fast kernel against the NumPy reference, forward and backward, float32 and float64, on every
+backend (tests/backends.py): the Numba CPU kernels, the CUDA kernels run on the CPU by the host
+emulation (with odd grid and block sizes), and the CUDA kernels on a GPU (marked gpu).
+
+Tolerances per dtype: float64 agrees to rounding (1e-12 relative); float32 sums in a
+different order than the reference, so 1e-5 relative (scaled by the magnitude of the
+values summed).
+"""
+
+import importlib
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import kernels
+from kernels import reference as ref
+from kernels.geometry import conv_out_size, pool_out_size
+
+from backends import BACKENDS, LAUNCH_SHAPES, get_backend
+from strategies import conv_geometry, distinct_values, pool_geometry, seeds
+
+TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+dtypes = st.sampled_from([np.float32, np.float64])
+launches = st.sampled_from(LAUNCH_SHAPES)          # (threads per block, most blocks), for the CUDA emulation
+
+on_every_backend = pytest.mark.parametrize("backend_name", BACKENDS)
+
+
+def close(actual, expected, dtype, scale=1.0):
+    tol = TOLERANCE[dtype]
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def normal(shape, seed, dtype):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@on_every_backend
+@settings(max_examples=60)
+@given(conv_geometry(max_channels=64), st.booleans(), st.booleans(), st.booleans(), dtypes, seeds, launches)
+@example(((1, 1, 1, 1), (3, 1, 1, 1), (1, 1), (0, 0)), True, True, False, np.float32, 0, (256, 65535))  # 1 pixel
+@example(((2, 64, 7, 7), (16, 64, 1, 1), (1, 1), (0, 0)), True, True, True, np.float64, 1, (7, 3))      # 1x1 GEMM
+def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, dtype, seed, launch):
+    k = get_backend(backend_name, launch)
+    x_shape, w_shape, stride, padding = geometry
+    x, w = normal(x_shape, seed, dtype), normal(w_shape, seed + 1, dtype)
+    b = normal(w_shape[0], seed + 2, dtype) if with_bias else None
+    y = k.conv2d_forward(x, w, b, stride, padding, relu)
+    scale = np.sqrt(np.prod(w_shape[1:]))          # float32 error grows with the length of each dot product
+    y_ref = ref.conv2d_forward(x, w, b, stride, padding, relu)
+    close(y, y_ref, dtype, scale)
+    g = normal(y.shape, seed + 3, dtype)
+    relu_output = y_ref if relu else None          # the same mask for both, so near-zero outputs cannot differ
+    got = k.conv2d_backward(x, w, g, stride, padding, need_input_grad, relu_output)
+    want = ref.conv2d_backward(x, w, g, stride, padding, need_input_grad, relu_output)
+    if need_input_grad:
+        close(got[0], want[0], dtype, scale)
+    else:
+        assert got[0] is None
+    close(got[1], want[1], dtype, np.sqrt(y.size))
+    close(got[2], want[2], dtype, np.sqrt(y.size))
+
+
+pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet's branch pool: overlapping, stride 1
+                 ((2, 3, 9, 9), (3, 3), (2, 2), (0, 0), True),       # stage pool: overlapping, stride 2, ceil mode
+                 ((1, 2, 8, 6), (3, 3), (2, 2), (1, 1), True),       # ceil mode with padding
+                 ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0), False),      # a 1-pixel image
+                 ((1, 2, 1, 1), (3, 3), (2, 2), (1, 1), True)]       # 1 pixel, padded
+
+
+def with_pool_examples(**fixed):
+    """Always test the geometries above too, besides the drawn ones (the other arguments fixed)."""
+    def decorate(test):
+        for geometry in pool_examples:
+            test = example(geometry=geometry, **fixed)(test)
+        return test
+    return decorate
+
+
+@on_every_backend
+@settings(max_examples=60)
+@given(geometry=pool_geometry(max_channels=64), dtype=dtypes, seed=seeds, launch=launches)
+@with_pool_examples(dtype=np.float32, seed=0, launch=(7, 3))
+def test_max_pool2d(backend_name, geometry, dtype, seed, launch):
+    k = get_backend(backend_name, launch)
+    x_shape, kernel, stride, padding, ceil_mode = geometry
+    x = distinct_values(x_shape, seed, dtype, spacing=1.0)
+    y, argmax = k.max_pool2d_forward(x, kernel, stride, padding, ceil_mode)
+    y_ref, argmax_ref = ref.max_pool2d_forward(x, kernel, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    g = normal(y.shape, seed, dtype)
+    geometry_args = (x_shape, kernel, stride, padding, ceil_mode)
+    close(k.max_pool2d_backward(g, argmax, *geometry_args), ref.max_pool2d_backward(g, argmax_ref, *geometry_args),
+          dtype)
+
+
+@on_every_backend
+@settings(max_examples=30)
+@given(geometry=pool_geometry(), special=st.sampled_from([-np.inf, np.nan, 0.0]), seed=seeds, launch=launches)
+@with_pool_examples(special=-np.inf, seed=0, launch=(3, 2))
+def test_max_pool2d_ties_infinities_and_nan_pick_the_same_real_pixel(backend_name, geometry, special, seed, launch):
+    """Ties: the first maximum wins, on every backend (CPU and GPU alike).  All-(-inf) or NaN windows:
+    never a padding cell (which would be an out-of-bounds index for the backward kernel)."""
+    k = get_backend(backend_name, launch)
+    x_shape, kernel, stride, padding, ceil_mode = geometry
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, x_shape).astype(np.float64)
+    x[rng.random(x_shape) < 0.3] = special
+    y, argmax = k.max_pool2d_forward(x, kernel, stride, padding, ceil_mode)
+    y_ref, argmax_ref = ref.max_pool2d_forward(x, kernel, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    assert argmax.min() >= 0 and argmax.max() < x_shape[2] * x_shape[3]
+    g = normal(y.shape, seed, np.float64)          # the gradient follows the same winners
+    geometry_args = (x_shape, kernel, stride, padding, ceil_mode)
+    close(k.max_pool2d_backward(g, argmax, *geometry_args), ref.max_pool2d_backward(g, argmax_ref, *geometry_args),
+          np.float64)
+
+
+@settings(max_examples=60)
+@given(geometry=pool_geometry(max_channels=64), count_include_pad=st.booleans(), dtype=dtypes, seed=seeds,
+       launch=launches)
+@on_every_backend
+@with_pool_examples(count_include_pad=True, dtype=np.float32, seed=0, launch=(32, 5))
+def test_avg_pool2d(backend_name, geometry, count_include_pad, dtype, seed, launch):
+    k = get_backend(backend_name, launch)
+    x_shape, kernel, stride, padding, ceil_mode = geometry
+    x = normal(x_shape, seed, dtype)
+    args = kernel, stride, padding, ceil_mode, count_include_pad
+    y = k.avg_pool2d_forward(x, *args)
+    close(y, ref.avg_pool2d_forward(x, *args), dtype)
+    g = normal(y.shape, seed + 1, dtype)
+    close(k.avg_pool2d_backward(g, x_shape, *args), ref.avg_pool2d_backward(g, x_shape, *args), dtype)
+
+
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 64), st.integers(1, 13), st.integers(1, 13))
+
+
+@on_every_backend
+@settings(max_examples=30)
+@given(shapes, dtypes, seeds, launches)
+def test_relu(backend_name, shape, dtype, seed, launch):
+    k = get_backend(backend_name, launch)
+    x = normal(shape, seed, dtype)
+    x.flat[::7] = 0.0                                # exact zeros: no gradient, as in the reference
+    y = k.relu_forward(x)
+    np.testing.assert_array_equal(y, ref.relu_forward(x))
+    g = normal(shape, seed + 1, dtype)
+    np.testing.assert_array_equal(k.relu_backward(g, y), ref.relu_backward(g, y))
+
+
+@settings(max_examples=40)
+@given(shapes, st.integers(1, 7), st.floats(1e-4, 1.0), st.sampled_from([0.75, 0.5, 1.3]), st.floats(0.5, 2.0),
+       dtypes, seeds, launches)
+@on_every_backend
+def test_lrn(backend_name, shape, size, alpha, beta, k_, dtype, seed, launch):
+    k = get_backend(backend_name, launch)
+    x = normal(shape, seed, dtype) * 3
+    y, scale = k.lrn_forward(x, size, alpha, beta, k_)
+    y_ref, scale_ref = ref.lrn_forward(x, size, alpha, beta, k_)
+    close(y, y_ref, dtype)
+    close(scale, scale_ref, dtype, 10)
+    g = normal(shape, seed + 1, dtype)
+    close(k.lrn_backward(x, y, scale, g, size, alpha, beta, k_),
+          ref.lrn_backward(x, y_ref, scale_ref, g, size, alpha, beta, k_), dtype, 10)
+
+
+@settings(max_examples=30)
+@given(st.lists(st.integers(1, 64), min_size=1, max_size=5), st.integers(1, 3), st.integers(1, 9), dtypes, seeds,
+       launches)
+@on_every_backend
+def test_concat_and_split(backend_name, channel_counts, batch, side, dtype, seed, launch):
+    k = get_backend(backend_name, launch)
+    parts = [normal((batch, c, side, side + 1), seed + i, dtype) for i, c in enumerate(channel_counts)]
+    merged = k.concat(parts, 1)
+    np.testing.assert_array_equal(merged, ref.concat(parts, 1))
+    for got, want in zip(k.split(merged, channel_counts, 1), parts):
+        np.testing.assert_array_equal(got, want)
+        assert got.flags.c_contiguous
+
+
+@on_every_backend
+@settings(max_examples=30)
+@given(pool_geometry(), dtypes, seeds, launches)
+def test_col2im_is_the_adjoint_of_im2col(backend_name, geometry, dtype, seed, launch):
+    """<im2col(x), c> == <x, col2im(c)>, in the backend's own column layout."""
+    k = get_backend(backend_name, launch)
+    x_shape, kernel, stride, padding, _ = geometry
+    out = tuple(conv_out_size(x_shape[2 + d], kernel[d], stride[d], padding[d]) for d in range(2))
+    x = normal(x_shape, seed, dtype)
+    cols = k.im2col(x, kernel, stride, padding, out)
+    c = normal(cols.shape, seed + 1, dtype)
+    lhs = float((cols.astype(np.float64) * c).sum())
+    rhs = float((x.astype(np.float64) * k.col2im(c, x_shape, kernel, stride, padding, out)).sum())
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6)
+
+
+@on_every_backend
+def test_non_contiguous_inputs_give_the_same_results(backend_name):
+    k = get_backend(backend_name)
+    x = normal((2, 4, 9, 9), 0, np.float32)[:, ::-1, ::2, 1:]        # negative and non-unit strides
+    w = normal((4, 3, 3, 3), 1, np.float32).transpose(0, 1, 3, 2)[:, :, ::-1]
+    view = x[:, :3]
+    close(k.conv2d_forward(view, w, None, (1, 1), (1, 1)), ref.conv2d_forward(view, w, None, (1, 1), (1, 1)),
+          np.float32, 6)
+    np.testing.assert_array_equal(k.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), True)[0],
+                                  ref.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), True)[0])
+    np.testing.assert_array_equal(k.relu_forward(x), ref.relu_forward(x))
+
+
+@on_every_backend
+def test_every_backend_has_every_kernel_with_the_same_signature(backend_name):
+    """The engine dispatches on the array type alone, so every backend's kernels must be called alike."""
+    if backend_name == "numba":
+        module = get_backend(backend_name)
+    else:                                      # the CUDA functions are CudaKernels' methods: no GPU needed
+        from kernels.cuda import FUNCTIONS
+        from kernels.cuda.ops import CudaKernels
+        assert set(kernels.KERNEL_FUNCTIONS) <= set(FUNCTIONS)
+        module = CudaKernels(np, launch=None)
+    for name in kernels.KERNEL_FUNCTIONS:
+        expected = list(inspect.signature(getattr(ref, name)).parameters)
+        assert list(inspect.signature(getattr(module, name)).parameters) == expected, name
+
+
+def test_dispatch_follows_the_array_type_and_minigrad_kernels(monkeypatch):
+    monkeypatch.setenv("MINIGRAD_KERNELS", "reference")
+    assert kernels.for_array(np.zeros(1)) is ref
+    monkeypatch.setenv("MINIGRAD_KERNELS", "numba")
+    assert kernels.for_array(np.zeros(1)) is importlib.import_module("kernels.cpu")
+    monkeypatch.setenv("MINIGRAD_KERNELS", "fortran")
+    with pytest.raises(ValueError, match="MINIGRAD_KERNELS='fortran': expected one of"):
+        kernels.for_array(np.zeros(1))
+    fake_cupy_array = type("ndarray", (), {"__module__": "cupy._core.core"})()     # recognised by its module
+    assert kernels.for_array(fake_cupy_array) is importlib.import_module("kernels.cuda")
+
+
+@on_every_backend
+def test_pool_output_sizes_agree_with_geometry(backend_name):
+    k = get_backend(backend_name)
+    x = normal((1, 2, 10, 9), 0, np.float32)
+    y, _ = k.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), True)
+    assert y.shape[2:] == tuple(pool_out_size(n, 3, 2, 1, True) for n in (10, 9))
