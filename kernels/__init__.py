@@ -6,7 +6,8 @@
 
 `for_array(a)` returns the kernel module for an array: the CUDA kernels for a CuPy
 array, else the CPU kernels that the environment variable MINIGRAD_KERNELS selects,
-`numba` (the default) or `reference`, so the two can be compared on the same program.
+`numba` (the default) or `reference`, so the two can be compared on the same program,
+or `cuda-host`: the CUDA kernels compiled for the CPU and run one thread at a time.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ KERNEL_FUNCTIONS = (
     "concat", "split",
 )
 
-CPU_BACKENDS = {"numba": "kernels.cpu", "reference": "kernels.reference"}
+CPU_BACKENDS = {"numba": "kernels.cpu", "reference": "kernels.reference",
+                "cuda-host": "kernels.cuda.host"}        # the CUDA sources run on the CPU (needs g++; slow)
 _loaded = {}
 
 

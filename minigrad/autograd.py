@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .backend import array_module, device_of, parse_device, synchronize, to_device
+from .backend import array_module, device_of, on_device_of, parse_device, synchronize, to_device
 
 _grad_enabled = True
 _profiler = None        # set by minigrad.profiler.profile(): told the time of every forward and backward
@@ -52,15 +52,15 @@ class Function:
 
     def __call__(self, *inputs: Tensor) -> Tensor:
         _check_same_kind(self.op_name(), inputs)
-        if _profiler is None:
-            output = Tensor(self.forward(*(t.data for t in inputs)))
-        else:                        # timed; on a GPU only once the queued work is done
-            if inputs:
+        with on_device_of(inputs[0].data):      # the inputs' GPU is current while the op runs
+            if _profiler is None:
+                output = Tensor(self.forward(*(t.data for t in inputs)))
+            else:                               # timed; on a GPU only once the queued work is done
                 synchronize(inputs[0].data)
-            start = time.perf_counter()
-            output = Tensor(self.forward(*(t.data for t in inputs)))
-            synchronize(output.data)
-            _profiler.forward(self, inputs, output, time.perf_counter() - start)
+                start = time.perf_counter()
+                output = Tensor(self.forward(*(t.data for t in inputs)))
+                synchronize(output.data)
+                _profiler.forward(self, inputs, output, time.perf_counter() - start)
         if _grad_enabled and any(t.requires_grad for t in inputs):
             # Edges, not tensors: a leaf to accumulate into, or the Function that made
             # the input (None where no gradient is wanted).  Holding the input tensors
@@ -264,7 +264,8 @@ class Tensor:
             if _profiler is not None:
                 synchronize(grad_out)
             start = time.perf_counter()
-            grads = fn.backward(grad_out)
+            with on_device_of(grad_out):
+                grads = fn.backward(grad_out)
             if not isinstance(grads, tuple):
                 grads = (grads,)
             if _profiler is not None:
@@ -518,7 +519,7 @@ class Permute(Function):
         return a.transpose(self.dims)
 
     def backward(self, grad):
-        return grad.transpose(np.argsort(self.dims))
+        return grad.transpose(tuple(int(d) for d in np.argsort(self.dims)))
 
 
 class Sum(Function):

@@ -6,6 +6,7 @@ CuPy is optional: without it minigrad runs on the CPU, and asking for "cuda" say
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -76,12 +77,17 @@ def to_device(a, device: str):
     if device == "cpu":
         return a.get()
     with cupy.cuda.Device(int(device.partition(":")[2])):
-        return cupy.asarray(a)          # from the host, or from another GPU
+        return cupy.asarray(a.get() if is_cuda_array(a) else a)      # from another GPU: through the host
 
 
 def to_numpy(a):
     """A NumPy array of a's values (copied to the host from a GPU)."""
     return a.get() if is_cuda_array(a) else np.asarray(a)
+
+
+def on_device_of(a):
+    """A context in which a's GPU is the current device (CuPy allocates and launches there); on the CPU, nothing."""
+    return a.device if is_cuda_array(a) else contextlib.nullcontext()
 
 
 def synchronize(a):

@@ -1,5 +1,8 @@
 """Run the CUDA sources on the CPU: the proof of their indexing on machines without a GPU.
 
+`MINIGRAD_KERNELS=cuda-host` makes this the CPU backend of the whole engine (slow, single-threaded:
+for studying the CUDA kernels and for the tests), and this module then has the kernel functions.
+
 Each `.cu` file is compiled by g++ as C++ with `host_shim.h` (the CUDA qualifiers defined
 away, blockIdx/threadIdx/blockDim/gridDim as globals), plus one generated launch loop per
 kernel that calls it for every thread of every block in turn.  The library is loaded with
@@ -119,6 +122,21 @@ def emulated_kernels(block: int = BLOCK, max_grid: int = MAX_GRID, sanitize: boo
 
     launcher = HostLauncher(block, max_grid, sanitize, folder)
     return CudaKernels(np, launcher, column_chunk_bytes)
+
+
+_default = None
+
+
+def __getattr__(name):
+    """The kernel functions (conv2d_forward, ...) of a default emulated backend, built on first use."""
+    from .ops import CudaKernels
+
+    global _default
+    if name.startswith("_") or not callable(getattr(CudaKernels, name, None)):
+        raise AttributeError(f"module 'kernels.cuda.host' has no attribute {name!r}")
+    if _default is None:
+        _default = emulated_kernels()
+    return getattr(_default, name)
 
 
 __all__ = ["compiler", "build", "launch_loops", "HostLauncher", "emulated_kernels", "MODULES"]
