@@ -38,18 +38,19 @@ def copy_bandwidth(repeat):
 def memory_bound_rows(cpu, batch, repeat, rng):
     """(name, bytes moved, callable) for each memory-bound kernel at a GoogLeNet size."""
     def normal(*shape):
-        return rng.standard_normal(shape, dtype=np.float32)
+        """NCHW-shaped, channels-last in memory: what the kernels receive inside a network."""
+        n, c, h, w = shape
+        return rng.standard_normal((n, h, w, c), dtype=np.float32).transpose(0, 3, 1, 2)
 
     rows = []
     x3 = normal(batch, 96, 28, 28)                                  # 3a's 3x3 branch, after its reduction
     out = (28, 28)
     cols_bytes = batch * 96 * 9 * 28 * 28 * 4
-    # into reused buffers, as the convolutions use them (a fresh 21 MB array each call would
-    # time the kernel's page faults rather than the kernel)
+    # into reused buffers (a fresh 21 MB array each call would time the page faults, not the kernel)
     cols = cpu.im2col(x3, (3, 3), (1, 1), (1, 1), out)
     rows.append(("im2col 3x3 pad 1, 96x28x28", x3.nbytes + cols_bytes,
                  lambda: cpu.im2col(x3, (3, 3), (1, 1), (1, 1), out, cols)))
-    image = np.empty_like(x3)
+    image = np.empty((batch, 28, 28, 96), np.float32)
     rows.append(("col2im 3x3 pad 1, 96x28x28", x3.nbytes + cols_bytes,
                  lambda: cpu.col2im(cols, x3.shape, (3, 3), (1, 1), (1, 1), out, image)))
     x = normal(batch, 64, 112, 112)                                 # after the stem convolution
@@ -93,19 +94,22 @@ CONV_LAYERS = [  # name, in channels, out channels, kernel, stride, padding, inp
 
 
 def conv_rows(cpu, batch, repeat, rng):
+    """Each layer's forward and backward (with its fused ReLU, inputs channels-last as in the network)
+    against numpy.matmul at the layer's GEMM shape: columns (N*OH*OW, C*KH*KW) @ weights (C*KH*KW, O)."""
     rows = []
     for name, c, o, k, s, p, side in CONV_LAYERS:
-        x = rng.standard_normal((batch, c, side, side), dtype=np.float32)
+        x = rng.standard_normal((batch, side, side, c), dtype=np.float32).transpose(0, 3, 1, 2)
         w = rng.standard_normal((o, c, k, k), dtype=np.float32)
         b = rng.standard_normal(o, dtype=np.float32)
         out = conv_out_size(side, k, s, p)
         flops = 2 * batch * o * c * k * k * out * out
-        w2 = w.reshape(o, -1)
-        cols = rng.standard_normal((batch, c * k * k, out * out), dtype=np.float32)
-        gemm = measure(lambda: np.matmul(w2, cols), repeat)["median"]
-        conv = measure(lambda: cpu.conv2d_forward(x, w, b, (s, s), (p, p)), repeat)["median"]
-        g = rng.standard_normal((batch, o, out, out), dtype=np.float32)
-        backward = measure(lambda: cpu.conv2d_backward(x, w, g, (s, s), (p, p)), repeat)["median"]
+        w_rows = rng.standard_normal((o, c * k * k), dtype=np.float32)
+        cols = rng.standard_normal((batch * out * out, c * k * k), dtype=np.float32)
+        gemm = measure(lambda: np.matmul(cols, w_rows.T), repeat)["median"]
+        conv = measure(lambda: cpu.conv2d_forward(x, w, b, (s, s), (p, p), True), repeat)["median"]
+        y = cpu.conv2d_forward(x, w, b, (s, s), (p, p), True)
+        g = rng.standard_normal((batch, out, out, o), dtype=np.float32).transpose(0, 3, 1, 2)
+        backward = measure(lambda: cpu.conv2d_backward(x, w, g, (s, s), (p, p), True, y), repeat)["median"]
         rows.append({"layer": name, "gemm_gflops": flops / gemm / 1e9, "conv_gflops": flops / conv / 1e9,
                      "ratio": gemm / conv, "backward_gflops": 2 * flops / backward / 1e9,
                      "backward_ratio": 2 * gemm / backward})

@@ -25,7 +25,7 @@ def to_torch(module):
 
     from minigrad import nn
     from models.googlenet import AUX_AFTER, GoogLeNet
-    from models.inception import Inception, InceptionNaive
+    from models.inception import ConvReLU, Inception, InceptionNaive
     from models.network import Network
 
     tnn = torch.nn
@@ -59,6 +59,8 @@ def to_torch(module):
             return tnn.Dropout(m.p)
         if isinstance(m, nn.Flatten):
             return tnn.Flatten(m.start_dim, m.end_dim)
+        if isinstance(m, ConvReLU):
+            return tnn.Sequential(convert(m.conv), tnn.ReLU())
         if isinstance(m, (Inception, InceptionNaive)):
             return _Branches([convert(b) for b in (m.branch1x1, m.branch3x3, m.branch5x5, m.branch_pool)])
         if isinstance(m, GoogLeNet):

@@ -176,8 +176,9 @@ class Conv2d(Module):
         self.weight = _uniform_parameter((out_channels, in_channels, *self.kernel_size), bound, dtype)
         self.bias = _uniform_parameter((out_channels,), bound, dtype) if bias else None
 
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+    def forward(self, x, relu=False):
+        """relu=True: relu(conv(x)) as one fused op (F.conv2d_relu)."""
+        return (F.conv2d_relu if relu else F.conv2d)(x, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
         o, i = self.weight.shape[:2]

@@ -19,7 +19,7 @@ from . import autograd as _engine
 
 def _multiply_adds(fn, inputs, output):
     name = fn.op_name()
-    if name == "conv2d":
+    if name in ("conv2d", "conv2d_relu"):
         weight = inputs[1].shape
         return math.prod(output.shape) * math.prod(weight[1:])        # every output reads C*KH*KW weights
     if name == "linear":

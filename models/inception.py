@@ -13,15 +13,15 @@ from minigrad import nn
 
 
 class ConvReLU(nn.Module):
-    """A convolution followed by ReLU (every convolution in GoogLeNet has one)."""
+    """A convolution followed by ReLU (every convolution in GoogLeNet has one), run as one op
+    (F.conv2d_relu): the ReLU is applied in the pass that adds the bias."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
-        self.relu = nn.ReLU()
 
     def forward(self, x):
-        return self.relu(self.conv(x))
+        return self.conv(x, relu=True)
 
 
 class InceptionNaive(nn.Module):

@@ -54,7 +54,7 @@ def test_compare_torch_checks_outputs_and_reports_a_ratio(tmp_path):
 def test_profile_lists_ops_by_time():
     result = run("mini-googlenet", "--batch", "4", module="benchmarks.profile")
     assert result.returncode == 0, result.stderr
-    assert "| conv2d | layers.conv1.conv | 4x32x32x32 |" in result.stdout
+    assert "| conv2d_relu | layers.conv1.conv | 4x32x32x32 |" in result.stdout
     assert "by op: " in result.stdout
     bad = run("googlenet", "--input-size", "16", module="benchmarks.profile")
     assert bad.returncode == 2 and "too small" in bad.stderr and "Traceback" not in bad.stderr

@@ -181,7 +181,8 @@ def test_concat_and_split(backend_name, channel_counts, batch, side, dtype, seed
     np.testing.assert_array_equal(merged, ref.concat(parts, 1))
     for got, want in zip(k.split(merged, channel_counts, 1), parts):
         np.testing.assert_array_equal(got, want)
-        assert got.flags.c_contiguous
+        if backend_name == "numba":
+            assert np.shares_memory(got, merged)           # the CPU split costs no copy: pieces are views
 
 
 @on_every_backend

@@ -1,7 +1,8 @@
 """CPU kernels in Numba: the same functions, names and signatures as kernels.reference.
 
-Each kernel takes and returns NumPy arrays; the wrappers make inputs contiguous
-and allocate outputs from the (already validated) geometry before any compiled
+Each kernel takes and returns NumPy arrays.  Images are kept channels-last in memory (layout.py):
+inputs in any layout are accepted, outputs are NCHW-shaped views of NHWC memory.  The wrappers
+lay the inputs out and allocate outputs from the (already validated) geometry before any compiled
 code runs, since the compiled loops do no bounds checking.
 """
 

@@ -28,8 +28,3 @@ def kernel(parallel: bool = False, inline: bool = False):
             return njit(cache=False, **options)(function)
     return decorate
 
-
-def contiguous(a):
-    """a in C order, copied only if it is not (np.ascontiguousarray would turn a 0-d array into 1-d)."""
-    import numpy as np
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)

@@ -1,9 +1,15 @@
-"""Convolution on the CPU: Numba im2col/col2im around one BLAS GEMM per image.
+"""Convolution on the CPU, channels-last: im2col rows around BLAS GEMMs (numpy.matmul, OpenBLAS).
 
-Columns are laid out per image as (N, C*KH*KW, OH*OW), so `weight (O, C*KH*KW) @
-cols[n]` lands directly in the NCHW output (no transpose pass).  A 1x1 convolution
-with stride 1 and no padding needs no im2col at all: the image itself, viewed as
-(C, H*W), is its column matrix.
+Every output pixel is one row of the column matrix, its columns ordered (kernel row i, kernel column j,
+channel c):
+    cols[(b, oy, ox), (i, j, c)] = x[b, oy*SH - PH + i, ox*SW - PW + j, c]        (0 in the padding)
+so for one kernel row i, the valid kernel columns j read one contiguous run of the input: a single copy
+of (j1 - j0) * C values.  With the weight as (O, KH*KW*C) (OIHW permuted to OHWI),
+    y (N*OH*OW, O) = cols @ weight^T
+is exactly the channels-last output.  The columns are built a chunk of output rows at a time (a few MB,
+still in cache for the GEMM that reads them), and the bias and ReLU are applied to each chunk's output
+right after its GEMM.  A 1x1 convolution with stride 1 and no padding needs no columns at all: the
+image's pixel rows are the column matrix, one GEMM for the whole batch.
 """
 
 from __future__ import annotations
@@ -12,166 +18,216 @@ import numpy as np
 from numba import prange
 
 from ..geometry import conv_out_size
-from ._jit import contiguous, kernel
-from .elementwise import _relu_forward, relu_backward
-
-
-@kernel(inline=True)
-def _valid_range(out, stride, pad, offset, size):
-    """Output positions o in [lo, hi) whose input o*stride - pad + offset lies in [0, size)."""
-    first = pad - offset                      # o*stride >= pad - offset
-    lo = 0 if first <= 0 else (first + stride - 1) // stride
-    last = size - 1 + pad - offset            # o*stride <= size - 1 + pad - offset
-    hi = 0 if last < 0 else last // stride + 1
-    return min(lo, out), min(max(hi, lo), out)
+from ._jit import kernel
+from .layout import nchw, nhwc, pixel_rows
 
 
 @kernel(parallel=True)
-def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
-    """cols[b, (c*KH + i)*KW + j, y*OW + x] = x_padded[b, c, y*SH + i, x*SW + j]; one task per (image, channel)."""
-    n, c, h, w = x.shape
-    for task in prange(n * c):
-        b, ch = task // c, task % c
+def _im2col(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, u0, u1, cols):
+    """cols rows for the output rows u = b*OH + oy in [u0, u1); x and cols flat.  One task per output row."""
+    span = kw * c                                  # one kernel row's columns
+    width = kh * span
+    for t in prange(u1 - u0):
+        b, oy = (u0 + t) // oh, (u0 + t) % oh
+        for ox in range(ow):
+            x0 = ox * sw - pw
+            j0, j1 = max(0, -x0), min(kw, w - x0)          # the kernel columns that land inside the image
+            row = (t * ow + ox) * width
+            for i in range(kh):
+                y, dst = oy * sh - ph + i, row + i * span
+                if y < 0 or y >= h or j1 <= j0:
+                    cols[dst:dst + span] = 0
+                    continue
+                cols[dst:dst + j0 * c] = 0
+                src = ((b * h + y) * w + x0 + j0) * c
+                run = (j1 - j0) * c
+                out = cols[dst + j0 * c:dst + j0 * c + run]
+                inp = x[src:src + run]
+                for q in range(run):                       # contiguous on both sides: a vectorised copy
+                    out[q] = inp[q]
+                cols[dst + j1 * c:dst + span] = 0
+
+
+@kernel(parallel=True)
+def _col2im_add(cols, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, u0, u1, dx):
+    """The transpose of _im2col for output rows [u0, u1): adds each column entry onto the pixel it
+    came from.  One task per input row (image, y), which it alone writes: no two threads race."""
+    span = kw * c
+    width = kh * span
+    b0, b1 = u0 // oh, (u1 - 1) // oh
+    for task in prange((b1 - b0 + 1) * h):
+        b, y = b0 + task // h, task % h
+        oy_lo, oy_hi = max(0, u0 - b * oh), min(oh, u1 - b * oh)     # this image's output rows in the chunk
         for i in range(kh):
-            y0, y1 = _valid_range(oh, sh, ph, i, h)
-            for j in range(kw):
-                x0, x1 = _valid_range(ow, sw, pw, j, w)
-                row = cols[b, (ch * kh + i) * kw + j]
-                row[:y0 * ow] = 0
-                row[y1 * ow:] = 0
-                for y in range(y0, y1):
-                    base, src = y * ow, y * sh - ph + i
-                    row[base:base + x0] = 0
-                    row[base + x1:base + ow] = 0
-                    for xo in range(x0, x1):      # contiguous for stride 1, so it vectorises
-                        row[base + xo] = x[b, ch, src, xo * sw - pw + j]
+            reach = y + ph - i                     # output row oy reads input row y through kernel row i
+            if reach < 0 or reach % sh != 0:
+                continue
+            oy = reach // sh
+            if oy < oy_lo or oy >= oy_hi:
+                continue
+            t = b * oh + oy - u0
+            for ox in range(ow):
+                x0 = ox * sw - pw
+                j0, j1 = max(0, -x0), min(kw, w - x0)
+                if j1 <= j0:
+                    continue
+                src = (t * ow + ox) * width + i * span + j0 * c
+                dst = ((b * h + y) * w + x0 + j0) * c
+                run = (j1 - j0) * c
+                out = dx[dst:dst + run]
+                inp = cols[src:src + run]
+                for q in range(run):
+                    out[q] += inp[q]
 
 
 @kernel(parallel=True)
-def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, out):
-    """The transpose of _im2col, race-free: each task owns one (image, channel) plane of `out`
-    and adds into it alone, so no two threads ever write the same pixel."""
-    n, c, h, w = out.shape
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        plane = out[b, ch]
-        plane[:, :] = 0
-        for i in range(kh):
-            y0, y1 = _valid_range(oh, sh, ph, i, h)
-            for j in range(kw):
-                x0, x1 = _valid_range(ow, sw, pw, j, w)
-                row = cols[b, (ch * kh + i) * kw + j]
-                for y in range(y0, y1):
-                    dst, base = y * sh - ph + i, y * ow
-                    for xo in range(x0, x1):
-                        plane[dst, xo * sw - pw + j] += row[base + xo]
+def _finish_rows(y, o, rows, bias, has_bias, relu, zero):
+    """y[r, :] += bias, then max(., 0) if relu: one pass over a chunk of output rows (flat)."""
+    for r in prange(rows):
+        out = y[r * o:(r + 1) * o]
+        if has_bias:
+            for q in range(o):
+                out[q] += bias[q]
+        if relu:
+            for q in range(o):
+                v = out[q]
+                out[q] = zero if v < zero else v              # NaN passes, as in ReLU
+
+
+_BLOCK_ROWS = 256     # pixel rows per task of the gradient pass: its partial bias sums are one row of `partials`
 
 
 @kernel(parallel=True)
-def _add_bias(y, bias):
-    """y[b, o, :] += bias[o], in place."""
-    n, o, _ = y.shape
-    for task in prange(n * o):
-        y[task // o, task % o] += bias[task % o]
+def _gradient_rows(g, g_stride, mask, mask_stride, relu, rows, o, out, partials, zero):
+    """out[r] = g[r] (zeroed where a fused ReLU's output was not positive), and per block of rows the
+    sums of out per channel (the bias gradient, added up afterwards in a fixed order: deterministic)."""
+    blocks = (rows + _BLOCK_ROWS - 1) // _BLOCK_ROWS
+    for block in prange(blocks):
+        total = partials[block]
+        for r in range(block * _BLOCK_ROWS, min(rows, (block + 1) * _BLOCK_ROWS)):
+            src, m, dst = g[r * g_stride:r * g_stride + o], mask[r * mask_stride:r * mask_stride + o], out[r * o:(r + 1) * o]
+            if relu:
+                for q in range(o):
+                    dst[q] = src[q] if m[q] > zero else zero
+            else:
+                for q in range(o):
+                    dst[q] = src[q]
+            for q in range(o):
+                total[q] += dst[q]
 
 
-@kernel(parallel=True)
-def _channel_sums(g, out):
-    """out[o] = sum of g[:, o, :] (the bias gradient), accumulated in float64."""
-    n, o, p = g.shape
-    for ch in prange(o):
-        total = 0.0
-        for b in range(n):
-            for k in range(p):
-                total += g[b, ch, k]
-        out[ch] = total
-
-
-def im2col(x, kernel_size, stride, padding, out_size, out=None):
-    """(N, C, H, W) -> (N, C*KH*KW, OH*OW) columns (zero padding), into `out` if given."""
-    n, c = x.shape[:2]
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_size
-    cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype) if out is None else out
-    _im2col(contiguous(x), kh, kw, sh, sw, ph, pw, oh, ow, cols)
-    return cols
-
-
-def col2im(cols, x_shape, kernel_size, stride, padding, out_size, out=None):
-    """(N, C*KH*KW, OH*OW) columns -> (N, C, H, W), summing overlaps; into `out` (contiguous) if given."""
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_size
-    result = np.empty(x_shape, dtype=cols.dtype) if out is None else out
-    _col2im(contiguous(cols), kh, kw, sh, sw, ph, pw, oh, ow, result)
-    return result
+def _weight_rows(weight):
+    """OIHW -> (O, KH*KW*C), the order of a column-matrix row."""
+    o = weight.shape[0]
+    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(o, -1)
 
 
 def _is_pointwise(kernel_size, stride, padding):
     return kernel_size == (1, 1) and stride == (1, 1) and padding == (0, 0)
 
 
-# Columns are built a chunk of images at a time, in a buffer of about this size: it stays in
-# cache for the GEMM that reads it, and it is small enough for malloc to reuse.  (Measured:
-# a 58 MB column matrix, above glibc's 32 MB mmap threshold, came as fresh pages every call,
-# and faulting them in made im2col 10x slower than copying the same bytes.)
-_COLUMN_CHUNK_BYTES = 4 * 2**20
+# Columns (and 1x1 outputs) are handled this many bytes at a time: small enough to stay in cache
+# between the kernel that writes them and the GEMM (or the bias pass) that reads them.
+_CHUNK_BYTES = 4 * 2**20
 
 
-def _chunks(x, kernel_size, out_size):
-    n, c = x.shape[:2]
-    per_image = c * kernel_size[0] * kernel_size[1] * out_size[0] * out_size[1] * x.dtype.itemsize
-    step = max(1, min(n, _COLUMN_CHUNK_BYTES // max(per_image, 1)))
-    return [(start, min(n, start + step)) for start in range(0, n, step)]
+def _chunks(units, bytes_per_unit):
+    step = max(1, min(units, _CHUNK_BYTES // max(bytes_per_unit, 1)))
+    return [(start, min(units, start + step)) for start in range(0, units, step)]
+
+
+def _finish(y_rows, bias, relu):
+    rows, o = y_rows.shape
+    has_bias = bias is not None
+    _finish_rows(y_rows.reshape(-1), o, rows, np.ascontiguousarray(bias) if has_bias else y_rows[0, :1], has_bias, relu,
+                 y_rows.dtype.type(0))
+
+
+def im2col(x, kernel_size, stride, padding, out_size, out=None):
+    """(N, C, H, W) -> columns (N*OH*OW, KH*KW*C) in the order above; into `out` if given."""
+    xs = nhwc(x)
+    n, h, w, c = xs.shape
+    (kh, kw), (oh, ow) = kernel_size, out_size
+    cols = np.empty((n * oh * ow, kh * kw * c), x.dtype) if out is None else out
+    _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, 0, n * oh, cols.reshape(-1))
+    return cols
+
+
+def col2im(cols, x_shape, kernel_size, stride, padding, out_size, out=None):
+    """Columns (N*OH*OW, KH*KW*C) -> (N, C, H, W), summing overlaps; into `out` (channels-last) if given."""
+    n, c, h, w = x_shape
+    (kh, kw), (oh, ow) = kernel_size, out_size
+    if out is None:
+        dx = np.zeros((n, h, w, c), cols.dtype)
+    else:
+        dx = out
+        dx[...] = 0                                   # the kernel adds into it
+    _col2im_add(np.ascontiguousarray(cols).reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, 0, n * oh,
+                dx.reshape(-1))
+    return nchw(dx)
 
 
 def conv2d_forward(x, weight, bias, stride, padding, relu=False):
-    x = contiguous(x)
-    n, c, h, w = x.shape
+    xs = nhwc(x)
+    n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
-    weight_matrix = weight.reshape(o, -1)
-    y = np.empty((n, o, oh * ow), dtype=x.dtype)
+    weight_rows = _weight_rows(weight)
+    y = np.empty((n, oh, ow, o), x.dtype)
+    y_rows = y.reshape(-1, o)
     if _is_pointwise((kh, kw), stride, padding):
-        np.matmul(weight_matrix, x.reshape(n, c, h * w), out=y)     # a 1x1 convolution is a GEMM over channels
-    else:
-        buffer = None
-        for start, stop in _chunks(x, (kh, kw), (oh, ow)):
-            buffer = im2col(x[start:stop], (kh, kw), stride, padding, (oh, ow),
-                            buffer if buffer is not None and len(buffer) == stop - start else None)
-            np.matmul(weight_matrix, buffer, out=y[start:stop])     # (O, CKK) @ (k, CKK, P): one GEMM per image
-    if bias is not None:
-        _add_bias(y, bias)
-    if relu:
-        _relu_forward(y.reshape(-1), y.reshape(-1), y.dtype.type(0))      # in place
-    return y.reshape(n, o, oh, ow)
+        x_rows = xs.reshape(-1, c)
+        for start, stop in _chunks(n * h * w, o * x.dtype.itemsize):
+            np.matmul(x_rows[start:stop], weight_rows.T, out=y_rows[start:stop])
+            _finish(y_rows[start:stop], bias, relu)
+        return nchw(y)
+    width = kh * kw * c
+    cols = None
+    for u0, u1 in _chunks(n * oh, ow * width * x.dtype.itemsize):
+        rows = (u1 - u0) * ow
+        if cols is None:
+            cols = np.empty(rows * width, x.dtype)
+        _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, cols)
+        np.matmul(cols[:rows * width].reshape(rows, width), weight_rows.T, out=y_rows[u0 * ow:u1 * ow])
+        _finish(y_rows[u0 * ow:u1 * ow], bias, relu)
+    return nchw(y)
 
 
 def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None):
-    """grad_weight = sum over images of grad_y[n] @ cols[n]^T; grad_cols = weight^T @ grad_y[n], then
-    col2im.  The columns are recomputed chunk by chunk rather than kept from the forward pass.
-    relu_output: the output of a conv2d_forward with relu=True, whose mask applies first."""
-    if relu_output is not None:
-        grad_y = relu_backward(grad_y, relu_output)
-    x = contiguous(x)
-    o, c, kh, kw = weight.shape
-    n, _, oh, ow = grad_y.shape
-    grad_y = contiguous(grad_y).reshape(n, o, oh * ow)
-    weight_t = weight.reshape(o, -1).T
-    grad_bias = np.empty(o, dtype=np.float64)
-    _channel_sums(grad_y, grad_bias)
-    grad_x = np.empty(x.shape, dtype=x.dtype) if need_input_grad else None
+    """grad_weight = grad_rows^T @ cols and grad_cols = grad_rows @ weight (then col2im), chunk by chunk,
+    the columns rebuilt rather than kept from the forward pass.  relu_output: the output of a
+    conv2d_forward with relu=True; its mask is applied in the pass that also sums the bias gradient."""
+    xs = nhwc(x)
+    n, h, w, c = xs.shape
+    o, _, kh, kw = weight.shape
+    oh, ow = grad_y.shape[2:]
+    pixels = n * oh * ow
+    g, g_stride = pixel_rows(grad_y)
+    mask, mask_stride = (g, g_stride) if relu_output is None else pixel_rows(relu_output)
+    grad_rows = np.empty((pixels, o), x.dtype)
+    partials = np.zeros(((pixels + _BLOCK_ROWS - 1) // _BLOCK_ROWS, o), x.dtype)
+    _gradient_rows(g, g_stride, mask, mask_stride, relu_output is not None, pixels, o, grad_rows.reshape(-1),
+                   partials, x.dtype.type(0))
+    grad_bias = partials.sum(axis=0, dtype=np.float64).astype(x.dtype)
+    weight_rows = _weight_rows(weight)
     if _is_pointwise((kh, kw), stride, padding):
-        grad_weight = np.tensordot(grad_y, x.reshape(n, c, -1), axes=([0, 2], [0, 2]))
-        if need_input_grad:
-            np.matmul(weight_t, grad_y, out=grad_x.reshape(n, c, -1))
-        return grad_x, grad_weight.reshape(weight.shape), grad_bias.astype(weight.dtype)
-    grad_weight = np.zeros((o, c * kh * kw), dtype=x.dtype)
+        x_rows = xs.reshape(-1, c)
+        grad_weight = (grad_rows.T @ x_rows).reshape(weight.shape)
+        grad_x = nchw((grad_rows @ weight_rows).reshape(n, h, w, c)) if need_input_grad else None
+        return grad_x, grad_weight, grad_bias
+    width = kh * kw * c
+    grad_weight_rows = np.zeros((o, width), x.dtype)
+    dx = np.zeros((n, h, w, c), x.dtype) if need_input_grad else None
     cols = grad_cols = None
-    for start, stop in _chunks(x, (kh, kw), (oh, ow)):
-        reuse = cols is not None and len(cols) == stop - start
-        cols = im2col(x[start:stop], (kh, kw), stride, padding, (oh, ow), cols if reuse else None)
-        # one GEMM over the chunk's images and pixels together (K = images x pixels): per-image
-        # GEMMs with K = OH*OW were 7x slower than the forward pass on 7x7 grids
-        grad_weight += np.tensordot(grad_y[start:stop], cols, axes=([0, 2], [0, 2]))
+    for u0, u1 in _chunks(n * oh, ow * width * x.dtype.itemsize):
+        rows = (u1 - u0) * ow
+        if cols is None:
+            cols, grad_cols = np.empty(rows * width, x.dtype), np.empty(rows * width, x.dtype)
+        _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, cols)
+        chunk_grad = grad_rows[u0 * ow:u1 * ow]
+        grad_weight_rows += chunk_grad.T @ cols[:rows * width].reshape(rows, width)
         if need_input_grad:
-            grad_cols = np.matmul(weight_t, grad_y[start:stop], out=grad_cols if reuse else None)
-            col2im(grad_cols, (stop - start, *x.shape[1:]), (kh, kw), stride, padding, (oh, ow), grad_x[start:stop])
-    return grad_x, grad_weight.reshape(weight.shape), grad_bias.astype(weight.dtype)
+            np.matmul(chunk_grad, weight_rows, out=grad_cols[:rows * width].reshape(rows, width))
+            _col2im_add(grad_cols, h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, dx.reshape(-1))
+    grad_weight = np.ascontiguousarray(grad_weight_rows.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+    return (nchw(dx) if need_input_grad else None), grad_weight, grad_bias

@@ -1,8 +1,8 @@
-"""Pooling on the CPU: one pass over each window, no im2col.
+"""Pooling on the CPU, channels-last: one pass over each window, whole channel vectors at a time.
 
-Every task owns one (image, channel) plane, in forward and in backward, so the
-backward's scatter-add never races.  Windows are clipped to the input: padding
-is never read, never picked by max, and receives no gradient.
+Each task owns one output row (forward) or one input row (backward), so nothing races: the backward
+passes gather, for each input pixel, from the windows that cover it.  Windows are clipped to the
+input: padding is never read, never picked by max, and receives no gradient.
 """
 
 from __future__ import annotations
@@ -11,133 +11,108 @@ import numpy as np
 from numba import prange
 
 from ..geometry import avg_pool_divisor, pool_out_size
-from ._jit import contiguous, kernel
+from ._jit import kernel
+from .layout import nchw, nhwc
 
 
 @kernel(inline=True)
 def _clipped_window(index, stride, pad, kernel_size, size):
-    """[start, stop) of the input rows (or columns) under window `index`: the padding is cut off,
-    since it is never read, never picked by max and receives no gradient."""
+    """[start, stop) of the input rows (or columns) under window `index`, the padding cut off."""
     start = index * stride - pad
     return max(start, 0), min(start + kernel_size, size)
 
 
 @kernel(inline=True)
-def _has_nan(plane):
-    count = 0
-    for r in range(plane.shape[0]):
-        for col in range(plane.shape[1]):
-            count += plane[r, col] != plane[r, col]      # a sum, not a branch: it vectorises
-    return count > 0
+def _covering_windows(position, kernel_size, stride, pad, out):
+    """[lo, hi) of the windows that cover input `position`: start <= position < start + kernel_size."""
+    lo = (position + pad - kernel_size) // stride + 1       # Python's floor division, also for negatives
+    return max(lo, 0), min((position + pad) // stride + 1, out)
 
 
-@kernel(inline=True)
-def _window_max_nan(plane, r0, r1, c0, c1):
-    """(max, flat index) of plane[r0:r1, c0:c1] for a plane holding a NaN: strictly greater,
-    so the first maximum wins, and the first NaN wins as in NumPy's argmax.  (The NaN test
-    stops the compare becoming a branch-free select, so this is kept off the common path.)"""
-    w = plane.shape[1]
-    best, where = plane[r0, c0], r0 * w + c0
-    for r in range(r0, r1):
-        for col in range(c0, c1):
-            v = plane[r, col]
-            if v > best or (v != v and best == best):
-                best, where = v, r * w + col
-    return best, where
-
-
-@kernel(inline=True)
-def _max_pool_plane_separable(plane, kh, kw, sh, sw, ph, pw, y, argmax):
-    """Max-pool one NaN-free plane in two passes: the max of every row's window span
-    (row_max, with its column), then, per output row, the max of those over the window's
-    rows.  The second pass runs along output columns, so it vectorises; together about
-    2.5x faster than scanning each window.  Strict '>' in row-major order keeps the
-    first maximum, exactly like scanning the window."""
-    h, w = plane.shape
-    oh, ow = y.shape
-    row_max = np.empty((h, ow), plane.dtype)
-    row_col = np.empty((h, ow), np.int64)
-    for r in range(h):
+@kernel(parallel=True)
+def _max_pool_forward(x, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, y, argmax):
+    """y and argmax (flat index r*W + col of the winner in its plane) for every output and channel.
+    Strict '>' in row-major window order keeps the first maximum; a NaN beats any number and the
+    first NaN wins, as in the reference.  The compare-and-select runs over the channel vector."""
+    for u in prange(n * oh):
+        b, oy = u // oh, u % oh
+        r0, r1 = _clipped_window(oy, sh, ph, kh, h)
         for ox in range(ow):
             c0, c1 = _clipped_window(ox, sw, pw, kw, w)
-            best, where = plane[r, c0], c0
-            for col in range(c0 + 1, c1):
-                if plane[r, col] > best:
-                    best, where = plane[r, col], col
-            row_max[r, ox], row_col[r, ox] = best, where
-    for oy in range(oh):
+            out = ((b * oh + oy) * ow + ox) * c
+            best, where = y[out:out + c], argmax[out:out + c]
+            first = x[((b * h + r0) * w + c0) * c:((b * h + r0) * w + c0 + 1) * c]
+            start = np.int32(r0 * w + c0)
+            for q in range(c):
+                best[q], where[q] = first[q], start
+            for r in range(r0, r1):
+                for col in range(c0, c1):
+                    pixel = (b * h + r) * w + col
+                    values, index = x[pixel * c:(pixel + 1) * c], np.int32(r * w + col)
+                    for q in range(c):
+                        v, m = values[q], best[q]
+                        take = (v > m) | ((v != v) & (m == m))
+                        best[q] = v if take else m
+                        where[q] = index if take else where[q]
+
+
+@kernel(parallel=True)
+def _max_pool_backward(grad_y, argmax, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, grad_x, zero):
+    """grad_x[pixel] = sum of grad_y over the windows covering the pixel that picked it.  (`zero` has
+    the array's dtype: a literal 0 would widen the select to float64 and stop it vectorising.)"""
+    for u in prange(n * h):
+        b, r = u // h, u % h
+        oy0, oy1 = _covering_windows(r, kh, sh, ph, oh)
+        for col in range(w):
+            ox0, ox1 = _covering_windows(col, kw, sw, pw, ow)
+            pixel = (b * h + r) * w + col
+            out, index = grad_x[pixel * c:(pixel + 1) * c], np.int32(r * w + col)
+            out[:] = 0
+            for oy in range(oy0, oy1):
+                for ox in range(ox0, ox1):
+                    src = ((b * oh + oy) * ow + ox) * c
+                    g, a = grad_y[src:src + c], argmax[src:src + c]
+                    for q in range(c):
+                        out[q] += g[q] if a[q] == index else zero
+
+
+@kernel(parallel=True)
+def _avg_pool_forward(x, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, divisor, y):
+    for u in prange(n * oh):
+        b, oy = u // oh, u % oh
         r0, r1 = _clipped_window(oy, sh, ph, kh, h)
-        y_row, arg_row = y[oy], argmax[oy]
         for ox in range(ow):
-            y_row[ox], arg_row[ox] = row_max[r0, ox], r0 * w + row_col[r0, ox]
-        for r in range(r0 + 1, r1):
-            for ox in range(ow):
-                take = row_max[r, ox] > y_row[ox]
-                y_row[ox] = row_max[r, ox] if take else y_row[ox]
-                arg_row[ox] = r * w + row_col[r, ox] if take else arg_row[ox]
+            c0, c1 = _clipped_window(ox, sw, pw, kw, w)
+            out = y[((b * oh + oy) * ow + ox) * c:((b * oh + oy) * ow + ox + 1) * c]
+            out[:] = 0
+            for r in range(r0, r1):
+                for col in range(c0, c1):
+                    pixel = (b * h + r) * w + col
+                    values = x[pixel * c:(pixel + 1) * c]
+                    for q in range(c):
+                        out[q] += values[q]
+            scale = 1.0 / divisor[oy, ox]
+            for q in range(c):
+                out[q] = out[q] * scale
 
 
 @kernel(parallel=True)
-def _max_pool_forward(x, kh, kw, sh, sw, ph, pw, y, argmax):
-    n, c, h, w = x.shape
-    _, _, oh, ow = y.shape
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        plane = x[b, ch]
-        if not _has_nan(plane):
-            _max_pool_plane_separable(plane, kh, kw, sh, sw, ph, pw, y[b, ch], argmax[b, ch])
-            continue
-        for oy in range(oh):
-            r0, r1 = _clipped_window(oy, sh, ph, kh, h)
-            for ox in range(ow):
-                c0, c1 = _clipped_window(ox, sw, pw, kw, w)
-                y[b, ch, oy, ox], argmax[b, ch, oy, ox] = _window_max_nan(plane, r0, r1, c0, c1)
-
-
-@kernel(parallel=True)
-def _max_pool_backward(grad_y, argmax, grad_x):
-    """grad_x: (N, C, H*W), zeroed here; each output's gradient goes to its winner."""
-    n, c, p = grad_y.shape
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        grad_x[b, ch, :] = 0
-        for k in range(p):
-            grad_x[b, ch, argmax[b, ch, k]] += grad_y[b, ch, k]
-
-
-@kernel(parallel=True)
-def _avg_pool_forward(x, kh, kw, sh, sw, ph, pw, divisor, y):
-    n, c, h, w = x.shape
-    _, _, oh, ow = y.shape
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        for oy in range(oh):
-            r0, r1 = _clipped_window(oy, sh, ph, kh, h)
-            for ox in range(ow):
-                c0, c1 = _clipped_window(ox, sw, pw, kw, w)
-                total = 0.0
-                for r in range(r0, r1):
-                    for col in range(c0, c1):
-                        total += x[b, ch, r, col]
-                y[b, ch, oy, ox] = total / divisor[oy, ox]
-
-
-@kernel(parallel=True)
-def _avg_pool_backward(grad_y, kh, kw, sh, sw, ph, pw, divisor, grad_x):
-    n, c, h, w = grad_x.shape
-    _, _, oh, ow = grad_y.shape
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        plane = grad_x[b, ch]
-        plane[:, :] = 0
-        for oy in range(oh):
-            r0, r1 = _clipped_window(oy, sh, ph, kh, h)
-            for ox in range(ow):
-                c0, c1 = _clipped_window(ox, sw, pw, kw, w)
-                share = grad_y[b, ch, oy, ox] / divisor[oy, ox]
-                for r in range(r0, r1):
-                    for col in range(c0, c1):
-                        plane[r, col] += share
+def _avg_pool_backward(grad_y, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, divisor, grad_x):
+    """grad_x[pixel] = sum over the windows covering it of grad_y / the window's divisor."""
+    for u in prange(n * h):
+        b, r = u // h, u % h
+        oy0, oy1 = _covering_windows(r, kh, sh, ph, oh)
+        for col in range(w):
+            ox0, ox1 = _covering_windows(col, kw, sw, pw, ow)
+            pixel = (b * h + r) * w + col
+            out = grad_x[pixel * c:(pixel + 1) * c]
+            out[:] = 0
+            for oy in range(oy0, oy1):
+                for ox in range(ox0, ox1):
+                    src = ((b * oh + oy) * ow + ox) * c
+                    g, scale = grad_y[src:src + c], 1.0 / divisor[oy, ox]
+                    for q in range(c):
+                        out[q] += g[q] * scale
 
 
 def _out_size(shape, kernel_size, stride, padding, ceil_mode):
@@ -145,34 +120,40 @@ def _out_size(shape, kernel_size, stride, padding, ceil_mode):
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
-    x = contiguous(x)
+    xs = nhwc(x)
+    n, h, w, c = xs.shape
     oh, ow = _out_size(x.shape, kernel_size, stride, padding, ceil_mode)
-    y = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
-    argmax = np.empty((*x.shape[:2], oh, ow), dtype=np.int64)
-    _max_pool_forward(x, *kernel_size, *stride, *padding, y, argmax)
-    return y, argmax
+    y = np.empty((n, oh, ow, c), x.dtype)
+    argmax = np.empty((n, oh, ow, c), np.int32)         # an index within one plane (at most 2^28 pixels)
+    _max_pool_forward(xs.reshape(-1), n, h, w, c, *kernel_size, *stride, *padding, oh, ow, y.reshape(-1),
+                      argmax.reshape(-1))
+    return nchw(y), nchw(argmax)
 
 
 def max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride, padding, ceil_mode):
-    """Scatters by argmax, one task per plane (the geometry is for the GPU's gather)."""
     n, c, h, w = x_shape
-    grad_x = np.empty((n, c, h * w), dtype=grad_y.dtype)
-    _max_pool_backward(contiguous(grad_y).reshape(n, c, -1),
-                       contiguous(argmax).reshape(n, c, -1), grad_x)
-    return grad_x.reshape(x_shape)
+    oh, ow = grad_y.shape[2:]
+    grad_x = np.empty((n, h, w, c), grad_y.dtype)
+    _max_pool_backward(nhwc(grad_y).reshape(-1), nhwc(argmax).reshape(-1), n, h, w, c, *kernel_size, *stride,
+                       *padding, oh, ow, grad_x.reshape(-1), grad_y.dtype.type(0))
+    return nchw(grad_x)
 
 
 def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
-    x = contiguous(x)
-    out = _out_size(x.shape, kernel_size, stride, padding, ceil_mode)
-    divisor = avg_pool_divisor(x.shape[2:], kernel_size, stride, padding, out, count_include_pad)
-    y = np.empty((*x.shape[:2], *out), dtype=x.dtype)
-    _avg_pool_forward(x, *kernel_size, *stride, *padding, divisor, y)
-    return y
+    xs = nhwc(x)
+    n, h, w, c = xs.shape
+    oh, ow = _out_size(x.shape, kernel_size, stride, padding, ceil_mode)
+    divisor = avg_pool_divisor((h, w), kernel_size, stride, padding, (oh, ow), count_include_pad)
+    y = np.empty((n, oh, ow, c), x.dtype)
+    _avg_pool_forward(xs.reshape(-1), n, h, w, c, *kernel_size, *stride, *padding, oh, ow, divisor, y.reshape(-1))
+    return nchw(y)
 
 
 def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad):
-    divisor = avg_pool_divisor(x_shape[2:], kernel_size, stride, padding, grad_y.shape[2:], count_include_pad)
-    grad_x = np.empty(x_shape, dtype=grad_y.dtype)
-    _avg_pool_backward(contiguous(grad_y), *kernel_size, *stride, *padding, divisor, grad_x)
-    return grad_x
+    n, c, h, w = x_shape
+    oh, ow = grad_y.shape[2:]
+    divisor = avg_pool_divisor((h, w), kernel_size, stride, padding, (oh, ow), count_include_pad)
+    grad_x = np.empty((n, h, w, c), grad_y.dtype)
+    _avg_pool_backward(nhwc(grad_y).reshape(-1), n, h, w, c, *kernel_size, *stride, *padding, oh, ow, divisor,
+                       grad_x.reshape(-1))
+    return nchw(grad_x)
