@@ -348,8 +348,8 @@ class Tensor:
 
 
 def _accumulate(leaf: Tensor, grad):
-    if leaf.grad is None:
-        leaf.grad = Tensor(grad.copy())          # a copy: backward may hand one array to several inputs
+    if leaf.grad is None:                        # a copy: backward may hand one array to several inputs;
+        leaf.grad = Tensor(grad.copy(order="K"))  # in its own memory order (a C-order copy of a channel slice is a transpose)
     else:
         leaf.grad = Tensor(leaf.grad.data + grad)
 
