@@ -58,3 +58,18 @@ def test_profile_lists_ops_by_time():
     assert "by op: " in result.stdout
     bad = run("googlenet", "--input-size", "16", module="benchmarks.profile")
     assert bad.returncode == 2 and "too small" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_googlenet_benchmark_reports_every_target(tmp_path):
+    from conftest import require_torch
+    require_torch()
+    result = run("--batches", "1", "--rounds", "1", "--repeat", "1", "--modules", "5b", "--per-op", "5b",
+                 "--json", str(tmp_path / "r.json"), module="benchmarks.googlenet")
+    assert result.returncode == 0, result.stderr
+    for text in ("| forward, batch 1 |", "| training step, batch 1 |", "| peak memory of a step, batch 1 (MB) |",
+                 "| 5b |", "what 5b's gap is made of", "| 3x3 192->384 |", "| all ops |"):
+        assert text in result.stdout, text
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["networks"]["1"]["step"]["ratio"] > 0 and data["modules"]["5b"]["torch_ms"] > 0
+    bad = run("--batches", "x", module="benchmarks.googlenet")
+    assert bad.returncode == 2 and "--batches takes comma-separated integers" in bad.stderr

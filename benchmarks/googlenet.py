@@ -1,0 +1,352 @@
+"""python -m benchmarks.googlenet: minigrad against PyTorch on GoogLeNet, for issue 9's targets.
+
+GoogLeNet (the paper's, auxiliary heads in training) at batch 8 and 32: the forward pass (eval mode,
+no gradients) and the training step (forward, the loss with 0.3 x each auxiliary loss, backward,
+SGD), and the peak resident memory of a training step; then the reduced Inception modules 3a-5b,
+forward+backward.  Every measurement runs in a fresh child process holding one library, the two
+libraries alternating round after round (this machine is shared and its speed drifts); each figure
+is the median over rounds of each round's median, PyTorch's in its faster layout (NCHW or
+channels_last).  Both get their preferred layout outside the timed region: channels-last inputs for
+minigrad's CPU kernels and for PyTorch's channels_last runs.
+
+Peak memory: the high-water mark of resident memory (VmHWM) over one training step, in a process that
+has built the model and warmed up (its peak reset through /proc/self/clear_refs before the step);
+beside it, the resident memory right after building the model and its input, before any step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+
+MODULES = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+
+
+def _status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _channels_last(shape, seed):
+    n, c, h, w = shape
+    return np.random.default_rng(seed).standard_normal((n, h, w, c)).astype(np.float32).transpose(0, 3, 1, 2)
+
+
+def _peak_memory(step):
+    """High-water resident MB over one step (after warm-up)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return float("nan")
+    step()
+    return _status("VmHWM")
+
+
+def module_ops(name, batch):
+    """(label, kind, in channels, out channels, kernel, side) of every op of a reduced module, in order:
+    its six convolutions (each with its ReLU), the pool branch's max-pool and the merge."""
+    from benchmarks.__main__ import CONFIGS, INPUT_SIZES
+
+    c, side = INPUT_SIZES[name]
+    n1, n3r, n3, n5r, n5, proj = CONFIGS[name]
+    return [(f"1x1 {c}->{n1}", "conv", c, n1, 1, side), (f"1x1 {c}->{n3r} (3x3 reduce)", "conv", c, n3r, 1, side),
+            (f"3x3 {n3r}->{n3}", "conv", n3r, n3, 3, side), (f"1x1 {c}->{n5r} (5x5 reduce)", "conv", c, n5r, 1, side),
+            (f"5x5 {n5r}->{n5}", "conv", n5r, n5, 5, side), (f"1x1 {c}->{proj} (pool proj)", "conv", c, proj, 1, side),
+            (f"max-pool 3x3/1, {c} channels", "pool", c, c, 3, side),
+            (f"concat to {n1 + n3 + n5 + proj} channels", "cat", (n1, n3, n5, proj), n1 + n3 + n5 + proj, 0, side)]
+
+
+def _time_ops(task, make):
+    """{label: (forward s, forward+backward s)} for every op of the task's module; `make(kind, ...)` returns
+    the library's (forward, step) callables for one op."""
+    from benchmarks.timing import measure
+
+    result = {}
+    for label, kind, c, o, k, side in module_ops(task["module"], task["batch"]):
+        forward, step = make(kind, c, o, k, side)
+        result[label] = (measure(forward, task["repeat"])["min"], measure(step, task["repeat"])["min"])
+    return result
+
+
+def child_minigrad(task):
+    import minigrad
+    from benchmarks.__main__ import build_model, training_step
+    from benchmarks.timing import measure
+
+    if task["kind"] == "ops":
+        import minigrad.functional as F
+        n = task["batch"]
+
+        def make(kind, c, o, k, side):
+            if kind == "cat":
+                parts = [minigrad.Tensor(_channels_last((n, p, side, side), i), requires_grad=True) for i, p in enumerate(c)]
+                grad = _channels_last((n, o, side, side), 9)
+                return (lambda: minigrad.cat(parts, 1)), (lambda: minigrad.cat(parts, 1).backward(grad))
+            x = minigrad.Tensor(_channels_last((n, c, side, side), 0), requires_grad=True)
+            grad = _channels_last((n, o, side, side), 9)
+            if kind == "pool":
+                return (lambda: F.max_pool2d(x, 3, 1, 1)), (lambda: F.max_pool2d(x, 3, 1, 1).backward(grad))
+            w = minigrad.Tensor(np.random.default_rng(1).standard_normal((o, c, k, k)).astype(np.float32) * 0.1,
+                                requires_grad=True)
+            b = minigrad.Tensor(np.zeros(o, np.float32), requires_grad=True)
+
+            def forward():
+                with minigrad.no_grad():
+                    F.conv2d_relu(x, w, b, 1, k // 2)
+            return forward, (lambda: F.conv2d_relu(x, w, b, 1, k // 2).backward(grad))
+        return _time_ops(task, make)
+    if task["kind"] in ("network", "memory"):
+        net = build_model({"kind": "network", "name": "googlenet", "input_size": 224})
+        x = minigrad.Tensor(_channels_last((task["batch"], 3, 224, 224), 0))
+        target = np.arange(task["batch"]) % 1000
+        built = _status("VmRSS")
+
+        def forward():
+            net.eval()
+            with minigrad.no_grad():
+                net(x)
+        step = training_step(net, x, target)
+
+        def train():
+            net.train()
+            step()
+        if task["kind"] == "memory":
+            train()
+            train()
+            return {"built": built, "peak": _peak_memory(train)}
+        return {"forward": measure(forward, task["repeat"])["median"], "step": measure(train, task["repeat"])["median"]}
+    result = {}
+    for name in task["modules"]:
+        from benchmarks.__main__ import INPUT_SIZES
+        module = build_model({"kind": "inception", "config": name, "naive": False})
+        c, side = INPUT_SIZES[name]
+        x = minigrad.Tensor(_channels_last((task["batch"], c, side, side), 0), requires_grad=True)
+        ones = np.ones((task["batch"], side, side, module.out_channels), np.float32).transpose(0, 3, 1, 2)
+
+        def step():
+            module(x).backward(ones)
+        result[name] = measure(step, task["repeat"])["median"]
+    return result
+
+
+def child_torch(task):
+    import torch
+
+    import minigrad
+    from benchmarks.__main__ import build_model, torch_loss
+    from benchmarks.timing import measure
+    from benchmarks.torch_reference import to_torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    layouts = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+    if task["kind"] == "ops":
+        n, fn = task["batch"], torch.nn.functional
+
+        def tensor(shape, seed, grad=False):
+            return torch.from_numpy(np.ascontiguousarray(_channels_last(shape, seed).transpose(0, 2, 3, 1))
+                                    ).permute(0, 3, 1, 2).requires_grad_(grad)
+
+        def make(kind, c, o, k, side):
+            grad = tensor((n, o, side, side), 9)
+            if kind == "cat":
+                parts = [tensor((n, p, side, side), i, True) for i, p in enumerate(c)]
+                return (lambda: torch.cat([p.detach() for p in parts], 1)), (lambda: torch.cat(parts, 1).backward(grad))
+            x = tensor((n, c, side, side), 0, True)
+            if kind == "pool":
+                return (lambda: fn.max_pool2d(x.detach(), 3, 1, 1)), (lambda: fn.max_pool2d(x, 3, 1, 1).backward(grad))
+            w = torch.from_numpy(np.random.default_rng(1).standard_normal((o, c, k, k)).astype(np.float32) * 0.1
+                                 ).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+            b = torch.zeros(o, requires_grad=True)
+
+            def forward():
+                with torch.no_grad():
+                    torch.relu(fn.conv2d(x, w, b, 1, k // 2))
+            return forward, (lambda: torch.relu(fn.conv2d(x, w, b, 1, k // 2)).backward(grad))
+        return _time_ops(task, make)
+    if task["kind"] == "memory":                     # only the layout measured, nothing else in the process
+        layouts = {"channels_last": torch.channels_last}
+    if task["kind"] in ("network", "memory"):
+        model = build_model({"kind": "network", "name": "googlenet", "input_size": 224})
+        result = {}
+        for layout, memory_format in layouts.items():
+            twin = to_torch(model).to(memory_format=memory_format)
+            x = torch.from_numpy(np.ascontiguousarray(_channels_last((task["batch"], 3, 224, 224), 0))
+                                 ).contiguous(memory_format=memory_format)
+            labels = torch.arange(task["batch"]) % 1000
+            built = _status("VmRSS")
+            optimizer = torch.optim.SGD(twin.parameters(), lr=1e-3)
+
+            def forward():
+                twin.eval()
+                with torch.no_grad():
+                    twin(x)
+
+            def step():
+                twin.train()
+                loss = torch_loss(twin(x), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            if task["kind"] == "memory":
+                step()
+                step()
+                return {"built": built, "peak": _peak_memory(step)}
+            result[layout] = {"forward": measure(forward, task["repeat"])["median"],
+                              "step": measure(step, task["repeat"])["median"]}
+        return result
+    from benchmarks.__main__ import INPUT_SIZES
+    result = {}
+    for name in task["modules"]:
+        minigrad.manual_seed(0)
+        module = build_model({"kind": "inception", "config": name, "naive": False})
+        c, side = INPUT_SIZES[name]
+        times = {}
+        for layout, memory_format in layouts.items():
+            twin = to_torch(module).to(memory_format=memory_format)
+            x = torch.from_numpy(np.ascontiguousarray(_channels_last((task["batch"], c, side, side), 0))
+                                 ).contiguous(memory_format=memory_format).requires_grad_(True)
+
+            def step():
+                twin(x).sum().backward()
+            times[layout] = measure(step, task["repeat"])["median"]
+        result[name] = min(times.values())
+    return result
+
+
+def run_child(library, task):
+    env = dict(os.environ)
+    if library == "torch":               # PyTorch's OpenMP threads keep their own defaults (see torch_reference)
+        import kernels
+        env = {k: v for k, v in env.items() if k not in kernels.SET_HERE}
+        env["MINIGRAD_THREAD_SETTINGS"] = "off"
+    out = subprocess.run([sys.executable, "-m", "benchmarks.googlenet", "--child", library, json.dumps(task)],
+                         env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{library} child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.googlenet", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", default="8,32", help="GoogLeNet batch sizes (default 8,32)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of alternating child processes (default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per child after a warm-up (default 3)")
+    parser.add_argument("--modules", default=",".join(MODULES), help="reduced Inception modules, or 'none'")
+    parser.add_argument("--module-batch", type=int, default=8)
+    parser.add_argument("--per-op", default="3a", metavar="MODULE",
+                        help="time each op of this reduced module in both libraries (default 3a; 'none' to skip)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        library, task = args.child[0], json.loads(args.child[1])
+        print(json.dumps((child_torch if library == "torch" else child_minigrad)(task)))
+        return 0
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b]
+        modules = [] if args.modules == "none" else [m for m in args.modules.split(",") if m]
+    except ValueError:
+        parser.error("--batches takes comma-separated integers")
+    if not batches or min(batches) < 1 or args.rounds < 1 or args.repeat < 1 or args.module_batch < 1:
+        parser.error("--batches, --rounds, --repeat and --module-batch must be positive")
+    args.per_op = None if args.per_op == "none" else args.per_op
+    unknown = [m for m in modules + ([args.per_op] if args.per_op else []) if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {', '.join(unknown)}; choose from {','.join(MODULES)}")
+
+    from benchmarks.timing import machine_header
+    print(machine_header())
+    print(f"float32; {args.rounds} rounds of fresh processes, minigrad and PyTorch alternating; "
+          f"{args.repeat} timed runs each after a warm-up; medians")
+    networks = {b: {"minigrad": [], "torch": []} for b in batches}
+    memory = {b: {"minigrad": [], "torch": []} for b in batches}
+    module_times = {"minigrad": [], "torch": []}
+    op_times = {"minigrad": [], "torch": []}
+    for _ in range(args.rounds):
+        for batch in batches:
+            for library in ("minigrad", "torch"):
+                networks[batch][library].append(run_child(library, {"kind": "network", "batch": batch,
+                                                                    "repeat": args.repeat}))
+                memory[batch][library].append(run_child(library, {"kind": "memory", "batch": batch}))
+        if args.per_op:
+            task = {"kind": "ops", "module": args.per_op, "batch": args.module_batch, "repeat": 2 * args.repeat + 1}
+            for library in ("minigrad", "torch"):
+                op_times[library].append(run_child(library, task))
+        if modules:
+            task = {"kind": "modules", "modules": modules, "batch": args.module_batch, "repeat": args.repeat}
+            module_times["minigrad"].append(run_child("minigrad", task))
+            module_times["torch"].append(run_child("torch", task))
+
+    results = {"networks": {}, "modules": {}}
+    print("\n| GoogLeNet | minigrad ms | PyTorch ms (best layout) | minigrad / PyTorch | target |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for batch, runs in networks.items():
+        row = {}
+        for what in ("forward", "step"):
+            ours = median([r[what] for r in runs["minigrad"]])
+            layouts = {layout: median([r[layout][what] for r in runs["torch"]]) for layout in runs["torch"][0]}
+            best = min(layouts, key=layouts.get)
+            ratio = ours / layouts[best]
+            row[what] = {"minigrad_ms": ours * 1e3, "torch_ms": layouts[best] * 1e3, "torch_layout": best,
+                         "ratio": ratio, "torch_layouts_ms": {k: v * 1e3 for k, v in layouts.items()}}
+            label = "forward" if what == "forward" else "training step"
+            print(f"| {label}, batch {batch} | {ours * 1e3:.0f} | {layouts[best] * 1e3:.0f} ({best}) | {ratio:.2f}x | "
+                  f"<= 1.0x: {'met' if ratio <= 1.0 else 'not met'} |")
+        peak = {lib: median([r["peak"] for r in memory[batch][lib]]) for lib in ("minigrad", "torch")}
+        built = {lib: median([r["built"] for r in memory[batch][lib]]) for lib in ("minigrad", "torch")}
+        row["memory"] = {"peak_mb": peak, "built_mb": built}
+        results["networks"][batch] = row
+        print(f"| peak memory of a step, batch {batch} (MB) | {peak['minigrad']:.0f} | {peak['torch']:.0f} "
+              f"(channels_last) | {peak['minigrad'] / peak['torch']:.2f}x | <= 1.0x: "
+              f"{'met' if peak['minigrad'] <= peak['torch'] else 'not met'} |")
+    for batch, row in results["networks"].items():
+        m = row["memory"]
+        print(f"batch {batch}: resident after building model and input: {m['built_mb']['minigrad']:.0f} MB (minigrad), "
+              f"{m['built_mb']['torch']:.0f} MB (PyTorch); training takes it to the peaks above")
+    if modules:
+        print(f"\n| reduced module, fwd+bwd, batch {args.module_batch} | minigrad ms | PyTorch ms (best layout) | "
+              "minigrad / PyTorch |")
+        print("| --- | ---: | ---: | ---: |")
+        for name in modules:
+            ours = median([r[name] for r in module_times["minigrad"]])
+            theirs = median([r[name] for r in module_times["torch"]])
+            results["modules"][name] = {"minigrad_ms": ours * 1e3, "torch_ms": theirs * 1e3, "ratio": ours / theirs}
+            print(f"| {name} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} | {ours / theirs:.2f}x |")
+    if args.per_op:
+        results["ops"] = {}
+        print(f"\nwhat {args.per_op}'s gap is made of: each op alone, channels-last inputs, batch {args.module_batch}, "
+              "fastest of the runs")
+        print("| op | minigrad fwd ms | minigrad fwd+bwd ms | PyTorch fwd ms | PyTorch fwd+bwd ms | fwd+bwd ratio |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        totals = np.zeros(4)
+        for label in op_times["minigrad"][0]:
+            ours = [min(r[label][i] for r in op_times["minigrad"]) for i in (0, 1)]
+            theirs = [min(r[label][i] for r in op_times["torch"]) for i in (0, 1)]
+            totals += np.array(ours + theirs)
+            results["ops"][label] = {"minigrad_ms": [v * 1e3 for v in ours], "torch_ms": [v * 1e3 for v in theirs]}
+            print(f"| {label} | {ours[0] * 1e3:.2f} | {ours[1] * 1e3:.2f} | {theirs[0] * 1e3:.2f} | "
+                  f"{theirs[1] * 1e3:.2f} | {ours[1] / theirs[1]:.2f}x |")
+        print(f"| all ops | {totals[0] * 1e3:.1f} | {totals[1] * 1e3:.1f} | {totals[2] * 1e3:.1f} | "
+              f"{totals[3] * 1e3:.1f} | {totals[1] / totals[3]:.2f}x |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
