@@ -90,22 +90,28 @@ class RandomHorizontalFlip:
 
 class DataLoader:
     """Batches of (images, labels) as arrays; reshuffled every epoch from a seeded generator
-    (same seed, same order), with optional augmentations applied per batch."""
+    (same seed, same order), with optional augmentations applied per batch.  A `sampler` (such as
+    minigrad.distributed.DistributedSampler) chooses the indices of each epoch instead."""
 
-    def __init__(self, dataset, batch_size=32, shuffle=False, seed=0, drop_last=False, transforms=()):
+    def __init__(self, dataset, batch_size=32, shuffle=False, seed=0, drop_last=False, transforms=(), sampler=None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: give shuffle=True or a sampler, not both (the sampler decides the order)")
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
-        self.transforms = list(transforms)
+        self.transforms, self.sampler = list(transforms), sampler
         self.rng = np.random.default_rng(seed)
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n = len(self.dataset)
-        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            order = self.sampler.indices()
+        else:
+            order = self.rng.permutation(len(self.dataset)) if self.shuffle else np.arange(len(self.dataset))
+        n = len(order)
         for start in range(0, n, self.batch_size):
             index = order[start:start + self.batch_size]
             if self.drop_last and len(index) < self.batch_size:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import minigrad
-from minigrad import checkpoint, data, optim
+from minigrad import checkpoint, data, distributed, optim
 from minigrad.backend import parse_device
 from minigrad.random import generator
 
@@ -57,6 +57,9 @@ def parse_args(argv):
     parser.add_argument("--out", default="train-results", help="folder for checkpoint, report and plot")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel over the ranks of an MPI job (mpiexec -n 2 python -m models.train "
+                             "--distributed): --batch-size is the combined batch, split evenly over the ranks")
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size", "image_size", "lr_step"):
         if getattr(args, name) < 1:
@@ -70,6 +73,8 @@ def parse_args(argv):
             args.device = parse_device("cuda", "--device")
         except (RuntimeError, ValueError) as error:
             raise TrainingError(str(error)) from None
+    if args.distributed and not distributed.is_available():
+        raise TrainingError(f"--distributed needs mpi4py and an MPI library: {distributed.INSTALL_HINT}")
     return args
 
 
@@ -83,19 +88,31 @@ def load_data(args):
     raise TrainingError(f"--data {args.data}: expected 'digits', a .npz file or an image folder")
 
 
-def evaluate(model, dataset, batch_size, device="cpu"):
+def evaluate(model, dataset, batch_size, device="cpu", comm=None):
+    """Accuracy on `dataset`; with a communicator each rank scores its own contiguous share."""
+    if comm is not None:
+        share = np.array_split(np.arange(len(dataset)), comm.size)[comm.rank]
+        dataset = data.ArrayDataset(*dataset[share], num_classes=dataset.num_classes)
     model.eval()
     correct = 0
     with minigrad.no_grad():
         for x, y in data.DataLoader(dataset, batch_size):
             correct += int((model(minigrad.tensor(x, device=device)).numpy().argmax(1) == y).sum())
     model.train()
+    if comm is not None:
+        correct, total = comm.sum([correct, len(dataset)])
+        return correct / total
     return correct / len(dataset)
 
 
 class Trainer:
     def __init__(self, args):
         self.args = args
+        self.comm = distributed.init() if args.distributed else None
+        self.rank, self.world = (self.comm.rank, self.comm.size) if self.comm else (0, 1)
+        self.leader = self.rank == 0                     # the rank that prints and writes files
+        if args.batch_size % self.world:
+            raise TrainingError(f"--batch-size {args.batch_size} does not split evenly over {self.world} ranks")
         minigrad.manual_seed(args.seed)
         dataset = load_data(args)
         self.train_set, self.test_set = dataset.split(args.held_out, seed=args.seed)
@@ -108,6 +125,8 @@ class Trainer:
         except (ValueError, TypeError) as error:
             raise TrainingError(f"cannot build {args.model} for {channels}x{height}x{width} images: {error}") from None
         self.model.to(args.device)                 # before the optimizer and the averages are made
+        if self.comm:
+            self.comm.broadcast_parameters(self.model)          # every replica starts from rank 0's weights
         groups = optim.parameter_groups(self.model, args.lr, args.weight_decay)
         self.optimizer = (optim.SGD(groups, args.lr, momentum=args.momentum) if args.optimizer == "sgd"
                           else optim.Adam(groups, args.lr))
@@ -115,8 +134,13 @@ class Trainer:
         self.polyak = optim.Polyak(self.model, args.polyak) if args.polyak else None
         transforms = ([data.RandomCrop(height, args.crop_padding)] if args.crop_padding else []) + \
                      ([data.RandomHorizontalFlip()] if args.flip else [])
-        self.loader = data.DataLoader(self.train_set, args.batch_size, shuffle=True, seed=args.seed,
-                                      transforms=transforms)
+        if self.comm:      # this rank's share of every combined batch (see minigrad.distributed.DistributedSampler)
+            self.sampler = distributed.DistributedSampler(len(self.train_set), self.rank, self.world, seed=args.seed)
+            self.loader = data.DataLoader(self.train_set, args.batch_size // self.world, sampler=self.sampler,
+                                          transforms=transforms)
+        else:
+            self.loader = data.DataLoader(self.train_set, args.batch_size, shuffle=True, seed=args.seed,
+                                          transforms=transforms)
         self.epoch, self.history = 0, []
         self.path = os.path.join(args.out, "checkpoint.npz")
 
@@ -158,8 +182,18 @@ class Trainer:
         self.epoch, self.history = header["epoch"], header["history"]
 
     # ---- the loop ---------------------------------------------------------------------
+    def start_distributed_epoch(self):
+        """The epoch's shares, dropout masks and augmentations follow from (seed, epoch, rank) alone, so a
+        resumed job continues exactly and the ranks draw different masks."""
+        self.sampler.set_epoch(self.epoch)
+        seed = np.random.SeedSequence([self.args.seed, self.epoch, self.rank])
+        minigrad.manual_seed(int(seed.generate_state(1)[0]))
+        self.loader.rng = np.random.default_rng(seed)
+
     def train_epoch(self, bar):
         losses, correct, seen, start = [], 0, 0, time.perf_counter()
+        if self.comm:
+            self.start_distributed_epoch()
         for step, (x, y) in enumerate(self.loader, 1):
             outputs = self.model(minigrad.tensor(x, device=self.args.device))
             loss = training_loss(outputs, y)
@@ -171,6 +205,8 @@ class Trainer:
                                     "(no checkpoint yet). Try a smaller --lr")
             self.optimizer.zero_grad()
             loss.backward()
+            if self.comm:
+                self.comm.allreduce_gradients(self.model.parameters())    # the same averaged step on every rank
             self.optimizer.step()
             if self.polyak:
                 self.polyak.update()
@@ -179,29 +215,38 @@ class Trainer:
             seen += len(y)
             losses.append(value)
             if bar is not None:
-                bar.update(len(y))
+                bar.update(len(y) * self.world)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{correct / seen:.3f}",
-                                img_s=f"{seen / (time.perf_counter() - start):.0f}")
-        return float(np.mean(losses)), correct / seen, time.perf_counter() - start
+                                img_s=f"{seen * self.world / (time.perf_counter() - start):.0f}")
+        seconds = time.perf_counter() - start
+        if self.comm:                                   # the epoch's figures over every rank's share
+            loss_sum, steps, correct, seen = self.comm.sum([sum(losses), len(losses), correct, seen])
+            return loss_sum / steps, correct / seen, seconds
+        return float(np.mean(losses)), correct / seen, seconds
 
     def held_out_accuracy(self):
         if self.polyak:
             with self.polyak.applied():
-                return evaluate(self.model, self.test_set, 256, self.args.device)
-        return evaluate(self.model, self.test_set, 256, self.args.device)
+                return evaluate(self.model, self.test_set, 256, self.args.device, self.comm)
+        return evaluate(self.model, self.test_set, 256, self.args.device, self.comm)
+
+    def say(self, text):
+        if self.leader:
+            print(text, flush=True)
 
     def run(self):
         args = self.args
         if args.resume:
             self.resume()
-            print(f"resumed from {self.path} after epoch {self.epoch}")
+            self.say(f"resumed from {self.path} after epoch {self.epoch}")
         params = sum(p.numel() for p in self.model.parameters())
-        print(f"{args.model}: {params:,} parameters; {len(self.train_set)} training and {len(self.test_set)} "
-              f"held-out images of {'x'.join(map(str, self.train_set.x.shape[1:]))}; seed {args.seed}")
+        self.say(f"{args.model}: {params:,} parameters; {len(self.train_set)} training and {len(self.test_set)} "
+                 f"held-out images of {'x'.join(map(str, self.train_set.x.shape[1:]))}; seed {args.seed}"
+                 + (f"; {self.world} ranks, {args.batch_size // self.world} images each per step" if self.comm else ""))
         start = time.perf_counter()
         while self.epoch < args.epochs:
             bar = None
-            if not args.no_progress:
+            if not args.no_progress and self.leader:
                 try:
                     from tqdm import tqdm
                     bar = tqdm(total=len(self.train_set), desc=f"epoch {self.epoch + 1}/{args.epochs}",
@@ -219,10 +264,11 @@ class Trainer:
             self.history.append({"epoch": self.epoch, "loss": loss, "train_accuracy": train_accuracy,
                                  "held_out_accuracy": accuracy, "seconds": seconds,
                                  "images_per_second": len(self.train_set) / seconds})
-            self.save()
-            print(f"epoch {self.epoch}: loss {loss:.4f}, train accuracy {train_accuracy:.4f}, "
-                  f"held-out accuracy {accuracy:.4f}, {len(self.train_set) / seconds:.0f} images/s")
-        return self.report(params, time.perf_counter() - start)
+            if self.leader:
+                self.save()
+            self.say(f"epoch {self.epoch}: loss {loss:.4f}, train accuracy {train_accuracy:.4f}, "
+                     f"held-out accuracy {accuracy:.4f}, {len(self.train_set) / seconds:.0f} images/s")
+        return self.report(params, time.perf_counter() - start) if self.leader else None
 
     def report(self, params, seconds):
         final = self.history[-1]
@@ -258,18 +304,38 @@ class Trainer:
         return report
 
 
+def describe_error(error):
+    """(exit status, one-line message) for the errors a user can cause, None for anything else."""
+    if isinstance(error, (TrainingError, data.DataError, checkpoint.CheckpointError)):
+        code = 1 if isinstance(error, TrainingError) and "loss became" in str(error) else 2
+        return code, f"python -m models.train: error: {error}"
+    if isinstance(error, OSError):
+        return 2, f"python -m models.train: error: {error.filename or ''}: {error.strerror}"
+    return None
+
+
+def train(args):
+    os.makedirs(args.out, exist_ok=True)
+    Trainer(args).run()
+    return 0
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
-        os.makedirs(args.out, exist_ok=True)
-        Trainer(args).run()
-    except (TrainingError, data.DataError, checkpoint.CheckpointError) as error:
-        print(f"python -m models.train: error: {error}", file=sys.stderr)
-        return 1 if isinstance(error, TrainingError) and "loss became" in str(error) else 2
-    except OSError as error:
-        print(f"python -m models.train: error: {error.filename or ''}: {error.strerror}", file=sys.stderr)
+    except TrainingError as error:
+        print(describe_error(error)[1], file=sys.stderr)
         return 2
-    return 0
+    if args.distributed:                  # a rank that fails ends the whole job instead of leaving the rest waiting
+        return distributed.run(lambda: train(args), describe_error)
+    try:
+        return train(args)
+    except Exception as error:
+        described = describe_error(error)
+        if described is None:
+            raise
+        print(described[1], file=sys.stderr)
+        return described[0]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""Run under mpiexec by tests/test_distributed.py: python tests/distributed_job.py MODE OUT
+
+train    a few SGD steps of a small GoogLeNet-style network (no dropout) on a fixed data set, each rank on
+         its share of every combined batch; rank 0 writes the final parameters to OUT (.npz)
+samplers every rank's sample indices for three epochs, gathered on rank 0 and written to OUT (.npz)
+fail     rank 1 raises before the first gradient average, which rank 0 is already waiting in
+"""
+
+import sys
+
+import numpy as np
+
+import minigrad
+import models
+from minigrad import data, distributed, optim
+
+BATCH, STEPS, SEED = 8, 3, 0
+
+
+def train(comm, out):
+    minigrad.manual_seed(SEED)
+    model = models.mini_googlenet(num_classes=4, in_channels=1, input_size=12, dropout=0.0)
+    comm.broadcast_parameters(model)
+    initial = {f"initial/{k}": v for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(1)
+    dataset = data.ArrayDataset(rng.standard_normal((40, 1, 12, 12)).astype(np.float32), rng.integers(0, 4, 40), 4)
+    sampler = distributed.DistributedSampler(len(dataset), comm.rank, comm.size, seed=SEED)
+    loader = data.DataLoader(dataset, BATCH // comm.size, sampler=sampler)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for step, (x, y) in enumerate(loader):
+        if step == STEPS:
+            break
+        loss = models.training_loss(model(minigrad.Tensor(x)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        comm.allreduce_gradients(model.parameters())
+        optimizer.step()
+    if comm.rank == 0:
+        np.savez(out, **model.state_dict(), **initial)
+
+
+def samplers(comm, out):
+    shares = []
+    for epoch in range(3):
+        sampler = distributed.DistributedSampler(23, comm.rank, comm.size, seed=SEED)
+        sampler.set_epoch(epoch)
+        shares.append(sampler.indices())
+    gathered = comm.comm.gather(np.stack(shares), root=0)
+    if comm.rank == 0:
+        np.savez(out, shares=np.stack(gathered))             # (ranks, epochs, samples per rank)
+
+
+def fail(comm, out):
+    model = models.mini_googlenet(num_classes=4, in_channels=1, input_size=12)
+    if comm.rank == 1:
+        raise RuntimeError("a planted failure on rank 1")
+    for p in model.parameters():
+        p.grad = minigrad.Tensor(np.zeros(p.shape, np.float32))
+    comm.allreduce_gradients(model.parameters())           # rank 0 waits here for a rank that has failed
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], sys.argv[2]
+    world = distributed.init()
+    sys.exit(distributed.run(lambda: {"train": train, "samplers": samplers, "fail": fail}[mode](world, out)))
