@@ -42,8 +42,14 @@ def blas_description():
         from threadpoolctl import threadpool_info
     except ImportError:
         return "BLAS: unknown (pip install threadpoolctl to see which kernel runs)"
-    parts = [f"{p['internal_api']} {p['version']}, kernel {p.get('architecture')}, {p['num_threads']} threads"
-             for p in threadpool_info() if p["user_api"] == "blas"]
+    parts = []
+    for p in threadpool_info():
+        if p["user_api"] != "blas":
+            continue
+        owner = os.path.basename(os.path.dirname(p["filepath"])).removesuffix(".libs")   # numpy, scipy, ...
+        parts.append(f"{p['internal_api']} {p['version']} ({owner}'s), kernel {p.get('architecture')}, "
+                     f"{p['num_threads']} threads")
+    # minigrad's GEMMs run on NumPy's BLAS; SciPy's, when Numba has imported SciPy, sits idle
     return "; ".join(parts) or "no BLAS found"
 
 

@@ -198,6 +198,7 @@ def run(main, describe=None):
             print(prefix + message, file=sys.stderr)
         sys.stderr.flush()
         if comm.size > 1:
+            time.sleep(0.5)          # let the launcher forward the message before MPI_Abort ends every rank
             comm.abort(code)
         return code
 
