@@ -244,7 +244,8 @@ def test_model_constructors(name, num_classes, input_size, in_channels):
 
 tokens = st.sampled_from(["--batch", "--repeat", "--configs", "--networks", "--out", "--quick", "--device",
                           "--compare", "0", "-1", "8", "3a", "9z", "none", "cuda", "torch", "googlenet", "x",
-                          "--epochs", "--lr", "--data", "--held-out", "1.5", "nowhere", "--model", "--image-size"])
+                          "--epochs", "--lr", "--data", "--held-out", "1.5", "nowhere", "--model", "--image-size",
+                          "--distributed"])
 
 
 @settings(max_examples=80)
@@ -293,6 +294,33 @@ def test_summary_and_profile_commands(argv, which):
         message = err.getvalue().strip().splitlines()[-1]
         assert "error:" in message and "Traceback" not in err.getvalue()
         FUZZ_STATS["messages"].add(message)
+
+
+MIXABLE = {   # ops with several tensor inputs: (function, valid input shapes)
+    "conv2d": (lambda x, w, b: F.conv2d(x, w, b, 1, 1), [(2, 3, 6, 6), (4, 3, 3, 3), (4,)]),
+    "conv2d_relu": (lambda x, w, b: F.conv2d_relu(x, w, b, 2, 0), [(1, 2, 5, 5), (3, 2, 3, 3), (3,)]),
+    "linear": (lambda x, w, b: F.linear(x, w, b), [(3, 5), (2, 5), (2,)]),
+    "cat": (lambda *parts: minigrad.cat(list(parts), 1), [(2, 3, 4, 4), (2, 1, 4, 4), (2, 2, 4, 4)]),
+    "add": (lambda a, b: a + b, [(3, 4), (3, 4)]),
+    "mul": (lambda a, b: a * b, [(3, 4), (1, 4)]),
+}
+
+
+@pytest.mark.gpu
+@settings(max_examples=60)
+@given(st.sampled_from(sorted(MIXABLE)), st.data())
+def test_mixed_devices_are_refused_naming_the_op_and_argument(name, data):
+    """Inputs of one op on different devices: a ValueError naming the op and the argument, never a result."""
+    fn, shapes = MIXABLE[name]
+    devices = data.draw(st.lists(st.sampled_from(["cpu", "cuda"]), min_size=len(shapes), max_size=len(shapes))
+                        .filter(lambda d: len(set(d)) == 2))
+    FUZZ_STATS["examples"] += 1
+    inputs = [minigrad.tensor(np.ones(s, np.float32), requires_grad=True, device=d) for s, d in zip(shapes, devices)]
+    with pytest.raises(ValueError) as error:
+        fn(*inputs)
+    message = str(error.value)
+    assert message.startswith(f"{name}: ") and "cuda:0" in message and " is on " in message
+    FUZZ_STATS["messages"].add(message)
 
 
 def test_the_fuzzers_ran():
