@@ -173,6 +173,20 @@ class Tensor:
     def cuda(self, index=None) -> Tensor:
         return self.to("cuda" if index is None else f"cuda:{index}")
 
+    # ---- memory layout ------------------------------------------------------------
+    MEMORY_FORMATS = ("contiguous_format", "channels_last")
+
+    def is_contiguous(self, memory_format="contiguous_format") -> bool:
+        """Whether the data is C-contiguous ("contiguous_format", NCHW in memory) or, for a 4-D tensor,
+        "channels_last": NHWC in memory behind the NCHW shape (what the CPU kernels produce)."""
+        _check_memory_format("is_contiguous", memory_format, self)
+        data = self.data.transpose(0, 2, 3, 1) if memory_format == "channels_last" else self.data
+        return bool(data.flags.c_contiguous)
+
+    def contiguous(self, memory_format="contiguous_format") -> Tensor:
+        """This tensor in that memory layout: itself if already so, else a copy that stays in the graph."""
+        return self if self.is_contiguous(memory_format) else Contiguous(memory_format)(self)
+
     def detach(self) -> Tensor:
         """The same data, cut from the graph (in-place changes to either are seen by both)."""
         out = Tensor(self.data)
@@ -374,6 +388,13 @@ def _topological_order(root: Function):
     return order
 
 
+def _check_memory_format(op, memory_format, t):
+    if memory_format not in Tensor.MEMORY_FORMATS:
+        raise ValueError(f"{op}: memory_format must be one of {Tensor.MEMORY_FORMATS}, got {memory_format!r}")
+    if memory_format == "channels_last" and t.ndim != 4:
+        raise ValueError(f"{op}: channels_last needs a 4-D tensor (N, C, H, W), got shape {t.shape}")
+
+
 def _lift(value, like: Tensor) -> Tensor:
     """Turn a Python/NumPy scalar or array into a constant Tensor of like's dtype and device."""
     if isinstance(value, Tensor):
@@ -493,6 +514,22 @@ class ToDevice(Function):
 
     def backward(self, grad):
         return to_device(grad, self.source)
+
+
+class Contiguous(Function):
+    name = "contiguous"
+
+    def __init__(self, memory_format):
+        self.memory_format = memory_format
+
+    def forward(self, a):
+        xp = array_module(a)
+        if self.memory_format == "channels_last":
+            return xp.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        return xp.ascontiguousarray(a)
+
+    def backward(self, grad):
+        return grad                       # the same values, only laid out differently
 
 
 class Reshape(Function):

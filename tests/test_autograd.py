@@ -189,3 +189,18 @@ def test_importing_minigrad_sets_the_thread_pool_settings_before_numpy_loads():
             "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], kernels.BLAS_SPIN_LIMITED)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["4", "True"]
+
+
+def test_contiguous_changes_the_memory_layout_not_the_values():
+    x = minigrad.randn(2, 3, 4, 5, requires_grad=True)
+    assert x.is_contiguous() and not x.is_contiguous("channels_last")
+    y = x.contiguous("channels_last")
+    assert y.is_contiguous("channels_last") and y.shape == x.shape
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    assert y.contiguous("channels_last") is y and x.contiguous() is x
+    (y * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(x.shape, 2, np.float32))
+    with pytest.raises(ValueError, match="contiguous: channels_last needs a 4-D tensor"):
+        minigrad.randn(3, 4).contiguous("channels_last")
+    with pytest.raises(ValueError, match="is_contiguous: memory_format must be one of"):
+        x.is_contiguous("nhwc")
