@@ -80,8 +80,9 @@ def _values(shape, random, seed, low=None):
     return rng.integers(low, -low + 1, shape).astype(np.float64)
 
 
-def direct_conv2d(x, w, stride, padding):
-    """The definition: y[n, o, oh, ow] = sum over c, i, j of w[o, c, i, j] * x_padded[n, c, oh*SH + i, ow*SW + j]."""
+def direct_conv2d(x, w, stride, padding, bias=None):
+    """The definition, one output at a time: y[n, o, oh, ow] = sum over c, i, j of
+    w[o, c, i, j] * x_padded[n, c, oh*SH + i, ow*SW + j] (+ bias[o])."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
@@ -92,7 +93,7 @@ def direct_conv2d(x, w, stride, padding):
             for r in range(oh):
                 for s in range(ow):
                     patch = xp[b, :, r * stride[0]:r * stride[0] + kh, s * stride[1]:s * stride[1] + kw]
-                    y[b, f, r, s] = (patch * w[f]).sum()
+                    y[b, f, r, s] = (patch * w[f]).sum() + (0 if bias is None else bias[f])
     return y
 
 

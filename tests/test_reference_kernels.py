@@ -4,23 +4,10 @@ import numpy as np
 from hypothesis import given, settings
 
 from kernels import reference as ref
-from kernels.geometry import conv_out_size, pool_out_size
+from kernels.geometry import pool_out_size
+from minigrad.explain import direct_conv2d
 
 from strategies import conv_geometry, distinct_values, pool_geometry, seeds
-
-
-def direct_conv2d(x, w, b, stride, padding):
-    """The definition of convolution, one output element at a time."""
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
-    oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(wd, kw, stride[1], padding[1])
-    y = np.zeros((n, o, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            patch = xp[:, :, i * stride[0]:i * stride[0] + kh, j * stride[1]:j * stride[1] + kw]
-            y[:, :, i, j] = np.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3])) + b
-    return y
 
 
 def direct_max_pool2d(x, kernel, stride, padding, ceil_mode):
@@ -43,7 +30,7 @@ def test_conv2d_forward_matches_the_direct_definition(geometry, seed):
     x_shape, w_shape, stride, padding = geometry
     rng = np.random.default_rng(seed)
     x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
-    np.testing.assert_allclose(ref.conv2d_forward(x, w, b, stride, padding), direct_conv2d(x, w, b, stride, padding),
+    np.testing.assert_allclose(ref.conv2d_forward(x, w, b, stride, padding), direct_conv2d(x, w, stride, padding, b),
                                rtol=1e-10, atol=1e-10)
 
 
