@@ -34,7 +34,8 @@ def run_tests():
     env = {**os.environ, "MINIGRAD_REQUIRE_GPU": "1"}
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                             "tests/test_gpu.py", "tests/test_kernels.py"], env=env, capture_output=True, text=True)
+                             "tests/test_gpu.py", "tests/test_kernels.py", "tests/test_fuzz.py",
+                             "tests/test_distributed.py"], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     print(result.stdout[-4000:], result.stderr[-2000:], sep="\n")
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""

@@ -1,7 +1,8 @@
 """Run under mpiexec by tests/test_distributed.py: python tests/distributed_job.py MODE OUT
 
 train    a few SGD steps of a small GoogLeNet-style network (no dropout) on a fixed data set, each rank on
-         its share of every combined batch; rank 0 writes the final parameters to OUT (.npz)
+         its share of every combined batch; rank 0 writes the final parameters to OUT (.npz);
+         train-cuda: the same on the GPU
 samplers every rank's sample indices for three epochs, gathered on rank 0 and written to OUT (.npz)
 fail     rank 1 raises before the first gradient average, which rank 0 is already waiting in
 """
@@ -17,9 +18,9 @@ from minigrad import data, distributed, optim
 BATCH, STEPS, SEED = 8, 3, 0
 
 
-def train(comm, out):
+def train(comm, out, device="cpu"):
     minigrad.manual_seed(SEED)
-    model = models.mini_googlenet(num_classes=4, in_channels=1, input_size=12, dropout=0.0)
+    model = models.mini_googlenet(num_classes=4, in_channels=1, input_size=12, dropout=0.0).to(device)
     comm.broadcast_parameters(model)
     initial = {f"initial/{k}": v for k, v in model.state_dict().items()}
     rng = np.random.default_rng(1)
@@ -30,7 +31,7 @@ def train(comm, out):
     for step, (x, y) in enumerate(loader):
         if step == STEPS:
             break
-        loss = models.training_loss(model(minigrad.Tensor(x)), y)
+        loss = models.training_loss(model(minigrad.tensor(x, device=device)), y)
         optimizer.zero_grad()
         loss.backward()
         comm.allreduce_gradients(model.parameters())
@@ -62,4 +63,5 @@ def fail(comm, out):
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     world = distributed.init()
-    sys.exit(distributed.run(lambda: {"train": train, "samplers": samplers, "fail": fail}[mode](world, out)))
+    jobs = {"train": train, "train-cuda": lambda c, o: train(c, o, "cuda"), "samplers": samplers, "fail": fail}
+    sys.exit(distributed.run(lambda: jobs[mode](world, out)))

@@ -49,6 +49,17 @@ def test_two_ranks_train_like_one_process_on_the_combined_batch(tmp_path):
     assert min(moved) > 1e-4                               # the steps really trained every parameter
 
 
+@pytest.mark.gpu
+def test_two_ranks_on_the_gpu_train_like_one_process_on_the_cpu(tmp_path):
+    """CuPy gradients averaged through host buffers (or CUDA-aware MPI): the same parameters."""
+    for ranks, mode in ((1, "train"), (2, "train-cuda")):
+        result = launch(ranks, JOB, mode, tmp_path / f"{mode}.npz")
+        assert result.returncode == 0, result.stderr[-3000:]
+    cpu, gpu = np.load(tmp_path / "train.npz"), np.load(tmp_path / "train-cuda.npz")
+    for name in cpu.files:
+        np.testing.assert_allclose(gpu[name], cpu[name], rtol=1e-3, atol=1e-4, err_msg=name)
+
+
 def test_ranks_never_see_the_same_sample_in_an_epoch(tmp_path):
     result = launch(3, JOB, "samplers", tmp_path / "shares.npz")
     assert result.returncode == 0, result.stderr[-3000:]
