@@ -28,20 +28,24 @@ from kernels.geometry import conv_out_size
 
 
 def steady_state_allocation():
-    """Allocations up to 32 MiB from glibc's heap, as inside a training step (whose mix of sizes raises
-    glibc's adaptive mmap threshold: measured ~2K page faults per GoogLeNet step).  A loop of same-size
-    calls would otherwise map fresh pages every call (the adaptive threshold equals the size just freed)
-    and time the page faults, ~4 us each on this VM, instead of the kernel.  Returns a line for the header."""
+    """glibc's allocator in the state a training step leaves it in.  Freeing large mapped blocks raises
+    glibc's thresholds (up to a 32 MiB mmap threshold and a trim threshold of twice that), so inside a
+    step arrays up to 32 MiB come from the heap and freed memory stays mapped (measured ~2K page faults
+    per GoogLeNet step).  A loop of same-size calls never raises them: each call would map fresh pages
+    (or trim the heap and fault them back in) and time page faults, ~4 us each on this VM, instead of
+    the kernel.  Fixing both thresholds as a step leaves them puts the loop in the step's state.
+    Returns a line for the header."""
     import ctypes
     import ctypes.util
 
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        ok = libc.mallopt(-3, 32 * 2**20) == 1                   # M_MMAP_THRESHOLD
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 64 * 2**20) == 1
     except (OSError, AttributeError):
         ok = False
-    return ("allocator: glibc mmap threshold fixed at 32 MiB (as in a training step's steady state)" if ok
-            else "allocator: default (could not set glibc's mmap threshold)")
+    return ("allocator: glibc mmap threshold 32 MiB, trim threshold 64 MiB (a training step's steady state)" if ok
+            else "allocator: default (could not set glibc's thresholds)")
 
 
 def copy_bandwidth(repeat):

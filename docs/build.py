@@ -164,8 +164,9 @@ def cuda_kernel(module, name):
     return text[start:end]
 
 
-def _numba_source(function):
-    return inspect.getsource(getattr(function, "py_func", function))
+def _numba_source(*functions):
+    """The Python source of Numba kernels (a kernel, then the inlined helpers it calls)."""
+    return "\n\n".join(inspect.getsource(getattr(f, "py_func", f)) for f in functions)
 
 
 def block_kernels_im2col():
@@ -177,8 +178,9 @@ def block_kernels_im2col():
 
 def block_kernels_max_pool():
     from kernels.cpu import pool
+    numba = _numba_source(pool._max_pool_forward, pool._fold_three, pool._fold_pixel, pool._beats)
     return _source_table([("reference (NumPy)", inspect.getsource(ref.max_pool2d_forward)),
-                          ("Numba (CPU): kernels/cpu/pool.py", _numba_source(pool._max_pool_forward)),
+                          ("Numba (CPU): kernels/cpu/pool.py", numba),
                           ("CUDA (GPU): kernels/cuda/pool.cu", cuda_kernel("pool", "max_pool_forward"))])
 
 

@@ -29,11 +29,45 @@ def _covering_windows(position, kernel_size, stride, pad, out):
     return max(lo, 0), min((position + pad) // stride + 1, out)
 
 
+@kernel(inline=True)
+def _beats(v, m):
+    """Whether v replaces the running maximum m: strictly greater (so the first maximum in row-major
+    window order is kept), or the first NaN (a NaN beats any number, as in the reference)."""
+    return (v > m) | ((v != v) & (m == m))
+
+
+@kernel(inline=True)
+def _fold_pixel(values, index, first, best, where):
+    """Fold one pixel's channel vector into the running maximum (or start it, for the first)."""
+    for q in range(best.size):
+        v, m = values[q], best[q]
+        take = first or _beats(v, m)
+        best[q] = v if take else m
+        where[q] = index if take else where[q]
+
+
+@kernel(inline=True)
+def _fold_three(a0, a1, a2, index, first, best, where):
+    """Fold three neighbouring pixels of a window row in one pass: the running maximum stays in
+    registers across them, one load and store of it instead of three (GoogLeNet pools 3x3: ~1.4x)."""
+    for q in range(best.size):
+        m, i = (a0[q], index) if first else (best[q], where[q])
+        v = a0[q]
+        t = _beats(v, m)
+        m, i = (v, index) if t else (m, i)
+        v = a1[q]
+        t = _beats(v, m)
+        m, i = (v, index + 1) if t else (m, i)
+        v = a2[q]
+        t = _beats(v, m)
+        m, i = (v, index + 2) if t else (m, i)
+        best[q], where[q] = m, i
+
+
 @kernel(parallel=True)
 def _max_pool_forward(x, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, y, argmax):
-    """y and argmax (flat index r*W + col of the winner in its plane) for every output and channel.
-    Strict '>' in row-major window order keeps the first maximum; a NaN beats any number and the
-    first NaN wins, as in the reference.  The compare-and-select runs over the channel vector."""
+    """y and argmax (flat index r*W + col of the winner in its plane) for every output and channel,
+    folding the window's pixels in row-major order; the compare-and-select runs over channel vectors."""
     for u in prange(n * oh):
         b, oy = u // oh, u % oh
         r0, r1 = _clipped_window(oy, sh, ph, kh, h)
@@ -41,19 +75,24 @@ def _max_pool_forward(x, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, y, argmax):
             c0, c1 = _clipped_window(ox, sw, pw, kw, w)
             out = ((b * oh + oy) * ow + ox) * c
             best, where = y[out:out + c], argmax[out:out + c]
-            first = x[((b * h + r0) * w + c0) * c:((b * h + r0) * w + c0 + 1) * c]
-            start = np.int32(r0 * w + c0)
-            for q in range(c):
-                best[q], where[q] = first[q], start
             for r in range(r0, r1):
-                for col in range(c0, c1):
-                    pixel = (b * h + r) * w + col
-                    values, index = x[pixel * c:(pixel + 1) * c], np.int32(r * w + col)
-                    for q in range(c):
-                        v, m = values[q], best[q]
-                        take = (v > m) | ((v != v) & (m == m))
-                        best[q] = v if take else m
-                        where[q] = index if take else where[q]
+                pixel, index = (b * h + r) * w + c0, np.int32(r * w + c0)
+                if c1 - c0 == 3:
+                    _fold_three(x[pixel * c:(pixel + 1) * c], x[(pixel + 1) * c:(pixel + 2) * c],
+                                x[(pixel + 2) * c:(pixel + 3) * c], index, r == r0, best, where)
+                else:
+                    for col in range(c1 - c0):
+                        _fold_pixel(x[(pixel + col) * c:(pixel + col + 1) * c], index + col,
+                                    r == r0 and col == 0, best, where)
+
+
+@kernel(inline=True)
+def _gather_window(g, a, index, first, out, zero):
+    """Add a window's gradient to the pixels it picked; the first window writes instead of adding
+    (which spares a pass zeroing grad_x)."""
+    for q in range(out.size):
+        v = g[q] if a[q] == index else zero
+        out[q] = v if first else out[q] + v
 
 
 @kernel(parallel=True)
@@ -67,13 +106,13 @@ def _max_pool_backward(grad_y, argmax, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, o
             ox0, ox1 = _covering_windows(col, kw, sw, pw, ow)
             pixel = (b * h + r) * w + col
             out, index = grad_x[pixel * c:(pixel + 1) * c], np.int32(r * w + col)
-            out[:] = 0
+            if oy0 >= oy1 or ox0 >= ox1:                     # no window covers it (a stride > kernel)
+                out[:] = 0
             for oy in range(oy0, oy1):
                 for ox in range(ox0, ox1):
                     src = ((b * oh + oy) * ow + ox) * c
-                    g, a = grad_y[src:src + c], argmax[src:src + c]
-                    for q in range(c):
-                        out[q] += g[q] if a[q] == index else zero
+                    _gather_window(grad_y[src:src + c], argmax[src:src + c], index, oy == oy0 and ox == ox0,
+                                   out, zero)
 
 
 @kernel(parallel=True)
