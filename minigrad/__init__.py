@@ -17,7 +17,7 @@ import numpy as np
 from . import checkpoint, data, functional, nn, optim, profiler
 from .autograd import Function, Tensor, is_grad_enabled, no_grad
 from .backend import array_module, cuda_available, parse_device, to_device
-from .functional import cat
+from .functional import cat, split
 from .gradcheck import GradcheckError, gradcheck
 from .random import manual_seed
 

@@ -49,32 +49,43 @@ class Function:
     """
 
     name = None                      # the op's public name, used in error messages
+    outputs = 1                      # ops with several outputs (split) return a tuple from forward,
+    #                                  and their backward receives a tuple of gradients, None for unused outputs
+    shares_input_memory = False      # outputs are views of input 0: in-place changes count as changes to it
 
-    def __call__(self, *inputs: Tensor) -> Tensor:
+    def __call__(self, *inputs: Tensor):
         _check_same_kind(self.op_name(), inputs)
         with on_device_of(inputs[0].data):      # the inputs' GPU is current while the op runs
             if _profiler is None:
-                output = Tensor(self.forward(*(t.data for t in inputs)))
+                result = self.forward(*(t.data for t in inputs))
             else:                               # timed; on a GPU only once the queued work is done
                 synchronize(inputs[0].data)
                 start = time.perf_counter()
-                output = Tensor(self.forward(*(t.data for t in inputs)))
-                synchronize(output.data)
-                _profiler.forward(self, inputs, output, time.perf_counter() - start)
+                result = self.forward(*(t.data for t in inputs))
+                synchronize(result[-1] if isinstance(result, tuple) else result)
+        outputs = tuple(Tensor(r) for r in result) if isinstance(result, tuple) else (Tensor(result),)
+        self.outputs, self.tuple_output = len(outputs), isinstance(result, tuple)
+        if _profiler is not None:
+            _profiler.forward(self, inputs, outputs, time.perf_counter() - start)
+        for index, output in enumerate(outputs):
+            output._output_index = index
+            if self.shares_input_memory:
+                output._version = inputs[0]._version
         if _grad_enabled and any(t.requires_grad for t in inputs):
             # Edges, not tensors: a leaf to accumulate into, or the Function that made
-            # the input (None where no gradient is wanted).  Holding the input tensors
-            # themselves would keep every intermediate activation alive.
-            self.edges = tuple((t if t.creator is None else t.creator) if t.requires_grad else None
+            # the input and which of its outputs it was (None where no gradient is wanted).
+            # Holding the input tensors themselves would keep every intermediate activation alive.
+            self.edges = tuple((t if t.creator is None else (t.creator, t._output_index)) if t.requires_grad else None
                                for t in inputs)
             self.needs_input_grad = tuple(t.requires_grad for t in inputs)
             # each input's version now: an in-place change before backward would make the
             # saved arrays stale, and backward checks for that instead of returning a wrong gradient
             self.input_versions = tuple((t._version, t._version[0]) for t in inputs)
             self.released = False
-            output.requires_grad = True
-            output.creator = self
-        return output
+            for output in outputs:
+                output.requires_grad = True
+                output.creator = self
+        return outputs if isinstance(result, tuple) else outputs[0]
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -87,8 +98,9 @@ class Function:
 
     def release(self):
         """Drop the arrays saved for backward and the edges (after backward unless retain_graph)."""
+        outputs = self.outputs
         vars(self).clear()
-        self.edges, self.released = (), True
+        self.edges, self.released, self.outputs = (), True, outputs
 
 
 def _check_same_kind(op, inputs):
@@ -116,6 +128,7 @@ class Tensor:
         self.data = data
         self.grad = None
         self.creator = None          # the Function that produced this tensor (None for leaves)
+        self._output_index = 0       # which of its creator's outputs this is
         self._version = [0]          # bumped by every in-place change; shared by tensors sharing data
         self._requires_grad = False
         self.requires_grad = requires_grad
@@ -261,24 +274,28 @@ class Tensor:
         if self.creator is None:
             _accumulate(self, grad)
             return
-        pending = {self.creator: grad}            # gradient flowing into each node's output
+        pending = {}                              # gradients flowing into each node's outputs
+        _add_gradient(pending, self.creator, self._output_index, grad)
         for fn in _topological_order(self.creator):
-            grad_out = pending.pop(fn, None)
-            if grad_out is None:
+            slots = pending.pop(fn, None)
+            if slots is None:
                 continue
             if fn.released:
                 raise RuntimeError(f"backward: trying to backward through the graph a second time "
                                    f"(the buffers of {fn.op_name()} were freed); "
                                    "pass retain_graph=True to the first backward")
+            grad_out = tuple(slots) if fn.tuple_output else slots[0]
             for index, (counter, seen) in enumerate(fn.input_versions):
                 if counter[0] != seen:
                     raise RuntimeError(f"backward: input {index} of {fn.op_name()} was modified by an in-place "
                                        f"operation after it was used (version {seen} then, {counter[0]} now); "
                                        "its gradient would be wrong. Use an out-of-place op (x = x + y) instead")
             if _profiler is not None:
-                synchronize(grad_out)
+                for g in slots:
+                    if g is not None:
+                        synchronize(g)
             start = time.perf_counter()
-            with on_device_of(grad_out):
+            with on_device_of(next(g for g in slots if g is not None)):
                 grads = fn.backward(grad_out)
             if not isinstance(grads, tuple):
                 grads = (grads,)
@@ -286,16 +303,14 @@ class Tensor:
                 for g in grads:
                     if g is not None:
                         synchronize(g)
-                _profiler.backward(fn, grad_out, grads, time.perf_counter() - start)
+                _profiler.backward(fn, slots, grads, time.perf_counter() - start)
             for edge, g in zip(fn.edges, grads):
                 if edge is None or g is None:
                     continue
                 if isinstance(edge, Tensor):
                     _accumulate(edge, g)
-                elif edge in pending:
-                    pending[edge] = pending[edge] + g
                 else:
-                    pending[edge] = g
+                    _add_gradient(pending, *edge, g)
             if not retain_graph:
                 fn.release()
 
@@ -342,6 +357,11 @@ class Tensor:
     def T(self):
         return Permute(tuple(reversed(range(self.ndim))))(self)
 
+    def split(self, split_size_or_sections, dim=0):
+        """minigrad.split(self, ...): a tuple of pieces along dim, as torch.Tensor.split."""
+        from .functional import split           # the op lives with cat, its inverse
+        return split(self, split_size_or_sections, dim)
+
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
@@ -361,6 +381,12 @@ class Tensor:
         return self.sum(dim, keepdim) / count
 
 
+def _add_gradient(pending, fn, index, grad):
+    """Add grad to what flows into output `index` of fn (values used more than once add up)."""
+    slots = pending.setdefault(fn, [None] * fn.outputs)
+    slots[index] = grad if slots[index] is None else slots[index] + grad
+
+
 def _accumulate(leaf: Tensor, grad):
     if leaf.grad is None:                        # a copy: backward may hand one array to several inputs;
         leaf.grad = Tensor(grad.copy(order="K"))  # in its own memory order (a C-order copy of a channel slice is a transpose)
@@ -371,19 +397,23 @@ def _accumulate(leaf: Tensor, grad):
 def _topological_order(root: Function):
     """Every Function reachable from root, each before the Functions that made its inputs.
 
-    Iterative depth-first search (post-order, then reversed): no recursion limit.
+    Iterative depth-first search (post-order, then reversed): no recursion limit.  A node counts as
+    visited when it is expanded, not when it is first pushed: a node pushed early as a direct input of
+    the root can still be reached later through a longer path, and must then come after that path.
     """
-    order, visited, stack = [], {root}, [(root, False)]
+    order, visited, stack = [], set(), [(root, False)]
     while stack:
         fn, expanded = stack.pop()
         if expanded:
             order.append(fn)
             continue
+        if fn in visited:
+            continue
+        visited.add(fn)
         stack.append((fn, True))
-        for parent in fn.edges:
-            if isinstance(parent, Function) and parent not in visited:
-                visited.add(parent)
-                stack.append((parent, False))
+        for edge in fn.edges:
+            if isinstance(edge, tuple) and edge[0] not in visited:
+                stack.append((edge[0], False))
     order.reverse()
     return order
 

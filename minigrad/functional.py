@@ -313,6 +313,56 @@ class Cat(Function):
         return tuple(kernels.for_array(grad).split(grad, self.sizes, self.dim))
 
 
+class Split(Function):
+    """Several outputs: consecutive pieces along dim (views of the input where the kernels allow)."""
+    name = "split"
+
+    def __init__(self, sizes, dim):
+        self.sizes, self.dim = sizes, dim
+
+    def forward(self, x):
+        self.x_shape, self.dtype = x.shape, x.dtype
+        pieces = tuple(kernels.for_array(x).split(x, self.sizes, self.dim))
+        # views, as on the CPU: an in-place change to a piece is one to x (the version counter is shared)
+        self.shares_input_memory = bool(array_module(x).may_share_memory(pieces[0], x))
+        return pieces
+
+    def backward(self, grads):
+        like = next(g for g in grads if g is not None)
+        xp = array_module(like)
+        grads = [xp.zeros(like.shape[:self.dim] + (size,) + like.shape[self.dim + 1:], like.dtype) if g is None else g
+                 for g, size in zip(grads, self.sizes)]             # pieces that were not used: zero gradient
+        return kernels.for_array(like).concat(grads, self.dim)
+
+
+def split(tensor, split_size_or_sections, dim=0):
+    """Pieces of `tensor` along dim, as torch.split: an int gives pieces of that size (the last may be
+    smaller), a list gives the sizes, which must add up to the dimension.  Returns a tuple of tensors;
+    the backward concatenates their gradients (zeros for pieces not used)."""
+    check_tensor("split", "tensor", tensor, floating=False)
+    if tensor.ndim == 0:
+        raise ValueError("split: cannot split a 0-d tensor")
+    if not isinstance(dim, numbers.Integral) or not -tensor.ndim <= dim < tensor.ndim:
+        raise ValueError(f"split: dim {dim!r} is out of range for a tensor of shape {tensor.shape}")
+    dim = int(dim) % tensor.ndim
+    length = tensor.shape[dim]
+    if isinstance(split_size_or_sections, numbers.Integral) and not isinstance(split_size_or_sections, bool):
+        size = int(split_size_or_sections)
+        if size <= 0:
+            raise ValueError(f"split: split_size must be positive, got {size}")
+        sizes = [min(size, length - start) for start in range(0, length, size)] or [0]
+    elif isinstance(split_size_or_sections, (list, tuple)) and all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in split_size_or_sections):
+        sizes = [int(s) for s in split_size_or_sections]
+        if not sizes or sum(sizes) != length:
+            raise ValueError(f"split: split_size_or_sections {list(sizes)} must add up to {length}, the size of "
+                             f"dim {dim} of a tensor of shape {tensor.shape}")
+    else:
+        raise TypeError(f"split: split_size_or_sections must be a positive int or a list of non-negative ints, "
+                        f"got {split_size_or_sections!r}")
+    return Split(sizes, dim)(tensor)
+
+
 def cat(tensors, dim=1):
     """Concatenate tensors along dim; its backward splits the gradient back."""
     if isinstance(tensors, Tensor) or not len(tensors):

@@ -35,18 +35,18 @@ class Profile:
         self.layers = []            # the names of the modules being run, innermost last
         self.wall_seconds = 0.0
 
-    def forward(self, fn, inputs, output, seconds):
+    def forward(self, fn, inputs, outputs, seconds):
         self.records[fn] = {
-            "op": fn.op_name(), "layer": self.layers[-1] if self.layers else "", "shape": output.shape,
+            "op": fn.op_name(), "layer": self.layers[-1] if self.layers else "", "shape": outputs[0].shape,
             "forward_s": seconds, "backward_s": 0.0,
-            "multiply_adds": _multiply_adds(fn, inputs, output),
-            "forward_bytes": sum(t.data.nbytes for t in inputs) + output.data.nbytes, "backward_bytes": 0}
+            "multiply_adds": _multiply_adds(fn, inputs, outputs[0]),
+            "forward_bytes": sum(t.data.nbytes for t in inputs + outputs), "backward_bytes": 0}
 
-    def backward(self, fn, grad_output, grads, seconds):
+    def backward(self, fn, grad_outputs, grads, seconds):
         record = self.records.get(fn)
         if record is not None:
             record["backward_s"] += seconds
-            record["backward_bytes"] += grad_output.nbytes + sum(g.nbytes for g in grads if g is not None)
+            record["backward_bytes"] += sum(g.nbytes for g in grad_outputs + list(grads) if g is not None)
 
     def table(self):
         """One row per (layer, op), slowest first, with shares of the profiled wall time and rates."""

@@ -204,3 +204,48 @@ def test_contiguous_changes_the_memory_layout_not_the_values():
         minigrad.randn(3, 4).contiguous("channels_last")
     with pytest.raises(ValueError, match="is_contiguous: memory_format must be one of"):
         x.is_contiguous("nhwc")
+
+
+def test_an_op_with_several_outputs_sums_each_outputs_gradient_and_zero_fills_unused_ones():
+    x = Tensor(np.arange(6.0), requires_grad=True)
+    a, b, c = x.split(2)
+    y = (a * 3).sum() + (a * a).sum() + (c * 5).sum()        # a used twice, b not at all
+    y.backward(retain_graph=True)
+    np.testing.assert_array_equal(x.grad.data, [3.0, 5.0, 0.0, 0.0, 5.0, 5.0])
+    b.sum().backward()                                        # a graph rooted at another output of the op
+    np.testing.assert_array_equal(x.grad.data, [3.0, 5.0, 1.0, 1.0, 5.0, 5.0])
+
+
+def test_pieces_of_a_split_are_views_whose_in_place_changes_count_against_the_input():
+    x = Tensor(np.arange(6.0), requires_grad=True)
+    h = x * 1.0
+    squared = h * h                                           # saves h for its backward
+    first, _ = h.split(3)
+    with minigrad.no_grad():
+        first.add_(1.0)                                       # writes into h's memory
+    assert h.data[0] == 1.0
+    with pytest.raises(RuntimeError, match="input 0 of mul was modified by an in-place operation"):
+        squared.sum().backward()
+
+
+def test_backward_twice_through_an_op_with_several_outputs_is_refused():
+    x = Tensor(np.ones(4), requires_grad=True)
+    a, b = x.split(2)
+    y = a.sum() + b.sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.backward()
+
+
+def test_a_value_used_directly_and_through_a_longer_path_gets_both_gradients():
+    """s feeds the final op directly and through s*s: the node computing s must run after s*s's
+    backward (a depth-first order that marks s visited when first pushed ran it too early)."""
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    s = x * 2.0
+    minigrad.cat([s, s * s], 0).backward(np.ones(4))
+    np.testing.assert_array_equal(x.grad.data, 2.0 + 8.0 * x.data)          # d/dx (2x + 4x^2)
+    y = Tensor(np.array([3.0]), requires_grad=True)
+    a = y * 1.0
+    b = a * a
+    ((a + b * a) + (b * b)).backward()                                     # a + a^3 + a^4
+    np.testing.assert_allclose(y.grad.data, 1 + 3 * 9.0 + 4 * 27.0)

@@ -205,6 +205,26 @@ def test_cat(parts, dim, grad):
     check("cat", lambda *t: minigrad.cat(list(t), dim), lambda: [tensor_of(p, grad) for p in parts])
 
 
+@settings(max_examples=100)
+@given(arrays(max_side=5), st.booleans(), st.data())
+def test_split(x, valid, data):
+    """Half the draws split a real dimension into sizes adding up to it; the rest anything.  The pieces
+    are recombined, each scaled differently, so that every piece's gradient is checked."""
+    grad = data.draw(st.booleans())
+    if valid and x.ndim:
+        dim = data.draw(st.integers(-x.ndim, x.ndim - 1))
+        cuts = sorted(data.draw(st.lists(st.integers(0, x.shape[dim]), max_size=3)))
+        sections = data.draw(st.sampled_from([np.diff([0, *cuts, x.shape[dim]]).tolist(), max(1, x.shape[dim] // 2)]))
+    else:
+        dim = data.draw(st.integers(-5, 5))
+        sections = data.draw(st.one_of(st.integers(-1, 4), st.lists(st.integers(-1, 4), max_size=4), st.just("2")))
+
+    def pieces_recombined(t):
+        pieces = minigrad.split(t, sections, dim)
+        return minigrad.cat([p * (i + 1.0) for i, p in enumerate(pieces)], dim % t.ndim)
+    check("split", pieces_recombined, lambda: [tensor_of(x, grad)])
+
+
 positive = st.one_of(st.integers(-2, 12), st.sampled_from([2.5, None, True, "8"]))
 
 

@@ -45,6 +45,8 @@ OPS = {   # name: (function of tensors, input shapes), the max-pool input withou
     "relu": (F.relu, [(2, 3, 4, 5)]),
     "local_response_norm": (lambda x: F.local_response_norm(x, 5, 1e-2, 0.75, 1.0), [(2, 7, 4, 5)]),
     "cat": (lambda a, b: minigrad.cat([a, b], 1), [(2, 3, 4, 5), (2, 2, 4, 5)]),
+    "split": (lambda x: minigrad.cat([p * (i + 1.0) for i, p in enumerate(x.split([1, 3, 2], 1))][::-1], 1),
+              [(2, 6, 4, 5)]),
     "linear": (lambda x, w, b: F.linear(x, w, b), [(4, 6), (3, 6), (3,)]),
     "log_softmax": (lambda x: F.log_softmax(x, 1), [(4, 6)]),
     "cross_entropy": (lambda x: F.cross_entropy(x, np.array([0, 5, 2, 1])), [(4, 6)]),

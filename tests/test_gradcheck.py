@@ -107,6 +107,20 @@ def test_cat(channel_counts, dim, seed):
     gradcheck(lambda *t: minigrad.cat(list(t), dim), inputs)
 
 
+@settings(max_examples=20)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=4).filter(sum), st.integers(0, 3), st.data(), seeds)
+def test_split(sizes, dim, data, seed):
+    """Every piece used with its own weight, or only some of them (the rest get zero gradient)."""
+    shape = [2, 3, 4, 5]
+    shape[dim] = sum(sizes)
+    used = data.draw(st.lists(st.booleans(), min_size=len(sizes), max_size=len(sizes)).filter(any))
+
+    def weighted_pieces(t):
+        pieces = minigrad.split(t, sizes, dim)
+        return sum((p * (i + 1.5)).sum() for i, (p, u) in enumerate(zip(pieces, used)) if u)
+    gradcheck(weighted_pieces, [leaf(normal(tuple(shape), seed))])
+
+
 broadcast_pairs = st.sampled_from([((3, 4), (3, 4)), ((3, 4), (4,)), ((3, 1), (1, 4)), ((2, 3, 4), (3, 1)),
                                    ((1,), (2, 3)), ((), (2, 3)), ((2, 1, 4), (2, 3, 1))])
 

@@ -102,6 +102,15 @@ def test_relu_linear_log_softmax_cross_entropy_cat(torch, dtype):
             lambda t: torch.nn.functional.cross_entropy(t, torch.tensor(target)), [x], dtype)
     compare(torch, lambda a, b: minigrad.cat([a, b], 1), lambda a, b: torch.cat([a, b], 1),
             [normal((2, 3, 4, 4), 3), normal((2, 5, 4, 4), 4)], dtype)
+    for sections, dim in (([3, 1, 4], 1), (3, 1), (2, 3), ([0, 4], 2)):          # pieces recombined unevenly
+        compare(torch, lambda t: _recombine(t.split(sections, dim), minigrad.cat, dim),
+                lambda t: _recombine(t.split(sections, dim), torch.cat, dim), [normal((2, 8, 4, 4), 5)], dtype)
+
+
+def _recombine(pieces, cat, dim):
+    """Each piece scaled differently and the pieces put back in reverse order, the first one twice."""
+    scaled = [p * (i + 2.0) for i, p in enumerate(pieces)]
+    return cat(scaled[::-1] + [scaled[0] * scaled[0]], dim)
 
 
 def test_dropout_statistics_match_torch_semantics(torch):

@@ -66,6 +66,11 @@ CASES = [
      r"cat: tensors\[1\] has shape \(2, 3, 5, 4\), which does not match tensors\[0\]'s \(2, 3, 4, 4\) outside dim 1"),
     (lambda: minigrad.cat([]), TypeError, r"cat: expected a non-empty sequence"),
     (lambda: minigrad.cat([x4], dim=4), ValueError, r"cat: dim 4 is out of range"),
+    (lambda: minigrad.split(x4, [1, 1], 1), ValueError,
+     r"split: split_size_or_sections \[1, 1\] must add up to 3, the size of dim 1 of a tensor of shape \(2, 3, 8, 8\)"),
+    (lambda: minigrad.split(x4, 0, 1), ValueError, r"split: split_size must be positive, got 0"),
+    (lambda: minigrad.split(x4, [1, -1, 3], 1), TypeError, r"split: split_size_or_sections must be a positive int"),
+    (lambda: minigrad.split(x4, 1, 4), ValueError, r"split: dim 4 is out of range for a tensor of shape \(2, 3, 8, 8\)"),
     # modules
     (lambda: nn.Conv2d(0, 3, 3), ValueError, r"Conv2d: in_channels must be a positive int, got 0"),
     (lambda: nn.Conv2d(3, 3, 3, stride=0), ValueError, r"Conv2d: stride must be >= 1"),
