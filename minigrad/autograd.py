@@ -381,6 +381,12 @@ class Tensor:
         return self.sum(dim, keepdim) / count
 
 
+def is_view_of(out, a) -> bool:
+    """Whether an op's output shares memory with its input (then in-place changes to either are seen by both,
+    and the op sets shares_input_memory so that they share one version counter)."""
+    return bool(array_module(a).may_share_memory(out, a))
+
+
 def _add_gradient(pending, fn, index, grad):
     """Add grad to what flows into output `index` of fn (values used more than once add up)."""
     slots = pending.setdefault(fn, [None] * fn.outputs)
@@ -569,16 +575,20 @@ class Reshape(Function):
     def forward(self, a):
         self.input_shape = a.shape
         try:
-            return a.reshape(self.shape)
+            out = a.reshape(self.shape)
         except ValueError:
             raise ValueError(f"reshape: cannot reshape a tensor of shape {a.shape} ({a.size} elements) "
                              f"to {self.shape}") from None
+        self.shares_input_memory = is_view_of(out, a)        # a copy where the strides do not allow a view
+        return out
 
     def backward(self, grad):
         return grad.reshape(self.input_shape)
 
 
 class Permute(Function):
+    shares_input_memory = True
+
     def __init__(self, dims):
         self.dims = dims
 

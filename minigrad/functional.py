@@ -15,7 +15,7 @@ import numpy as np
 import kernels
 
 from . import random
-from .autograd import Function, Tensor
+from .autograd import Function, Tensor, is_view_of
 from .backend import array_module, is_cuda_array, to_device
 from .checks import as_pair, check_probability, check_same_device_and_dtype, check_tensor, check_windows
 
@@ -321,10 +321,8 @@ class Split(Function):
         self.sizes, self.dim = sizes, dim
 
     def forward(self, x):
-        self.x_shape, self.dtype = x.shape, x.dtype
         pieces = tuple(kernels.for_array(x).split(x, self.sizes, self.dim))
-        # views, as on the CPU: an in-place change to a piece is one to x (the version counter is shared)
-        self.shares_input_memory = bool(array_module(x).may_share_memory(pieces[0], x))
+        self.shares_input_memory = is_view_of(pieces[0], x)      # views on the CPU, copies on a GPU
         return pieces
 
     def backward(self, grads):

@@ -228,6 +228,27 @@ def test_pieces_of_a_split_are_views_whose_in_place_changes_count_against_the_in
         squared.sum().backward()
 
 
+@pytest.mark.parametrize("make_view", [lambda h: h.reshape(2, 3), lambda h: h.reshape(2, 3).T, lambda h: h.flatten()])
+def test_views_share_their_inputs_version_counter(make_view):
+    x = Tensor(np.arange(6.0), requires_grad=True)
+    h = x * 1.0
+    squared = h * h
+    view = make_view(h)
+    with minigrad.no_grad():
+        view.mul_(2.0)
+    assert h.data[1] == 2.0
+    with pytest.raises(RuntimeError, match="input 0 of mul was modified by an in-place operation"):
+        squared.sum().backward()
+
+
+def test_a_reshape_that_copies_does_not_share_the_version_counter():
+    h = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True) * 1.0
+    copied = h.T.reshape(6)                                    # not expressible as a view: a copy
+    with minigrad.no_grad():
+        copied.mul_(2.0)
+    assert h._version[0] == 0 and h.data[0, 1] == 1.0
+
+
 def test_backward_twice_through_an_op_with_several_outputs_is_refused():
     x = Tensor(np.ones(4), requires_grad=True)
     a, b = x.split(2)
