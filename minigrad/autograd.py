@@ -46,11 +46,13 @@ class Function:
     gradient (or None) per input, in order.  `self.needs_input_grad[i]` says
     whether input i wants a gradient, so backward can skip work.  Whatever the
     backward needs is stored on `self` in forward and dropped by `release()`.
+    An op with several outputs (split) returns a tuple of arrays from forward; the
+    call returns a tuple of tensors, and backward receives a tuple of gradients,
+    None for each output that no gradient reached.
     """
 
     name = None                      # the op's public name, used in error messages
-    outputs = 1                      # ops with several outputs (split) return a tuple from forward,
-    #                                  and their backward receives a tuple of gradients, None for unused outputs
+    outputs = 1                      # how many outputs the last call returned (see below)
     shares_input_memory = False      # outputs are views of input 0: in-place changes count as changes to it
 
     def __call__(self, *inputs: Tensor):

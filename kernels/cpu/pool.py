@@ -51,7 +51,7 @@ def _fold_three(a0, a1, a2, index, first, best, where):
     """Fold three neighbouring pixels of a window row in one pass: the running maximum stays in
     registers across them, one load and store of it instead of three (GoogLeNet pools 3x3: ~1.4x)."""
     for q in range(best.size):
-        m, i = (a0[q], index) if first else (best[q], where[q])
+        m, i = (a0[q], index) if first else (best[q], where[q])      # a0 then beats itself: no change
         v = a0[q]
         t = _beats(v, m)
         m, i = (v, index) if t else (m, i)
