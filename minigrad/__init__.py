@@ -66,6 +66,6 @@ def randn(*shape, dtype=np.float32, requires_grad=False, device="cpu") -> Tensor
     return Tensor(to_device(values, parse_device(device, "randn")), requires_grad=requires_grad)
 
 
-__all__ = ["Tensor", "Function", "tensor", "zeros", "randn", "cat", "no_grad", "is_grad_enabled", "cuda_available",
+__all__ = ["Tensor", "Function", "tensor", "zeros", "randn", "cat", "split", "no_grad", "is_grad_enabled", "cuda_available",
            "gradcheck", "GradcheckError", "manual_seed", "functional", "nn", "optim", "data", "checkpoint",
            "profiler", "float32", "float64"]

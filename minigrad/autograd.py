@@ -361,7 +361,7 @@ class Tensor:
 
     def split(self, split_size_or_sections, dim=0):
         """minigrad.split(self, ...): a tuple of pieces along dim, as torch.Tensor.split."""
-        from .functional import split           # the op lives with cat, its inverse
+        from .functional import split  # the op lives with cat, its inverse
         return split(self, split_size_or_sections, dim)
 
     def flatten(self, start_dim=0, end_dim=-1):
