@@ -227,8 +227,7 @@ def run_child(library, task):
     env = dict(os.environ)
     if library == "torch":               # PyTorch's OpenMP threads keep their own defaults (see torch_reference)
         import kernels
-        env = {k: v for k, v in env.items() if k not in kernels.SET_HERE}
-        env["MINIGRAD_THREAD_SETTINGS"] = "off"
+        env = kernels.untouched_environment()
     out = subprocess.run([sys.executable, "-m", "benchmarks.googlenet", "--child", library, json.dumps(task)],
                          env=env, capture_output=True, text=True)
     if out.returncode != 0:

@@ -28,13 +28,11 @@ from kernels.geometry import conv_out_size
 
 
 def steady_state_allocation():
-    """glibc's allocator in the state a training step leaves it in.  Freeing large mapped blocks raises
-    glibc's thresholds (up to a 32 MiB mmap threshold and a trim threshold of twice that), so inside a
-    step arrays up to 32 MiB come from the heap and freed memory stays mapped (measured ~2K page faults
-    per GoogLeNet step).  A loop of same-size calls never raises them: each call would map fresh pages
-    (or trim the heap and fault them back in) and time page faults, ~4 us each on this VM, instead of
-    the kernel.  Fixing both thresholds as a step leaves them puts the loop in the step's state.
-    Returns a line for the header."""
+    """glibc's allocator set to reuse freed memory of every size (mmap threshold 32 MiB, trim threshold
+    64 MiB, glibc's own dynamic rule at its maximum), so that a loop of same-size calls times the kernel,
+    not the allocator: glibc's defaults, in a loop that never frees anything larger, map each call's output
+    afresh or trim the heap and fault it back in, and the loop would time page faults (~4 us each on this
+    VM).  Returns a line for the header."""
     import ctypes
     import ctypes.util
 
@@ -44,8 +42,8 @@ def steady_state_allocation():
         ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 64 * 2**20) == 1
     except (OSError, AttributeError):
         ok = False
-    return ("allocator: glibc mmap threshold 32 MiB, trim threshold 64 MiB (a training step's steady state)" if ok
-            else "allocator: default (could not set glibc's thresholds)")
+    return ("allocator in this benchmark: glibc mmap threshold 32 MiB, trim threshold 64 MiB (freed memory reused)"
+            if ok else "allocator in this benchmark: unchanged (could not set glibc's thresholds)")
 
 
 def copy_bandwidth(repeat):

@@ -108,8 +108,7 @@ def torch_times(spec, model, x, target, repeat):
             np.save(os.path.join(folder, "target.npy"), target)
         with open(os.path.join(folder, "spec.json"), "w") as f:
             json.dump({**spec, "repeat": repeat, "train": target is not None}, f)
-        env = {k: v for k, v in os.environ.items() if k not in kernels.SET_HERE}
-        env["MINIGRAD_THREAD_SETTINGS"] = "off"
+        env = kernels.untouched_environment()
         subprocess.run([sys.executable, "-m", "benchmarks.torch_reference", folder], env=env, check=True)
         with open(os.path.join(folder, "times.json")) as f:
             times = json.load(f)

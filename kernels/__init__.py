@@ -33,6 +33,15 @@ for _name in SET_HERE:
     os.environ[_name] = THREAD_SETTINGS[_name]
 BLAS_SPIN_LIMITED = "numpy" not in sys.modules or "OPENBLAS_THREAD_TIMEOUT" not in SET_HERE
 
+
+def untouched_environment():
+    """os.environ without minigrad's thread settings, and telling minigrad to leave the thread pools
+    alone: for a child process that times another library (PyTorch) under its own defaults."""
+    env = {k: v for k, v in os.environ.items() if k not in SET_HERE}
+    env["MINIGRAD_THREAD_SETTINGS"] = "off"
+    return env
+
+
 KERNEL_FUNCTIONS = (
     "conv2d_forward", "conv2d_backward",
     "max_pool2d_forward", "max_pool2d_backward",
