@@ -195,35 +195,10 @@ def generated_blocks():
 # ---- the measured block: a training step's profile ---------------------------------------------
 
 def profile_rows(batch=8, steps=3):
-    """benchmarks.profile's rows for GoogLeNet, each op's time the best of `steps` profiled steps (this
-    machine is shared: the best is the steadiest estimate)."""
-    import numpy as np_
+    """benchmarks.profile's rows for GoogLeNet (each op's time the best of `steps` profiled steps)."""
+    from benchmarks.profile import run
 
-    import minigrad
-    from benchmarks.__main__ import training_step
-    from minigrad.profiler import profile
-
-    minigrad.manual_seed(0)
-    net = models.googlenet()
-    x = minigrad.randn(batch, 3, 224, 224)
-    step = training_step(net, x, np_.arange(batch) % 1000)
-    step()
-    best = None
-    for _ in range(steps):
-        with profile(net) as prof:
-            step()
-        rows = {(r["layer"], r["op"]): r for r in prof.table()}
-        if best is None:
-            best = rows
-            continue
-        for key, r in rows.items():
-            for k in ("forward_s", "backward_s"):
-                best[key][k] = min(best[key][k], r[k])
-    for r in best.values():
-        r["seconds"] = r["forward_s"] + r["backward_s"]
-        flops = 2 * r["multiply_adds"] * (3 if r["backward_s"] else 1)
-        r["gflops"] = flops / r["seconds"] / 1e9 if flops and r["seconds"] else None
-    return sorted(best.values(), key=lambda r: -r["seconds"])
+    return run("googlenet", batch, steps=steps)[0]
 
 
 def block_profile(rows, batch=8):

@@ -60,15 +60,17 @@ class Profile:
                 for k in ("forward_s", "backward_s", "multiply_adds", "forward_bytes", "backward_bytes"):
                     row[k] += r[k]
         total = self.wall_seconds or sum(r["forward_s"] + r["backward_s"] for r in merged.values())
-        rows = []
-        for row in merged.values():
-            seconds = row["forward_s"] + row["backward_s"]
-            flops = 2 * row["multiply_adds"] * (3 if row["backward_s"] else 1)   # backward: twice forward's GEMM work
-            moved = row["forward_bytes"] + row["backward_bytes"]
-            rows.append({**row, "seconds": seconds, "share": seconds / total if total else 0.0,
-                         "gflops": flops / seconds / 1e9 if flops and seconds else None,
-                         "gbps": moved / seconds / 1e9 if not flops and seconds else None})
-        return sorted(rows, key=lambda r: -r["seconds"])
+        return sorted((with_rates(row, total) for row in merged.values()), key=lambda r: -r["seconds"])
+
+
+def with_rates(row, total_seconds):
+    """The row with its time, its share of total_seconds, and GFLOP/s (ops with multiply-adds) or GB/s."""
+    seconds = row["forward_s"] + row["backward_s"]
+    flops = 2 * row["multiply_adds"] * (3 if row["backward_s"] else 1)   # backward: twice forward's GEMM work
+    moved = row["forward_bytes"] + row["backward_bytes"]
+    return {**row, "seconds": seconds, "share": seconds / total_seconds if total_seconds else 0.0,
+            "gflops": flops / seconds / 1e9 if flops and seconds else None,
+            "gbps": moved / seconds / 1e9 if not flops and seconds else None}
 
 
 @contextlib.contextmanager
