@@ -48,7 +48,7 @@ KERNEL_FUNCTIONS = (
     "avg_pool2d_forward", "avg_pool2d_backward",
     "relu_forward", "relu_backward",
     "lrn_forward", "lrn_backward",
-    "concat", "split",
+    "concat", "split", "add_n",
 )
 
 CPU_BACKENDS = {"numba": "kernels.cpu", "reference": "kernels.reference",

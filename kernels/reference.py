@@ -234,3 +234,16 @@ def concat(arrays, axis=1):
 def split(array, sizes, axis=1):
     """Cut `array` into consecutive pieces of the given sizes along `axis`."""
     return np.split(array, np.cumsum(sizes)[:-1], axis=axis)
+
+
+# --------------------------------------------------------------------------
+# Summing the gradients that meet at one tensor
+# --------------------------------------------------------------------------
+
+def add_n(arrays):
+    """arrays[0] + arrays[1] + ..., in that order: the gradient of a tensor used by several ops
+    (an Inception module's input feeds four branches) is the sum of what each use sends back."""
+    total = arrays[0] + arrays[1]
+    for a in arrays[2:]:
+        total += a
+    return total

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+import kernels
+
 from .backend import array_module, device_of, on_device_of, parse_device, synchronize, to_device
 
 _grad_enabled = True
@@ -274,14 +276,15 @@ class Tensor:
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has shape {self.shape}")
         if self.creator is None:
-            _accumulate(self, grad)
+            _accumulate(self, [grad])
             return
-        pending = {}                              # gradients flowing into each node's outputs
+        pending = {}                              # the gradients flowing into each node's outputs, and each leaf
         _add_gradient(pending, self.creator, self._output_index, grad)
         for fn in _topological_order(self.creator):
             slots = pending.pop(fn, None)
             if slots is None:
                 continue
+            slots = [_sum(parts) for parts in slots]
             if fn.released:
                 raise RuntimeError(f"backward: trying to backward through the graph a second time "
                                    f"(the buffers of {fn.op_name()} were freed); "
@@ -310,11 +313,13 @@ class Tensor:
                 if edge is None or g is None:
                     continue
                 if isinstance(edge, Tensor):
-                    _accumulate(edge, g)
+                    _add_gradient(pending, edge, 0, g)
                 else:
                     _add_gradient(pending, *edge, g)
             if not retain_graph:
                 fn.release()
+        for leaf, (parts,) in pending.items():   # only leaves are left: every Function was visited
+            _accumulate(leaf, parts)
 
     # ---- arithmetic (broadcasting like NumPy) -------------------------------
     def __add__(self, other): return Add()(self, _lift(other, self))
@@ -389,17 +394,29 @@ def is_view_of(out, a) -> bool:
     return bool(array_module(a).may_share_memory(out, a))
 
 
-def _add_gradient(pending, fn, index, grad):
-    """Add grad to what flows into output `index` of fn (values used more than once add up)."""
-    slots = pending.setdefault(fn, [None] * fn.outputs)
-    slots[index] = grad if slots[index] is None else slots[index] + grad
+def _add_gradient(pending, node, index, grad):
+    """Collect grad for output `index` of a Function, or for a leaf Tensor (index 0).  A value used
+    more than once gets several; they are summed in one pass (kernels' add_n) when the node's turn
+    comes, rather than pairwise as they arrive: one fresh array, each part read once."""
+    slots = pending.get(node)
+    if slots is None:
+        slots = pending[node] = [[] for _ in range(node.outputs if isinstance(node, Function) else 1)]
+    slots[index].append(grad)
 
 
-def _accumulate(leaf: Tensor, grad):
-    if leaf.grad is None:                        # a copy: backward may hand one array to several inputs;
-        leaf.grad = Tensor(grad.copy(order="K"))  # in its own memory order (a C-order copy of a channel slice is a transpose)
-    else:
-        leaf.grad = Tensor(leaf.grad.data + grad)
+def _sum(parts):
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else kernels.for_array(parts[0]).add_n(parts)
+
+
+def _accumulate(leaf: Tensor, parts):
+    if leaf.grad is not None:
+        leaf.grad = Tensor(_sum([leaf.grad.data, *parts]))
+    elif len(parts) > 1:                         # the sum is a fresh array, the leaf's own
+        leaf.grad = Tensor(_sum(parts))
+    else:    # a copy, as backward may hand one array to several inputs; in its own memory order (a C-order
+        leaf.grad = Tensor(parts[0].copy(order="K"))          # copy of a channel slice would be a transpose)
 
 
 def _topological_order(root: Function):

@@ -185,6 +185,32 @@ def test_concat_and_split(backend_name, channel_counts, batch, side, dtype, seed
             assert np.shares_memory(got, merged)           # the CPU split costs no copy: pieces are views
 
 
+@settings(max_examples=30)
+@given(st.integers(2, 5), shapes, st.sampled_from(["C", "channels-last", "mixed"]), dtypes, seeds, launches)
+@example(4, (8, 64, 13, 13), "channels-last", np.float32, 0, (256, 65535))   # big enough for the Numba kernel
+@example(3, (3, 64, 13, 13), "mixed", np.float64, 1, (7, 3))
+@on_every_backend
+def test_add_n(backend_name, count, shape, layout, dtype, seed, launch):
+    """The gradients that meet at one tensor, summed in one pass: the reference's sum, in its order
+    (so bit for bit), whatever the parts' memory layouts."""
+    k = get_backend(backend_name, launch)
+    parts = [normal(shape, seed + i, dtype) for i in range(count)]
+    if layout != "C":
+        parts = [np.ascontiguousarray(p.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+                 if layout == "channels-last" or i % 2 else p for i, p in enumerate(parts)]
+    got = k.add_n(parts)
+    np.testing.assert_array_equal(got, ref.add_n(parts))
+    assert got.dtype == dtype and not any(np.shares_memory(got, p) for p in parts)
+
+
+def test_add_n_leaves_other_dtypes_and_shapes_to_numpy():
+    k = get_backend("numba")
+    big = np.ones((64, 64, 2), np.float32)
+    mixed = k.add_n([big, big.astype(np.float64), np.float32(2)])      # promotion and broadcasting, as NumPy's +
+    assert mixed.dtype == np.float64 and mixed.shape == big.shape and (mixed == 4).all()
+    assert k.add_n([np.arange(5000), np.arange(5000)]).dtype == np.arange(1).dtype
+
+
 @on_every_backend
 @settings(max_examples=30)
 @given(pool_geometry(), dtypes, seeds, launches)

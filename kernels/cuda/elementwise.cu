@@ -62,3 +62,10 @@ KERNEL(copy_channels)(long long total, const real* __restrict__ src, long long s
         dst[(b * dst_c + dst_offset + i) * p + q] = src[(b * src_c + src_offset + i) * p + q];
     }
 }
+
+// out = a + b.  out may be a itself: add_n sums k arrays as a + b, then out + c, and so on.
+KERNEL(add_pair)(long long total, const real* a, const real* __restrict__ b, real* out) {
+    FOR_EACH_INDEX(index, total) {
+        out[index] = a[index] + b[index];
+    }
+}

@@ -49,10 +49,10 @@ def launch_loops(module: str, dtype) -> str:
 extern "C" void launch_{full}(unsigned int grid, unsigned int block, {declared}) {{
     gridDim.x = grid;
     blockDim.x = block;
-    for (unsigned int b = 0; b < grid; ++b) {{
-        blockIdx.x = b;
-        for (unsigned int t = 0; t < block; ++t) {{
-            threadIdx.x = t;
+    for (unsigned int mg_block = 0; mg_block < grid; ++mg_block) {{      // names no kernel parameter uses
+        blockIdx.x = mg_block;
+        for (unsigned int mg_thread = 0; mg_thread < block; ++mg_thread) {{
+            threadIdx.x = mg_thread;
             {full}({passed});
         }}
     }}

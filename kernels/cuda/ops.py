@@ -11,6 +11,9 @@ signature, since the kernels themselves do no bounds checking.
 
 from __future__ import annotations
 
+import functools
+import operator
+
 from ..geometry import conv_out_size, pool_out_size
 
 # Columns are built a chunk of images at a time, in a buffer of at most about this size: GoogLeNet's
@@ -201,3 +204,17 @@ class CudaKernels:
             pieces.append(piece)
             offset += size
         return pieces
+
+    # ---- summing the gradients that meet at one tensor ----------------------------------------------
+    def add_n(self, arrays):
+        """arrays[0] + arrays[1] + ..., in that order (other dtypes and mixed shapes: xp's own add)."""
+        first = arrays[0]
+        if first.dtype.name not in ("float32", "float64") or any(a.dtype != first.dtype or a.shape != first.shape
+                                                                 for a in arrays):
+            return functools.reduce(operator.add, arrays)
+        out = self.xp.empty(first.shape, first.dtype)
+        total = self._contiguous(first)
+        for a in arrays[1:]:
+            self.launch("add_pair", first.dtype, out.size, total, self._contiguous(a), out)
+            total = out
+        return out
