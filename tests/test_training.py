@@ -97,6 +97,23 @@ def test_optimizer_state_dict_round_trip_continues_identically():
     np.testing.assert_array_equal(run(split=None), run(split=3))
 
 
+def test_optimizer_state_dict_is_a_snapshot():
+    """The updates change the momentum buffer in place; a saved state_dict, and one loaded from it, must not
+    follow (restoring a saved state would otherwise restore the current one)."""
+    p = param([1.0, 2.0])
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    p.grad = minigrad.Tensor(np.array([1.0, 1.0]))
+    opt.step()
+    saved = opt.state_dict()
+    before = saved["state"][0]["momentum_buffer"].copy()
+    opt.step()
+    np.testing.assert_array_equal(saved["state"][0]["momentum_buffer"], before)
+    other = optim.SGD([p], lr=0.1, momentum=0.9)
+    other.load_state_dict(saved)
+    other.step()
+    np.testing.assert_array_equal(saved["state"][0]["momentum_buffer"], before)
+
+
 def test_polyak_average_and_swap():
     model = nn.Linear(2, 1)
     ema = optim.Polyak(model, decay=0.5)
