@@ -186,16 +186,19 @@ def test_concat_and_split(backend_name, channel_counts, batch, side, dtype, seed
 
 
 @settings(max_examples=30)
-@given(st.integers(2, 5), shapes, st.sampled_from(["C", "channels-last", "mixed"]), dtypes, seeds, launches)
+@given(st.integers(2, 5), shapes, st.sampled_from(["C", "channels-last", "mixed", "reversed"]), dtypes, seeds, launches)
 @example(4, (8, 64, 13, 13), "channels-last", np.float32, 0, (256, 65535))   # big enough for the Numba kernel
 @example(3, (3, 64, 13, 13), "mixed", np.float64, 1, (7, 3))
+@example(2, (8, 64, 13, 13), "reversed", np.float32, 2, (33, 65535))
 @on_every_backend
 def test_add_n(backend_name, count, shape, layout, dtype, seed, launch):
     """The gradients that meet at one tensor, summed in one pass: the reference's sum, in its order
     (so bit for bit), whatever the parts' memory layouts."""
     k = get_backend(backend_name, launch)
     parts = [normal(shape, seed + i, dtype) for i in range(count)]
-    if layout != "C":
+    if layout == "reversed":                         # negative strides, every other part
+        parts = [p[:, ::-1] if i % 2 == 0 else p for i, p in enumerate(parts)]
+    elif layout != "C":
         parts = [np.ascontiguousarray(p.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
                  if layout == "channels-last" or i % 2 else p for i, p in enumerate(parts)]
     got = k.add_n(parts)
