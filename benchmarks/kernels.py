@@ -181,7 +181,9 @@ def compile_times():
         "    k.avg_pool2d_backward(y, x.shape, (3, 3), (2, 2), (1, 1), True, True)\n"
         "    y = k.relu_forward(x); k.relu_backward(y, y)\n"
         "    y, s = k.lrn_forward(x, 5, 1e-4, 0.75, 1.0); k.lrn_backward(x, y, s, y, 5, 1e-4, 0.75, 1.0)\n"
-        "    k.split(k.concat([x, x], 1), [2, 2], 1); k.add_n([np.zeros((64, 64), dt)] * 3)\n"
+        "    k.split(k.concat([x, x], 1), [2, 2], 1)\n"
+        "    for parts in (2, 3, 4, 5):                  # add_n compiles once per number of parts\n"
+        "        k.add_n([np.zeros((64, 64), dt)] * parts)\n"
         "print(time.perf_counter() - t)\n")
     result = {}
     with tempfile.TemporaryDirectory() as cache:
