@@ -191,6 +191,38 @@ def test_importing_minigrad_sets_the_thread_pool_settings_before_numpy_loads():
     assert out == ["4", "True"]
 
 
+ALLOCATOR_PROBE = """
+import ctypes, minigrad, kernels
+libc = ctypes.CDLL(None)
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc.mallinfo2.restype = Info
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+before = libc.mallinfo2().hblkhd                # bytes in mmapped blocks
+block = libc.malloc(8 << 20)
+mapped = libc.mallinfo2().hblkhd - before >= 8 << 20
+libc.free(block)
+print(kernels.ALLOCATOR_SETTLED, mapped)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"), reason="not glibc >= 2.33")
+@pytest.mark.parametrize("setting, expected", [(None, ["True", "False"]), ("off", ["False", "True"])])
+def test_importing_minigrad_settles_glibc_malloc_unless_told_not_to(setting, expected):
+    """After `import minigrad` an 8 MiB array comes from the heap (reused step after step), not from a fresh
+    mapping that is unmapped when freed; MINIGRAD_ALLOCATOR_SETTINGS=off leaves glibc's start-up state."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "MINIGRAD_ALLOCATOR_SETTINGS"}
+    if setting:
+        env["MINIGRAD_ALLOCATOR_SETTINGS"] = setting
+    out = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE], capture_output=True, text=True, check=True,
+                         env=env).stdout.split()
+    assert out == expected
+
+
 def test_contiguous_changes_the_memory_layout_not_the_values():
     x = minigrad.randn(2, 3, 4, 5, requires_grad=True)
     assert x.is_contiguous() and not x.is_contiguous("channels_last")
