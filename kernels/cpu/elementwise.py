@@ -47,7 +47,6 @@ def relu_backward(grad_y, y):
     return grad_x
 
 
-
 # Gradients that meet at one tensor (an Inception module's input feeds four branches) are summed in
 # one pass: each block of the output stays in L1 while every part is added into it, so memory sees
 # k reads and one write, where pairwise a + b + c + d would make 3k - 3 passes and 2 fresh arrays.
@@ -80,6 +79,7 @@ def add_n(arrays):
     out = np.empty_like(first)
     _add_n(tuple(like(a, first).ravel(order="K") for a in arrays), out.ravel(order="K"))
     return out
+
 
 # In the LRN loops every inner loop runs over one pixel's channel vector, indexed from 0 (so it
 # vectorises), the sums stay in the array's dtype (a float64 accumulator added conversions), and the
