@@ -25,6 +25,8 @@ class Conv2d(Function):
     """Convolution, optionally fused with the ReLU that follows it (name conv2d_relu): the kernels clamp
     in the pass that adds the bias, and mask the gradient before the backward GEMMs."""
 
+    fresh_grads = True                   # every backend's conv2d_backward returns new arrays
+
     def __init__(self, stride, padding, relu=False):
         self.stride, self.padding, self.relu = stride, padding, relu
         self.name = "conv2d_relu" if relu else "conv2d"
@@ -173,6 +175,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
 
 class Linear(Function):
     name = "linear"
+    fresh_grads = True                   # each gradient is a new GEMM result or sum
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight, self.has_bias = x, weight, bias is not None

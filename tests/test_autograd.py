@@ -302,3 +302,31 @@ def test_a_value_used_directly_and_through_a_longer_path_gets_both_gradients():
     b = a * a
     ((a + b * a) + (b * b)).backward()                                     # a + a^3 + a^4
     np.testing.assert_allclose(y.grad.data, 1 + 3 * 9.0 + 4 * 27.0)
+
+
+@pytest.mark.parametrize("path", ["reference", "numba"])
+def test_leaves_keep_fresh_gradients_uncopied_and_copy_shared_ones(monkeypatch, path):
+    """conv2d and linear return new arrays (Function.fresh_grads): their leaves keep them as .grad.
+    An op that hands one array to several inputs (add) gets each leaf a copy of its own."""
+    from minigrad import functional as F
+
+    monkeypatch.setenv("MINIGRAD_KERNELS", path)
+    returned = {}
+    for op in (F.Conv2d, F.Linear):
+        def recording(self, grad, backward=op.backward, op=op):
+            returned[op] = backward(self, grad)
+            return returned[op]
+        monkeypatch.setattr(op, "backward", recording)
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2, 3, 5, 5)), requires_grad=True)
+    w, b = Tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True), Tensor(np.zeros(4), requires_grad=True)
+    lw = Tensor(rng.standard_normal((2, 36)), requires_grad=True)
+    y = F.linear(F.conv2d(x, w, b).reshape(2, -1), lw)
+    y.sum().backward()
+    assert all(t.grad.data is g for t, g in zip((x, w, b), returned[F.Conv2d]))
+    assert lw.grad.data is returned[F.Linear][1]
+    p, q = Tensor(np.ones(3), requires_grad=True), Tensor(np.ones(3), requires_grad=True)
+    (p + q).sum().backward()
+    assert not np.may_share_memory(p.grad.data, q.grad.data)
+    p.grad.data += 1
+    np.testing.assert_array_equal(q.grad.data, np.ones(3))

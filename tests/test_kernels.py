@@ -63,6 +63,10 @@ def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, dtype,
         assert got[0] is None
     close(got[1], want[1], dtype, np.sqrt(y.size))
     close(got[2], want[2], dtype, np.sqrt(y.size))
+    # New arrays, none a view of another or of an input: the engine keeps them as the leaves' .grad
+    # without a copy (Function.fresh_grads)
+    arrays = [a for a in (x, w, b, g, relu_output, *got) if a is not None]
+    assert not any(np.may_share_memory(a, other) for a in got if a is not None for other in arrays if other is not a)
 
 
 pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet's branch pool: overlapping, stride 1
