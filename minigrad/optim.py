@@ -124,16 +124,26 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def update(self, p, grad, group, state):
+        # The moments change in place (SGD's reason); each term rounds as in m = beta1 * m + (1 - beta1) * g.
         xp = array_module(p.data)
         if group["weight_decay"]:
             grad = grad + group["weight_decay"] * p.data
         beta1, beta2 = group["betas"]
         step = state.get("step", 0) + 1
-        m = state.get("exp_avg", xp.zeros_like(p.data)) * beta1 + (1 - beta1) * grad
-        v = state.get("exp_avg_sq", xp.zeros_like(p.data)) * beta2 + (1 - beta2) * grad * grad
-        state.update(step=step, exp_avg=m, exp_avg_sq=v)
-        denominator = xp.sqrt(v / (1 - beta2 ** step)) + group["eps"]
-        p.data -= (group["lr"] / (1 - beta1 ** step) * m / denominator).astype(p.dtype, copy=False)
+        if "exp_avg" not in state:
+            state.update(exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= beta1
+        m += (1 - beta1) * grad
+        v *= beta2
+        v += (1 - beta2) * grad * grad
+        state["step"] = step
+        denominator = v / (1 - beta2 ** step)
+        xp.sqrt(denominator, out=denominator)
+        denominator += group["eps"]
+        update = group["lr"] / (1 - beta1 ** step) * m
+        update /= denominator
+        p.data -= update.astype(p.dtype, copy=False)
 
 
 class _StepLR:

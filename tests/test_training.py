@@ -42,6 +42,27 @@ def test_adam_first_step_by_hand():
     np.testing.assert_allclose(p.numpy(), [1.0 - 0.01, -1.0 + 0.01], rtol=1e-6)
 
 
+def test_adam_updates_its_moments_in_place_with_the_formulas_roundings():
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal(50).astype(np.float32)
+    p = nn.Parameter(start.copy())
+    opt = optim.Adam([p], lr=0.01, weight_decay=0.1)
+    m = v = np.zeros(50, np.float32)
+    expected = start.copy()
+    for t in range(1, 6):
+        g = rng.standard_normal(50).astype(np.float32)
+        p.grad = minigrad.Tensor(g.copy())
+        opt.step()
+        if t == 1:
+            moments = opt.state[id(p)]["exp_avg"], opt.state[id(p)]["exp_avg_sq"]
+        d = g + 0.1 * expected                                         # the textbook form, term by term
+        m = m * 0.9 + (1 - 0.9) * d
+        v = v * 0.999 + (1 - 0.999) * d * d
+        expected = expected - (0.01 / (1 - 0.9 ** t) * m / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)).astype(np.float32)
+        np.testing.assert_array_equal(p.data, expected)
+    assert opt.state[id(p)]["exp_avg"] is moments[0] and opt.state[id(p)]["exp_avg_sq"] is moments[1]
+
+
 @pytest.mark.parametrize("kind", ["sgd", "sgd-nesterov", "adam"])
 def test_optimizers_match_pytorch(torch, kind):
     rng = np.random.default_rng(0)
