@@ -184,6 +184,8 @@ def compile_times():
         "    k.split(k.concat([x, x], 1), [2, 2], 1)\n"
         "    for parts in (2, 3, 4, 5):                  # add_n compiles once per number of parts\n"
         "        k.add_n([np.zeros((64, 64), dt)] * parts)\n"
+        "    for n in (8192, 2**17):                     # sgd_update's one-core and parallel kernels\n"
+        "        k.sgd_update(np.zeros(n, dt), np.ones(n, dt), None, 0.1, 0.9, 1e-4, False)\n"
         "print(time.perf_counter() - t)\n")
     result = {}
     with tempfile.TemporaryDirectory() as cache:

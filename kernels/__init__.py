@@ -79,6 +79,7 @@ KERNEL_FUNCTIONS = (
     "relu_forward", "relu_backward",
     "lrn_forward", "lrn_backward",
     "concat", "split", "add_n",
+    "sgd_update",
 )
 
 CPU_BACKENDS = {"numba": "kernels.cpu", "reference": "kernels.reference",

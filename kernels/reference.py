@@ -247,3 +247,32 @@ def add_n(arrays):
     for a in arrays[2:]:
         total += a
     return total
+
+
+# --------------------------------------------------------------------------
+# The optimizer's update
+# --------------------------------------------------------------------------
+
+def sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov):
+    """One step of SGD, in place, by PyTorch's rule:
+        d = grad + weight_decay * param
+        buffer = d (the first step, buffer None), else momentum * buffer + d     (with momentum only)
+        d = buffer, or d + momentum * buffer with nesterov                      (with momentum only)
+        param -= lr * d
+    Each product and sum rounded in param's dtype, in this order (the fast kernels round alike).
+    Returns (param, buffer): the same arrays, changed; the buffer is new at the first step, None
+    without momentum.  Plain arithmetic: it serves CuPy arrays as well."""
+    if weight_decay:
+        d = param * weight_decay
+        d += grad
+    else:
+        d = grad
+    if momentum:
+        if buffer is None:
+            buffer = d.astype(param.dtype, copy=True)
+        else:
+            buffer *= momentum
+            buffer += d
+        d = d + momentum * buffer if nesterov else buffer
+    param -= (d * lr).astype(param.dtype, copy=False)
+    return param, buffer

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import kernels
+
 from .autograd import Tensor, no_grad
 from .backend import array_module
 
@@ -97,24 +99,13 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
 
     def update(self, p, grad, group, state):
-        # In place wherever the array is the optimizer's own (GoogLeNet's 54 MB of parameters: a fresh
-        # array per term took 48 ms a step, measured); the same roundings as PyTorch's update.
-        momentum = group["momentum"]
-        if group["weight_decay"]:
-            d = p.data * group["weight_decay"]
-            d += grad
-        else:
-            d = grad
-        if momentum:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = d.astype(p.dtype, copy=True)
-            else:
-                buf *= momentum
-                buf += d
-            d = d + momentum * buf if group["nesterov"] else buf
-        step = d * group["lr"]               # a fresh array: d may be the gradient or the momentum buffer
-        p.data -= step.astype(p.dtype, copy=False)
+        # In place, in one pass over each parameter on the Numba and CUDA paths (kernels' sgd_update), with
+        # the same roundings as PyTorch's update.  GoogLeNet's 54 MB of parameters with momentum and weight
+        # decay, measured: a fresh array per term 48 ms a step, six NumPy passes in place 40-48 ms, one 13-14 ms.
+        _, buffer = kernels.for_array(p.data).sgd_update(p.data, grad, state.get("momentum_buffer"), group["lr"],
+                                                         group["momentum"], group["weight_decay"], group["nesterov"])
+        if buffer is not None:
+            state["momentum_buffer"] = buffer
 
 
 class Adam(Optimizer):

@@ -42,6 +42,7 @@ def test_every_kernel_is_launched_by_the_wrappers():
     k.lrn_backward(x, out, scale, x, 5, 1e-4, 0.75, 1.0)
     k.split(k.concat([x, x], 1), [3, 3], 1)
     k.add_n([x, x, x])
+    k.sgd_update(x.copy(), x, None, 0.1, 0.9, 1e-4, True)
     assert k.launch.launched == {name for names in MODULES.values() for name in names}
 
 

@@ -210,6 +210,36 @@ def test_add_n(backend_name, count, shape, layout, dtype, seed, launch):
     assert got.dtype == dtype and not any(np.shares_memory(got, p) for p in parts)
 
 
+@settings(max_examples=40)
+@given(size=st.sampled_from([1, 7, 4095, 4096, 12289, 70001]), momentum=st.sampled_from([0.0, 0.9]),
+       weight_decay=st.sampled_from([0.0, 5e-4]), nesterov=st.booleans(), first_step=st.booleans(),
+       contiguous=st.booleans(), dtype=dtypes, seed=seeds, launch=launches)
+@example(size=70001, momentum=0.9, weight_decay=5e-4, nesterov=False, first_step=False, contiguous=True,
+         dtype=np.float32, seed=0, launch=(256, 65535))           # the paper's setting, Numba's parallel kernel
+@example(size=12289, momentum=0.9, weight_decay=5e-4, nesterov=True, first_step=False, contiguous=True,
+         dtype=np.float64, seed=1, launch=(7, 3))                 # Numba's one-core kernel
+@on_every_backend
+def test_sgd_update(backend_name, size, momentum, weight_decay, nesterov, first_step, contiguous, dtype, seed, launch):
+    """The optimizer's step in one pass: the reference's values bit for bit (each product and sum
+    rounded alone, on the GPU too), in place on the parameter and the momentum buffer."""
+    k = get_backend(backend_name, launch)
+    nesterov = nesterov and momentum > 0
+    param, grad, buffer = (normal((size, 2), seed + i, dtype) for i in range(3))
+    if not contiguous:                                   # a transposed parameter: the NumPy fallback
+        param, buffer = param.T.copy().T, buffer.T.copy().T
+    buffer = None if first_step or not momentum else buffer
+    want = ref.sgd_update(param.copy(), grad, None if buffer is None else buffer.copy(), 0.01, momentum,
+                          weight_decay, nesterov)
+    inputs = param.copy(), None if buffer is None else buffer.copy()
+    got = k.sgd_update(inputs[0], grad, inputs[1], 0.01, momentum, weight_decay, nesterov)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert (got[1] is None) == (want[1] is None) == (momentum == 0)
+    if momentum:
+        np.testing.assert_array_equal(got[1], want[1])
+    if backend_name != "cuda":                           # (on a GPU the arrays come back as copies)
+        assert got[0] is inputs[0] and (buffer is None or got[1] is inputs[1])
+
+
 def test_add_n_leaves_other_dtypes_and_shapes_to_numpy():
     k = get_backend("numba")
     big = np.ones((64, 64, 2), np.float32)

@@ -13,6 +13,7 @@ import operator
 import numpy as np
 from numba import prange
 
+from .. import reference
 from ._jit import kernel
 from .layout import dense, like, nchw, nhwc, pixel_rows
 
@@ -51,6 +52,7 @@ def relu_backward(grad_y, y):
 # one pass: each block of the output stays in L1 while every part is added into it, so memory sees
 # k reads and one write, where pairwise a + b + c + d would make 3k - 3 passes and 2 fresh arrays.
 _SUM_BLOCK = 4096
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))   # (dtype.name costs ~5 us a call: a Python property)
 
 
 @kernel(parallel=True)
@@ -72,13 +74,94 @@ def add_n(arrays):
     """arrays[0] + arrays[1] + ..., in the first one's memory order.  Small arrays, other dtypes and
     mixed shapes or dtypes go to NumPy (its broadcasting and type promotion; a launch costs more)."""
     first = arrays[0]
-    if (first.size < _SUM_BLOCK or first.dtype.name not in ("float32", "float64")
+    if (first.size < _SUM_BLOCK or first.dtype not in _FLOATS
             or any(a.dtype != first.dtype or a.shape != first.shape for a in arrays)):
         return functools.reduce(operator.add, arrays)
     first = dense(first)
     out = np.empty_like(first)
     _add_n(tuple(like(a, first).ravel(order="K") for a in arrays), out.ravel(order="K"))
     return out
+
+
+# The optimizer's step in one pass over each parameter: reads param, grad and the momentum buffer once
+# and writes param and buffer once, where NumPy's expression makes six passes and two temporaries.
+
+@kernel(inline=True)
+def _sgd_block(p, g, b, lr, momentum, weight_decay, use_momentum, nesterov, first_step):
+    """kernels.reference.sgd_update on flat arrays, with its roundings (no fused multiply-adds).  Each
+    case is its own loop, the tests outside it, so that every loop vectorises (with the tests inside:
+    scalar code, slower than NumPy's six passes up to ~256K elements, measured)."""
+    if not use_momentum:
+        if weight_decay != 0:
+            for q in range(p.size):
+                p[q] = p[q] - (p[q] * weight_decay + g[q]) * lr
+        else:
+            for q in range(p.size):
+                p[q] = p[q] - g[q] * lr
+        return
+    if first_step and weight_decay != 0:                 # buffer = d
+        for q in range(p.size):
+            b[q] = p[q] * weight_decay + g[q]
+    elif first_step:
+        for q in range(p.size):
+            b[q] = g[q]
+    elif weight_decay != 0:                              # buffer = momentum * buffer + d
+        for q in range(p.size):
+            b[q] = b[q] * momentum + (p[q] * weight_decay + g[q])
+    else:
+        for q in range(p.size):
+            b[q] = b[q] * momentum + g[q]
+    if nesterov and weight_decay != 0:                   # param -= lr * (d + momentum * buffer)
+        for q in range(p.size):
+            p[q] = p[q] - ((p[q] * weight_decay + g[q]) + momentum * b[q]) * lr
+    elif nesterov:
+        for q in range(p.size):
+            p[q] = p[q] - (g[q] + momentum * b[q]) * lr
+    else:                                                # param -= lr * buffer
+        for q in range(p.size):
+            p[q] = p[q] - b[q] * lr
+
+
+@kernel(parallel=True)
+def _sgd_update(param, grad, buffer, lr, momentum, weight_decay, use_momentum, nesterov, first_step):
+    """_sgd_block over blocks that stay in L1 (a block is read twice with momentum), spread over the cores."""
+    n = param.size
+    for block in prange((n + _SUM_BLOCK - 1) // _SUM_BLOCK):
+        lo, hi = block * _SUM_BLOCK, min(n, (block + 1) * _SUM_BLOCK)
+        _sgd_block(param[lo:hi], grad[lo:hi], buffer[lo:hi], lr, momentum, weight_decay, use_momentum, nesterov,
+                   first_step)
+
+
+@kernel()
+def _sgd_update_serial(param, grad, buffer, lr, momentum, weight_decay, use_momentum, nesterov, first_step):
+    """The same on one core, block by block: for mid-sized parameters, where waking the other core's
+    thread costs more than it saves (a 4K-14K-element update took 40-50 us in parallel, 4-8 us alone)."""
+    n = param.size
+    for lo in range(0, n, _SUM_BLOCK):
+        hi = min(n, lo + _SUM_BLOCK)
+        _sgd_block(param[lo:hi], grad[lo:hi], buffer[lo:hi], lr, momentum, weight_decay, use_momentum, nesterov,
+                   first_step)
+
+
+_PARALLEL_SGD = 2**17     # elements from which both cores pay (measured crossover: 64K-256K)
+
+
+def sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov):
+    """kernels.reference.sgd_update, in one pass when param (and the buffer) are contiguous float arrays
+    of one dtype and shape; else, and for small arrays (a launch costs more), the reference's NumPy."""
+    if (param.size < _SUM_BLOCK or param.dtype not in _FLOATS or not param.flags.c_contiguous
+            or grad.dtype != param.dtype or grad.shape != param.shape
+            or (buffer is not None and (buffer.dtype != param.dtype or buffer.shape != param.shape
+                                        or not buffer.flags.c_contiguous))):
+        return reference.sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov)
+    first_step = momentum != 0 and buffer is None
+    if first_step:
+        buffer = np.empty_like(param)
+    real = param.dtype.type
+    update = _sgd_update if param.size >= _PARALLEL_SGD else _sgd_update_serial
+    update(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), (buffer if momentum else param).reshape(-1),
+                real(lr), real(momentum), real(weight_decay), momentum != 0, bool(nesterov), first_step)
+    return param, (buffer if momentum else None)
 
 
 # In the LRN loops every inner loop runs over one pixel's channel vector, indexed from 0 (so it

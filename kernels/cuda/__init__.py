@@ -12,7 +12,7 @@ from __future__ import annotations
 
 FUNCTIONS = ("im2col", "col2im", "conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
              "avg_pool2d_forward", "avg_pool2d_backward", "relu_forward", "relu_backward", "lrn_forward",
-             "lrn_backward", "concat", "split", "add_n")
+             "lrn_backward", "concat", "split", "add_n", "sgd_update")
 _kernels = None
 
 

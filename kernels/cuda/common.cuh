@@ -38,4 +38,13 @@ __device__ __forceinline__ void windows_covering(long long pos, long long kernel
     *hi = imin(out, floor_div(pos + pad, stride) + 1);
 }
 
+// Products and sums rounded one at a time, never fused into one multiply-add (which NVRTC does by
+// default): where a kernel must give the CPU's results bit for bit (sgd_update).
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+
 #endif  // MINIGRAD_COMMON_CUH

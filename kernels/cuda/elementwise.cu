@@ -69,3 +69,20 @@ KERNEL(add_pair)(long long total, const real* a, const real* __restrict__ b, rea
         out[index] = a[index] + b[index];
     }
 }
+
+// One SGD step in place, kernels.reference.sgd_update's rule and roundings.  Without momentum,
+// `buffer` is never read or written (the wrapper passes param there).
+KERNEL(sgd_update)(long long total, real* __restrict__ param, const real* __restrict__ grad, real* buffer, real lr,
+                   real momentum, real weight_decay, long long use_momentum, long long nesterov,
+                   long long first_step) {
+    FOR_EACH_INDEX(index, total) {
+        real d = grad[index];
+        if (weight_decay != 0) d = add_rn(mul_rn(param[index], weight_decay), d);
+        if (use_momentum) {
+            const real b = first_step ? d : add_rn(mul_rn(buffer[index], momentum), d);
+            buffer[index] = b;
+            d = nesterov ? add_rn(d, mul_rn(momentum, b)) : b;
+        }
+        param[index] = sub_rn(param[index], mul_rn(d, lr));
+    }
+}

@@ -28,7 +28,7 @@ MODULES = {
     "conv": ("im2col", "col2im", "conv_output", "conv_grad_output"),
     "pool": ("max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"),
     "elementwise": ("relu_forward", "relu_backward", "lrn_forward", "lrn_backward", "copy_channels",
-                    "add_pair"),
+                    "add_pair", "sgd_update"),
 }
 MODULE_OF = {kernel: module for module, names in MODULES.items() for kernel in names}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import operator
 
+from .. import reference
 from ..geometry import conv_out_size, pool_out_size
 
 # Columns are built a chunk of images at a time, in a buffer of at most about this size: GoogLeNet's
@@ -209,8 +210,7 @@ class CudaKernels:
     def add_n(self, arrays):
         """arrays[0] + arrays[1] + ..., in that order (other dtypes and mixed shapes: xp's own add)."""
         first = arrays[0]
-        if first.dtype.name not in ("float32", "float64") or any(a.dtype != first.dtype or a.shape != first.shape
-                                                                 for a in arrays):
+        if first.dtype.char not in "fd" or any(a.dtype != first.dtype or a.shape != first.shape for a in arrays):
             return functools.reduce(operator.add, arrays)
         out = self.xp.empty(first.shape, first.dtype)
         total = self._contiguous(first)
@@ -218,3 +218,19 @@ class CudaKernels:
             self.launch("add_pair", first.dtype, out.size, total, self._contiguous(a), out)
             total = out
         return out
+
+    # ---- the optimizer's update ---------------------------------------------------------------------
+    def sgd_update(self, param, grad, buffer, lr, momentum, weight_decay, nesterov):
+        """kernels.reference.sgd_update in one kernel, in place, when param (and the buffer) are contiguous
+        float arrays of one dtype and shape; else the reference's arithmetic, on xp's arrays."""
+        if (param.dtype.char not in "fd" or not param.flags.c_contiguous
+                or grad.dtype != param.dtype or grad.shape != param.shape
+                or (buffer is not None and (buffer.dtype != param.dtype or buffer.shape != param.shape
+                                            or not buffer.flags.c_contiguous))):
+            return reference.sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov)
+        first_step = momentum != 0 and buffer is None
+        if first_step:
+            buffer = self.xp.empty(param.shape, param.dtype)
+        self.launch("sgd_update", param.dtype, param.size, param, self._contiguous(grad),
+                    buffer if momentum else param, lr, momentum, weight_decay, momentum != 0, nesterov, first_step)
+        return param, (buffer if momentum else None)
