@@ -276,3 +276,13 @@ def sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov):
         d = d + momentum * buffer if nesterov else buffer
     param -= (d * lr).astype(param.dtype, copy=False)
     return param, buffer
+
+
+def fits_one_pass(param, grad, buffer):
+    """Whether a one-pass kernel (Numba's, CUDA's) can run sgd_update in place on these: float32 or
+    float64 arrays of one dtype and shape, param and buffer contiguous (the kernels see them flat).
+    The backends send anything else to sgd_update above."""
+    return (param.dtype.char in "fd" and param.flags.c_contiguous and grad.dtype == param.dtype
+            and grad.shape == param.shape
+            and (buffer is None or (buffer.dtype == param.dtype and buffer.shape == param.shape
+                                    and buffer.flags.c_contiguous)))

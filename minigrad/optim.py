@@ -70,6 +70,10 @@ class Optimizer:
                                  for k, v in value.items()}
 
     def step(self):
+        for index, p in enumerate(self._parameters()):       # all checked before any is changed
+            if p.grad is not None and p.grad.shape != p.shape:     # NumPy would broadcast: a silently wrong step
+                raise ValueError(f"{type(self).__name__}.step: parameter {index} has shape {p.shape} but its grad "
+                                 f"has shape {p.grad.shape}")
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:

@@ -42,6 +42,16 @@ def test_adam_first_step_by_hand():
     np.testing.assert_allclose(p.numpy(), [1.0 - 0.01, -1.0 + 0.01], rtol=1e-6)
 
 
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.Adam(ps)])
+def test_a_gradient_of_the_wrong_shape_is_refused_before_any_parameter_changes(make):
+    first, second = param([1.0, 2.0]), param([[1.0, 2.0, 3.0]])
+    opt = make([first, second])
+    first.grad, second.grad = minigrad.Tensor(np.ones(2)), minigrad.Tensor(np.ones(3))   # (3,) would broadcast
+    with pytest.raises(ValueError, match=r"step: parameter 1 has shape \(1, 3\) but its grad has shape \(3,\)"):
+        opt.step()
+    np.testing.assert_array_equal(first.numpy(), [1.0, 2.0])
+
+
 def test_adam_updates_its_moments_in_place_with_the_formulas_roundings():
     rng = np.random.default_rng(1)
     start = rng.standard_normal(50).astype(np.float32)

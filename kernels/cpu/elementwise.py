@@ -149,10 +149,7 @@ _PARALLEL_SGD = 2**17     # elements from which both cores pay (measured crossov
 def sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov):
     """kernels.reference.sgd_update, in one pass when param (and the buffer) are contiguous float arrays
     of one dtype and shape; else, and for small arrays (a launch costs more), the reference's NumPy."""
-    if (param.size < _SUM_BLOCK or param.dtype not in _FLOATS or not param.flags.c_contiguous
-            or grad.dtype != param.dtype or grad.shape != param.shape
-            or (buffer is not None and (buffer.dtype != param.dtype or buffer.shape != param.shape
-                                        or not buffer.flags.c_contiguous))):
+    if param.size < _SUM_BLOCK or not reference.fits_one_pass(param, grad, buffer):
         return reference.sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov)
     first_step = momentum != 0 and buffer is None
     if first_step:

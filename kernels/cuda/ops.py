@@ -223,10 +223,7 @@ class CudaKernels:
     def sgd_update(self, param, grad, buffer, lr, momentum, weight_decay, nesterov):
         """kernels.reference.sgd_update in one kernel, in place, when param (and the buffer) are contiguous
         float arrays of one dtype and shape; else the reference's arithmetic, on xp's arrays."""
-        if (param.dtype.char not in "fd" or not param.flags.c_contiguous
-                or grad.dtype != param.dtype or grad.shape != param.shape
-                or (buffer is not None and (buffer.dtype != param.dtype or buffer.shape != param.shape
-                                            or not buffer.flags.c_contiguous))):
+        if not reference.fits_one_pass(param, grad, buffer):
             return reference.sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov)
         first_step = momentum != 0 and buffer is None
         if first_step:
