@@ -25,6 +25,24 @@ def measure(fn, repeat=5, warmup=1, sync=None):
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
+def measure_alternating(fns, repeat=5, warmup=1, settle=0):
+    """Median seconds of each of several callables ({name: fn}), timed in turn round after round, so
+    that a slow phase of this shared machine falls on all of them alike rather than on whichever was
+    being measured at the time; their ratios are then comparable.  settle: untimed calls of the same
+    callable right before each timed one, so that it runs as in a loop of itself, its data in cache and
+    its thread pool awake.  Returns {name: median}."""
+    times = {name: [] for name in fns}
+    for round_ in range(warmup + repeat):
+        for name, fn in fns.items():
+            for _ in range(settle):
+                fn()
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def _cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
