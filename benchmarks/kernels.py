@@ -1,9 +1,9 @@
 """python -m benchmarks.kernels: the Numba CPU kernels against the machine's limits, side by side.
 
 - memory-bound kernels (im2col, pooling, ReLU, concat, LRN): achieved GB/s, as a
-  fraction of a large numpy.copyto measured in the same run;
+  fraction of a large numpy.copyto timed in alternation with each kernel;
 - convolutions: achieved GFLOP/s, as a fraction of numpy.matmul (the BLAS GEMM)
-  at the layer's own GEMM shape, measured in the same run;
+  at the layer's own GEMM shape, timed in alternation with each layer;
 - GoogLeNet's inception (3a) module, forward+backward: Numba path vs the NumPy reference.
 
 Sizes are GoogLeNet's at batch 8 (float32).  `--compile-time` also measures the
@@ -23,7 +23,7 @@ import numpy as np
 
 import kernels
 import minigrad
-from benchmarks.timing import machine_header, measure, measure_alternating
+from benchmarks.timing import machine_header, measure_alternating
 from kernels.geometry import conv_out_size
 
 
@@ -46,12 +46,12 @@ def steady_state_allocation():
             if ok else "allocator in this benchmark: unchanged (could not set glibc's thresholds)")
 
 
-def copy_bandwidth(repeat):
-    """GB/s of numpy.copyto on 256 MiB (read + write), the machine's practical memory bandwidth."""
+def copy_reference():
+    """numpy.copyto of 256 MiB, far beyond the caches: the machine's practical memory bandwidth.
+    Returns (callable, bytes moved: read + write)."""
     src = np.ones(64 * 2**20, np.float32)
     dst = np.empty_like(src)
-    seconds = measure(lambda: np.copyto(dst, src), repeat)["median"]
-    return 2 * src.nbytes / seconds / 1e9
+    return (lambda: np.copyto(dst, src)), 2 * src.nbytes
 
 
 def memory_bound_rows(cpu, batch, repeat, rng):
@@ -216,16 +216,17 @@ def main(argv=None):
           "after a warm-up\n")
     results = {"batch": args.batch}
 
-    bandwidth = copy_bandwidth(args.repeat)
-    results["copy_gbps"] = bandwidth
-    print(f"numpy.copyto, 256 MiB: {bandwidth:.1f} GB/s (read + write)\n")
-    print("| memory-bound kernel | ms | GB/s | of copy |\n| --- | ---: | ---: | ---: |")
+    # Each kernel alternates with the copy (as the convolutions with their GEMM), so that its ratio
+    # compares two figures taken in the same few seconds of this shared machine.
+    copy, copy_bytes = copy_reference()
+    print("| memory-bound kernel | ms | GB/s | copy GB/s (same rounds) | of copy |\n| --- | ---: | ---: | ---: | ---: |")
     results["memory_bound"] = []
     for name, nbytes, fn in memory_bound_rows(cpu, args.batch, args.repeat, rng):
-        seconds = measure(fn, args.repeat)["median"]
-        gbps = nbytes / seconds / 1e9
-        results["memory_bound"].append({"kernel": name, "ms": seconds * 1e3, "gbps": gbps, "of_copy": gbps / bandwidth})
-        print(f"| {name} | {seconds * 1e3:.2f} | {gbps:.1f} | {gbps / bandwidth:.0%} |")
+        times = measure_alternating({"copy": copy, "kernel": fn}, args.repeat, settle=3)
+        gbps, copy_gbps = nbytes / times["kernel"] / 1e9, copy_bytes / times["copy"] / 1e9
+        results["memory_bound"].append({"kernel": name, "ms": times["kernel"] * 1e3, "gbps": gbps,
+                                        "copy_gbps": copy_gbps, "of_copy": gbps / copy_gbps})
+        print(f"| {name} | {times['kernel'] * 1e3:.2f} | {gbps:.1f} | {copy_gbps:.1f} | {gbps / copy_gbps:.0%} |")
 
     print("\n| convolution | GEMM GFLOP/s | conv forward GFLOP/s | of GEMM | conv backward GFLOP/s | of GEMM |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

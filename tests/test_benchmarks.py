@@ -73,3 +73,27 @@ def test_googlenet_benchmark_reports_every_target(tmp_path):
     assert data["networks"]["1"]["step"]["ratio"] > 0 and data["modules"]["5b"]["torch_ms"] > 0
     bad = run("--batches", "x", module="benchmarks.googlenet")
     assert bad.returncode == 2 and "--batches takes comma-separated integers" in bad.stderr
+
+
+def test_kernels_benchmark_reports_every_row_against_its_reference(tmp_path):
+    result = run("--batch", "1", "--repeat", "1", "--json", str(tmp_path / "k.json"), module="benchmarks.kernels")
+    assert result.returncode == 0, result.stderr
+    assert "BLAS:" in result.stdout
+    data = json.loads((tmp_path / "k.json").read_text())
+    assert len(data["memory_bound"]) == 12 and len(data["conv"]) == 7
+    for row in data["memory_bound"]:
+        assert row["copy_gbps"] > 0 and row["of_copy"] == pytest.approx(row["gbps"] / row["copy_gbps"])
+    for row in data["conv"]:
+        assert row["ratio"] > 0 and row["backward_ratio"] > 0
+    assert data["inception_3a"]["numba"] > 0 and data["inception_3a"]["reference"] > 0
+    bad = run("--repeat", "0", module="benchmarks.kernels")
+    assert bad.returncode == 2 and "--repeat must be >= 1" in bad.stderr
+
+
+def test_alternating_timing_interleaves_and_settles_each_callable():
+    from benchmarks.timing import measure_alternating
+    calls = []
+    medians = measure_alternating({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                  repeat=2, warmup=1, settle=2)
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert set(medians) == {"a", "b"} and all(m >= 0 for m in medians.values())
