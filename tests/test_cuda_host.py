@@ -59,6 +59,46 @@ def test_the_launcher_refuses_a_wrong_call_before_any_kernel_runs():
         k.launch("max_pool_forward", x.dtype, 1, x, 2, 3, 1, 1, 1, 1, 0, 0, 2, 3, x, x)
 
 
+def test_the_gpu_launcher_compiles_each_module_once_per_dtype_and_device(monkeypatch):
+    """CupyLauncher against a stand-in for CuPy that records what it is asked to compile and launch."""
+    import types
+
+    from kernels.cuda.loader import CupyLauncher
+
+    events, device = [], types.SimpleNamespace(id=0)
+
+    class RawModule:
+        def __init__(self, code, options):
+            events.append(("compile", "KERNEL(relu_forward)" in code, options))
+
+        def get_function(self, name):
+            return lambda grid, block, args: events.append(("launch", name, grid, block, args))
+
+    fake = types.ModuleType("cupy")
+    fake.RawModule = RawModule
+    fake.cuda = types.SimpleNamespace(Device=lambda: device)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    launch = CupyLauncher()
+    x32, x64 = np.zeros(300, np.float32), np.zeros(300)
+    launch("relu_forward", x32.dtype, x32.size, x32, x32)
+    launch("relu_backward", x32.dtype, x32.size, x32, x32, x32)      # same module and dtype: no compile
+    launch("relu_forward", x64.dtype, x64.size, x64, x64)
+    device.id = 1
+    launch("relu_forward", x32.dtype, x32.size, x32, x32)
+    compiles = [e for e in events if e[0] == "compile"]
+    assert [c[1] for c in compiles] == [True] * 3
+    assert [c[2][:2] for c in compiles] == [("-Dreal=float", "-DKERNEL_SUFFIX=_f32"),
+                                            ("-Dreal=double", "-DKERNEL_SUFFIX=_f64"),
+                                            ("-Dreal=float", "-DKERNEL_SUFFIX=_f32")]
+    launches = [e for e in events if e[0] == "launch"]
+    assert [e[1] for e in launches] == ["relu_forward_f32", "relu_backward_f32", "relu_forward_f64",
+                                        "relu_forward_f32"]
+    assert launches[0][2:4] == ((2,), (256,)) and launches[0][4][0] == 300     # 300 threads: 2 blocks of 256
+    with pytest.raises(TypeError, match="the CUDA kernels take float32 or float64 arrays, not float16"):
+        x16 = np.zeros(3, np.float16)
+        launch("relu_forward", x16.dtype, x16.size, x16, x16)
+
+
 @pytest.fixture
 def on_emulated_cuda(monkeypatch):
     """Every op of the engine computes with the emulated CUDA kernels."""
