@@ -116,9 +116,9 @@ def conv_rows(cpu, batch, repeat, rng):
     """Each layer's forward and backward (with its fused ReLU, inputs channels-last as in the network)
     against numpy.matmul at the layer's GEMM shape: columns (N*OH*OW, C*KH*KW) @ weights (C*KH*KW, O).
     The three alternate (measure_alternating), so that a slow phase cannot land on one alone, and each is
-    timed after three untimed calls of itself: measured, a GEMM timed right after the convolution (or
-    after one call of itself) ran 25-30% slower than in a loop, which flattered the ratio by ~15 points;
-    after three it matches the loop."""
+    timed after three untimed calls of itself.  Measured: alternated after only one such call, the GEMM
+    ran about 30% slower than in a loop of itself, which flattered the ratio by ~15 points; after three
+    it matches the loop (BENCHMARKS.md)."""
     rows = []
     for name, c, o, k, s, p, side in CONV_LAYERS:
         x = rng.standard_normal((batch, side, side, c), dtype=np.float32).transpose(0, 3, 1, 2)

@@ -29,8 +29,8 @@ def measure_alternating(fns, repeat=5, warmup=1, settle=0):
     """Median seconds of each of several callables ({name: fn}), timed in turn round after round, so
     that a slow phase of this shared machine falls on all of them alike rather than on whichever was
     being measured at the time; their ratios are then comparable.  settle: untimed calls of the same
-    callable right before each timed one, so that it runs as in a loop of itself, its data in cache and
-    its thread pool awake.  Returns {name: median}."""
+    callable right before each timed one, so that it is timed as in a loop of itself, whatever the
+    previous callable left in the caches and thread pools.  Returns {name: median}."""
     times = {name: [] for name in fns}
     for round_ in range(warmup + repeat):
         for name, fn in fns.items():
