@@ -174,6 +174,21 @@ def test_lrn(backend_name, shape, size, alpha, beta, k_, dtype, seed, launch):
           ref.lrn_backward(x, y_ref, scale_ref, g, size, alpha, beta, k_), dtype, 10)
 
 
+@on_every_backend
+@pytest.mark.parametrize("size", [6, 11, 10**6])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lrn_window_wider_than_the_channels(backend_name, size, dtype):
+    """Every channel's window holds all five channels: the kernels clip it to +-(C - 1) without changing a sum."""
+    k = get_backend(backend_name)
+    x = normal((2, 5, 3, 4), 7, dtype) * 3
+    y, scale = k.lrn_forward(x, size, 1e-2, 0.75, 1.0)
+    y_ref, scale_ref = ref.lrn_forward(x, size, 1e-2, 0.75, 1.0)
+    close(y, y_ref, dtype)
+    close(scale, scale_ref, dtype, 10)
+    close(k.lrn_backward(x, y, scale, x, size, 1e-2, 0.75, 1.0),
+          ref.lrn_backward(x, y_ref, scale_ref, x, size, 1e-2, 0.75, 1.0), dtype, 10)
+
+
 @settings(max_examples=30)
 @given(st.lists(st.integers(1, 64), min_size=1, max_size=5), st.integers(1, 3), st.integers(1, 9), dtypes, seeds,
        launches)

@@ -163,7 +163,7 @@ def sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov):
 
 # In the LRN loops every inner loop runs over one pixel's channel vector, indexed from 0 (so it
 # vectorises), the sums stay in the array's dtype (a float64 accumulator added conversions), and the
-# helper below is inlined.
+# helpers below are inlined.
 
 @kernel(inline=True)
 def _scale_by_inverse_power(a, s, beta, out):
@@ -179,15 +179,35 @@ def _scale_by_inverse_power(a, s, beta, out):
 
 
 @kernel(inline=True)
-def _window_sum(values, first, last, out):
-    """out[q] += values[q + d] for every offset d in [first, last], channels outside read as 0.  The
-    offsets are clipped to +-(C - 1): a huge window must not mean a huge loop."""
-    c = values.size
-    for d in range(max(first, 1 - c), min(last, c - 1) + 1):
-        lo, hi = max(0, -d), min(c, c - d)
-        dst, src = out[lo:hi], values[lo + d:hi + d]
-        for q in range(hi - lo):                  # over views indexed from 0: this form vectorises (5x here)
-            dst[q] += src[q]
+def _window_sums(padded, c, span, offset, factor, out):
+    """out[q] = offset + factor * (padded[q] + padded[q + 1] + ... + padded[q + span - 1]), the terms
+    added in that order, for q < c.
+    `padded` holds a pixel's channel values with zeros around them, so no window needs a bounds test.
+    For GoogLeNet's (and AlexNet's) window of 5 the five terms are added in one pass: measured, LRN's
+    forward and backward ran 1.4-1.6x faster than with a pass over `out` per term, bit for bit the same."""
+    if span == 5:
+        t0, t1, t2, t3, t4 = padded[0:c], padded[1:c + 1], padded[2:c + 2], padded[3:c + 3], padded[4:c + 4]
+        for q in range(c):
+            out[q] = offset + factor * ((((t0[q] + t1[q]) + t2[q]) + t3[q]) + t4[q])
+    else:
+        first = padded[0:c]
+        for q in range(c):
+            out[q] = first[q]
+        for d in range(1, span):
+            terms = padded[d:d + c]
+            for q in range(c):                    # over views indexed from 0: this form vectorises (5x here)
+                out[q] += terms[q]
+        for q in range(c):
+            out[q] = offset + factor * out[q]
+
+
+@kernel(inline=True)
+def _window(c, before, after):
+    """A window of channels q - before .. q + after, clipped to +-(C - 1): beyond that it reads only
+    zeros (adding them first changes no sum), and a huge window must not mean a huge buffer or loop.
+    Returns (zeros in front of channel 0, number of terms)."""
+    before, after = min(before, c - 1), min(after, c - 1)
+    return before, before + after + 1
 
 
 _PIXEL_BLOCK = 64     # pixels per LRN task
@@ -198,16 +218,15 @@ def _lrn_forward(x, pixels, c, size, alpha, beta, k, y, scale):
     """x, y, scale: flat channels-last.  scale = k + alpha/size * (sum of x^2 over channels
     q - size//2 .. q + (size-1)//2), y = x * scale^-beta; offsets added in the reference's order."""
     coefficient, base = x.dtype.type(alpha / size), x.dtype.type(k)
+    front, span = _window(c, size // 2, (size - 1) // 2)
     for block in prange((pixels + _PIXEL_BLOCK - 1) // _PIXEL_BLOCK):
-        squares = np.empty(c, x.dtype)
+        padded = np.zeros(c + span - 1, x.dtype)
+        squares = padded[front:front + c]
         for p in range(block * _PIXEL_BLOCK, min(pixels, (block + 1) * _PIXEL_BLOCK)):
             xs, s = x[p * c:(p + 1) * c], scale[p * c:(p + 1) * c]
             for q in range(c):
                 squares[q] = xs[q] * xs[q]
-                s[q] = 0
-            _window_sum(squares, -(size // 2), (size - 1) // 2, s)
-            for q in range(c):
-                s[q] = base + coefficient * s[q]
+            _window_sums(padded, c, span, base, coefficient, s)
             _scale_by_inverse_power(xs, s, beta, y[p * c:(p + 1) * c])
 
 
@@ -215,15 +234,16 @@ def _lrn_forward(x, pixels, c, size, alpha, beta, k, y, scale):
 def _lrn_backward(x, y, scale, grad_y, pixels, c, size, alpha, beta, k, grad_x):
     """grad_x = grad_y * scale^-beta - 2*alpha*beta/size * x * (sum of grad_y*y/scale over the channels
     whose window holds this one: offsets -(size-1)//2 .. size//2)."""
-    factor = x.dtype.type(2.0 * alpha * beta / size)
+    factor, zero, one = x.dtype.type(2.0 * alpha * beta / size), x.dtype.type(0), x.dtype.type(1)
+    front, span = _window(c, (size - 1) // 2, size // 2)
     for block in prange((pixels + _PIXEL_BLOCK - 1) // _PIXEL_BLOCK):
-        ratio, spread = np.empty(c, x.dtype), np.empty(c, x.dtype)
+        padded, spread = np.zeros(c + span - 1, x.dtype), np.empty(c, x.dtype)
+        ratio = padded[front:front + c]
         for p in range(block * _PIXEL_BLOCK, min(pixels, (block + 1) * _PIXEL_BLOCK)):
             g, ys, s = grad_y[p * c:(p + 1) * c], y[p * c:(p + 1) * c], scale[p * c:(p + 1) * c]
             for q in range(c):
                 ratio[q] = g[q] * ys[q] / s[q]
-                spread[q] = 0
-            _window_sum(ratio, -((size - 1) // 2), size // 2, spread)
+            _window_sums(padded, c, span, zero, one, spread)
             out, xs = grad_x[p * c:(p + 1) * c], x[p * c:(p + 1) * c]
             _scale_by_inverse_power(g, s, beta, out)
             for q in range(c):
