@@ -113,7 +113,8 @@ CONV_LAYERS = [  # name, in channels, out channels, kernel, stride, padding, inp
 
 
 def conv_rows(cpu, batch, repeat, rng):
-    """Each layer's forward and backward (with its fused ReLU, inputs channels-last as in the network)
+    """Each layer's forward and backward (with its fused ReLU, inputs channels-last as in the network,
+    a backward to follow: columns of up to 16 MiB are kept by the forward and reused by the backward)
     against numpy.matmul at the layer's GEMM shape: columns (N*OH*OW, C*KH*KW) @ weights (C*KH*KW, O).
     The three alternate (measure_alternating), so that a slow phase cannot land on one alone, and each is
     timed after three untimed calls of itself.  Measured: alternated after only one such call, the GEMM
@@ -128,11 +129,13 @@ def conv_rows(cpu, batch, repeat, rng):
         flops = 2 * batch * o * c * k * k * out * out
         w_rows = rng.standard_normal((o, c * k * k), dtype=np.float32)
         cols = rng.standard_normal((batch * out * out, c * k * k), dtype=np.float32)
-        y = cpu.conv2d_forward(x, w, b, (s, s), (p, p), True)
+        saved = {}                                  # as in training: small columns kept for the backward
+        y = cpu.conv2d_forward(x, w, b, (s, s), (p, p), True, saved)
         g = rng.standard_normal((batch, out, out, o), dtype=np.float32).transpose(0, 3, 1, 2)
         times = measure_alternating({"gemm": lambda: np.matmul(cols, w_rows.T),
-                                     "forward": lambda: cpu.conv2d_forward(x, w, b, (s, s), (p, p), True),
-                                     "backward": lambda: cpu.conv2d_backward(x, w, g, (s, s), (p, p), True, y)},
+                                     "forward": lambda: cpu.conv2d_forward(x, w, b, (s, s), (p, p), True, {}),
+                                     "backward": lambda: cpu.conv2d_backward(x, w, g, (s, s), (p, p), True, y,
+                                                                             saved)},
                                     repeat, settle=3)
         gemm, conv, backward = times["gemm"], times["forward"], times["backward"]
         rows.append({"layer": name, "gemm_gflops": flops / gemm / 1e9, "conv_gflops": flops / conv / 1e9,

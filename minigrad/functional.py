@@ -15,7 +15,7 @@ import numpy as np
 import kernels
 
 from . import random
-from .autograd import Function, Tensor, is_view_of
+from .autograd import Function, Tensor, is_grad_enabled, is_view_of
 from .backend import array_module, is_cuda_array, to_device
 from .checks import as_pair, check_probability, check_same_device_and_dtype, check_tensor, check_windows
 
@@ -27,19 +27,21 @@ class Conv2d(Function):
 
     fresh_grads = True                   # every backend's conv2d_backward returns new arrays
 
-    def __init__(self, stride, padding, relu=False):
+    def __init__(self, stride, padding, relu=False, backward_follows=True):
         self.stride, self.padding, self.relu = stride, padding, relu
         self.name = "conv2d_relu" if relu else "conv2d"
+        # what the kernel may keep for its backward (the CPU kernels: small column matrices)
+        self.saved = {} if backward_follows else None
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        y = kernels.for_array(x).conv2d_forward(x, weight, bias, self.stride, self.padding, self.relu)
+        y = kernels.for_array(x).conv2d_forward(x, weight, bias, self.stride, self.padding, self.relu, self.saved)
         self.y = y if self.relu else None              # ReLU's backward needs the output, as ReLU's does
         return y
 
     def backward(self, grad):
         grad_x, grad_weight, grad_bias = kernels.for_array(grad).conv2d_backward(
-            self.x, self.weight, grad, self.stride, self.padding, self.needs_input_grad[0], self.y)
+            self.x, self.weight, grad, self.stride, self.padding, self.needs_input_grad[0], self.y, self.saved)
         return (grad_x, grad_weight, grad_bias) if self.has_bias else (grad_x, grad_weight)
 
 
@@ -58,8 +60,9 @@ def _convolution(op, input, weight, bias, stride, padding, relu):
     stride = as_pair(op, "stride", stride, 1)
     padding = as_pair(op, "padding", padding, 0)
     check_windows(op, input.shape, weight.shape[2:], stride, padding)
-    fn = Conv2d(stride, padding, relu)
-    return fn(input, weight) if bias is None else fn(input, weight, bias)
+    inputs = (input, weight) if bias is None else (input, weight, bias)
+    fn = Conv2d(stride, padding, relu, backward_follows=is_grad_enabled() and any(t.requires_grad for t in inputs))
+    return fn(*inputs)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0):

@@ -84,6 +84,29 @@ def test_saved_arrays_are_released_after_backward():
     assert probe() is None         # freed once backward has used it
 
 
+def test_conv2d_keeps_its_columns_only_when_a_backward_follows_and_until_it_ran(monkeypatch):
+    pytest.importorskip("numba")
+    import kernels
+    import minigrad.functional as F
+
+    monkeypatch.setenv("MINIGRAD_KERNELS", "numba")
+    cpu = kernels.cpu_backend()
+    given = []
+    forward = cpu.conv2d_forward
+    monkeypatch.setattr(cpu, "conv2d_forward", lambda *args: given.append(args[-1]) or forward(*args))
+    x, w = minigrad.randn(2, 3, 6, 6), minigrad.randn(4, 3, 3, 3, requires_grad=True)
+    with minigrad.no_grad():
+        F.conv2d(x, w, padding=1)
+    F.conv2d(x, w.detach(), padding=1)
+    assert given == [None, None]                   # no backward can follow: the kernel keeps nothing
+    y = F.conv2d(x, w, padding=1)
+    assert given[-1] is y.creator.saved and "columns" in given[-1]
+    probe = weakref.ref(given.pop()["columns"])
+    y.backward(np.ones(y.shape, np.float32))
+    gc.collect()
+    assert probe() is None                         # released with the graph
+
+
 def test_backward_of_non_scalar_needs_grad():
     x = minigrad.tensor([1.0, 2.0], requires_grad=True)
     y = x * 2.0

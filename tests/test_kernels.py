@@ -41,21 +41,25 @@ def normal(shape, seed, dtype):
 
 @on_every_backend
 @settings(max_examples=60)
-@given(conv_geometry(max_channels=64), st.booleans(), st.booleans(), st.booleans(), dtypes, seeds, launches)
-@example(((1, 1, 1, 1), (3, 1, 1, 1), (1, 1), (0, 0)), True, True, False, np.float32, 0, (256, 65535))  # 1 pixel
-@example(((2, 64, 7, 7), (16, 64, 1, 1), (1, 1), (0, 0)), True, True, True, np.float64, 1, (7, 3))      # 1x1 GEMM
-def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, dtype, seed, launch):
+@given(conv_geometry(max_channels=64), st.booleans(), st.booleans(), st.booleans(), st.booleans(), dtypes, seeds,
+       launches)
+@example(((1, 1, 1, 1), (3, 1, 1, 1), (1, 1), (0, 0)), True, True, False, True, np.float32, 0, (256, 65535))  # 1 pixel
+@example(((2, 64, 7, 7), (16, 64, 1, 1), (1, 1), (0, 0)), True, True, True, False, np.float64, 1, (7, 3))  # 1x1 GEMM
+def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, keep, dtype, seed, launch):
+    """keep: the forward gets a `saved` dict and the backward reads it (the Numba kernels keep their
+    columns there), as in the engine whenever a backward follows."""
     k = get_backend(backend_name, launch)
     x_shape, w_shape, stride, padding = geometry
     x, w = normal(x_shape, seed, dtype), normal(w_shape, seed + 1, dtype)
     b = normal(w_shape[0], seed + 2, dtype) if with_bias else None
-    y = k.conv2d_forward(x, w, b, stride, padding, relu)
+    saved = {} if keep else None
+    y = k.conv2d_forward(x, w, b, stride, padding, relu, saved)
     scale = np.sqrt(np.prod(w_shape[1:]))          # float32 error grows with the length of each dot product
     y_ref = ref.conv2d_forward(x, w, b, stride, padding, relu)
     close(y, y_ref, dtype, scale)
     g = normal(y.shape, seed + 3, dtype)
     relu_output = y_ref if relu else None          # the same mask for both, so near-zero outputs cannot differ
-    got = k.conv2d_backward(x, w, g, stride, padding, need_input_grad, relu_output)
+    got = k.conv2d_backward(x, w, g, stride, padding, need_input_grad, relu_output, saved)
     want = ref.conv2d_backward(x, w, g, stride, padding, need_input_grad, relu_output)
     if need_input_grad:
         close(got[0], want[0], dtype, scale)
@@ -67,6 +71,30 @@ def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, dtype,
     # without a copy (Function.fresh_grads)
     arrays = [a for a in (x, w, b, g, relu_output, *got) if a is not None]
     assert not any(np.may_share_memory(a, other) for a in got if a is not None for other in arrays if other is not a)
+
+
+def test_numba_conv2d_keeps_small_columns_for_its_backward(monkeypatch):
+    """The columns are kept only when a backward will follow (a `saved` dict) and they fit the limit;
+    the backward then skips im2col and gives the same gradients as one that rebuilds them."""
+    cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
+    conv = importlib.import_module("kernels.cpu.conv")
+    x, w, b = normal((2, 3, 6, 5), 0, np.float64), normal((4, 3, 3, 3), 1, np.float64), normal(4, 2, np.float64)
+    g = normal((2, 4, 3, 2), 3, np.float64)
+    saved = {}
+    y = cpu.conv2d_forward(x, w, b, (2, 2), (1, 0), True, saved)
+    assert saved["columns"].shape == (2 * 3 * 2, 3 * 3 * 3)
+    np.testing.assert_array_equal(saved["columns"], cpu.im2col(x, (3, 3), (2, 2), (1, 0), (3, 2)))
+    for need_input_grad in (True, False):
+        kept = cpu.conv2d_backward(x, w, g, (2, 2), (1, 0), need_input_grad, y, saved)
+        rebuilt = cpu.conv2d_backward(x, w, g, (2, 2), (1, 0), need_input_grad, y)
+        for a, b_ in zip(kept, rebuilt):
+            assert (a is None) == (b_ is None)
+            if a is not None:
+                np.testing.assert_allclose(a, b_, rtol=1e-12)
+    monkeypatch.setattr(conv, "_KEEP_COLUMNS_BYTES", saved["columns"].nbytes - 1)
+    too_big = {}
+    cpu.conv2d_forward(x, w, b, (2, 2), (1, 0), True, too_big)
+    assert too_big == {}
 
 
 pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet's branch pool: overlapping, stride 1

@@ -8,8 +8,10 @@ of (j1 - j0) * C values.  With the weight as (O, KH*KW*C) (OIHW permuted to OHWI
     y (N*OH*OW, O) = cols @ weight^T
 is exactly the channels-last output.  The columns are built a chunk of output rows at a time (a few MB,
 still in cache for the GEMM that reads them), and the bias and ReLU are applied to each chunk's output
-right after its GEMM.  A 1x1 convolution with stride 1 and no padding needs no columns at all: the
-image's pixel rows are the column matrix, one GEMM for the whole batch.
+right after its GEMM.  When a backward pass will follow and the columns are small, the forward builds
+them into one array and keeps them for it (`saved`, below).  A 1x1 convolution with stride 1 and no
+padding needs no columns at all: the image's pixel rows are the column matrix, one GEMM for the whole
+batch.
 """
 
 from __future__ import annotations
@@ -135,6 +137,13 @@ _CHUNK_BYTES = 4 * 2**20
 _MIN_ROWS = 256
 
 
+# Columns up to this size are kept from the forward pass for the backward (given a `saved` dict).
+# Measured on 3a's layers (batch 8), forward+backward: the 5x5 16->32 (10 MB of columns) backward
+# 13-17% faster, its forward unchanged; above ~20 MB the forward, writing its columns out of cache
+# instead of into one reused chunk, lost as much as the backward gained (BENCHMARKS.md).
+_KEEP_COLUMNS_BYTES = 16 * 2**20
+
+
 def _chunks(units, bytes_per_unit, rows_per_unit=1):
     step = max(-(-_MIN_ROWS // rows_per_unit), _CHUNK_BYTES // max(bytes_per_unit, 1), 1)
     step = min(units, step)
@@ -172,7 +181,10 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out_size, out=None):
     return nchw(dx)
 
 
-def conv2d_forward(x, weight, bias, stride, padding, relu=False):
+def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
+    """saved: a dict for the backward pass, or None (no backward will follow).  Columns of at most
+    _KEEP_COLUMNS_BYTES are then built into one array and left in saved["columns"]: the backward skips
+    its im2col and computes the weight gradient in one GEMM."""
     xs = nhwc(x)
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
@@ -187,20 +199,26 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False):
             _finish(y_rows[start:stop], bias, relu)
         return nchw(y)
     width = kh * kw * c
+    keep = saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
+    all_cols = np.empty(n * oh * ow * width, x.dtype) if keep else None
     cols = None
     for u0, u1 in _chunks(n * oh, ow * width * x.dtype.itemsize, ow):
         rows = (u1 - u0) * ow
-        if cols is None:
+        if keep:
+            cols = all_cols[u0 * ow * width:u1 * ow * width]
+        elif cols is None:
             cols = np.empty(rows * width, x.dtype)
         _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, cols)
         np.matmul(cols[:rows * width].reshape(rows, width), weight_rows.T, out=y_rows[u0 * ow:u1 * ow])
         _finish(y_rows[u0 * ow:u1 * ow], bias, relu)
+    if keep:
+        saved["columns"] = all_cols.reshape(-1, width)
     return nchw(y)
 
 
-def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None):
+def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None):
     """grad_weight = grad_rows^T @ cols and grad_cols = grad_rows @ weight (then col2im), chunk by chunk,
-    the columns rebuilt rather than kept from the forward pass.  relu_output: the output of a
+    the columns rebuilt unless the forward pass left them in `saved`.  relu_output: the output of a
     conv2d_forward with relu=True; its mask is applied in the pass that also sums the bias gradient."""
     xs = nhwc(x)
     n, h, w, c = xs.shape
@@ -221,17 +239,20 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
         grad_x = nchw((grad_rows @ weight_rows).reshape(n, h, w, c)) if need_input_grad else None
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
-    grad_weight_rows = np.zeros((o, width), x.dtype)
+    kept = saved.get("columns") if saved else None
+    # with the forward's columns, the weight gradient is one GEMM over the whole batch
+    grad_weight_rows = grad_rows.T @ kept if kept is not None else np.zeros((o, width), x.dtype)
     dx = np.zeros((n, h, w, c), x.dtype) if need_input_grad else None
     cols = grad_cols = None
     for u0, u1 in _chunks(n * oh, ow * width * x.dtype.itemsize, ow):
         rows = (u1 - u0) * ow
-        if cols is None:
-            cols, grad_cols = np.empty(rows * width, x.dtype), np.empty(rows * width, x.dtype)
-        _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, cols)
         chunk_grad = grad_rows[u0 * ow:u1 * ow]
-        grad_weight_rows += chunk_grad.T @ cols[:rows * width].reshape(rows, width)
+        if kept is None:
+            cols = np.empty(rows * width, x.dtype) if cols is None else cols
+            _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, cols)
+            grad_weight_rows += chunk_grad.T @ cols[:rows * width].reshape(rows, width)
         if need_input_grad:
+            grad_cols = np.empty(rows * width, x.dtype) if grad_cols is None else grad_cols
             np.matmul(chunk_grad, weight_rows, out=grad_cols[:rows * width].reshape(rows, width))
             _col2im_add(grad_cols, h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, dx.reshape(-1))
     grad_weight = np.ascontiguousarray(grad_weight_rows.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))

@@ -53,8 +53,9 @@ class CudaKernels:
         step = max(1, min(n, self.column_chunk_bytes // max(per_image, 1)))
         return [(start, min(n, start + step)) for start in range(0, n, step)]
 
-    def conv2d_forward(self, x, weight, bias, stride, padding, relu=False):
-        """y = weight @ columns per chunk of images, moved to NCHW with the bias (and ReLU) added."""
+    def conv2d_forward(self, x, weight, bias, stride, padding, relu=False, saved=None):
+        """y = weight @ columns per chunk of images, moved to NCHW with the bias (and ReLU) added.
+        Keeps nothing in `saved` (not measured on a GPU): the backward rebuilds its columns."""
         xp = self.xp
         x = self._contiguous(x)
         n, c, h, w = x.shape
@@ -72,7 +73,8 @@ class CudaKernels:
                         y2 if bias is None else bias, bias is not None, relu, stop - start, o, oh * ow, y[start:stop])
         return y
 
-    def conv2d_backward(self, x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None):
+    def conv2d_backward(self, x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None,
+                        saved=None):
         """(grad_x or None, grad_weight, grad_bias).  With relu_output (the output of a fused
         conv+ReLU), the gradient is first zeroed where that output was not positive."""
         xp = self.xp
