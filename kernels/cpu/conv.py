@@ -138,9 +138,8 @@ _MIN_ROWS = 256
 
 
 # Columns up to this size are kept from the forward pass for the backward (given a `saved` dict).
-# Measured on 3a's layers (batch 8), forward+backward: the 5x5 16->32 (10 MB of columns) backward
-# 13-17% faster, its forward unchanged; above ~20 MB the forward, writing its columns out of cache
-# instead of into one reused chunk, lost as much as the backward gained (BENCHMARKS.md).
+# Measured (batch 8): the 5x5 16->32's backward (10 MB of columns) 13-17% faster, its forward not
+# slower; with a 32 MiB limit, inception 3b (20 and 29 MB of columns kept) ran 5-13% slower (BENCHMARKS.md).
 _KEEP_COLUMNS_BYTES = 16 * 2**20
 
 
