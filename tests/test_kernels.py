@@ -101,7 +101,8 @@ pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet
                  ((2, 3, 9, 9), (3, 3), (2, 2), (0, 0), True),       # stage pool: overlapping, stride 2, ceil mode
                  ((1, 2, 8, 6), (3, 3), (2, 2), (1, 1), True),       # ceil mode with padding
                  ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0), False),      # a 1-pixel image
-                 ((1, 2, 1, 1), (3, 3), (2, 2), (1, 1), True)]       # 1 pixel, padded
+                 ((1, 2, 1, 1), (3, 3), (2, 2), (1, 1), True),       # 1 pixel, padded
+                 ((1, 1, 2, 5), (1, 3), (2, 1), (0, 0), False)]      # a row no window covers, under three columns
 
 
 def with_pool_examples(**fixed):

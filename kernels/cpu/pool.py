@@ -89,32 +89,88 @@ def _max_pool_forward(x, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, y, argmax):
 
 
 @kernel(inline=True)
+def _picked(g, a, q, index, zero):
+    """Window's gradient for channel q if the window picked this pixel, else 0."""
+    return g[q] if a[q] == index else zero
+
+
+@kernel(inline=True)
 def _gather_window(g, a, index, first, out, zero):
     """Add a window's gradient to the pixels it picked; the first window writes instead of adding
     (which spares a pass zeroing grad_x)."""
     for q in range(out.size):
-        v = g[q] if a[q] == index else zero
+        v = _picked(g, a, q, index, zero)
         out[q] = v if first else out[q] + v
+
+
+@kernel(inline=True)
+def _gather_two(grad_y, argmax, s0, s1, c, index, out, zero):
+    """The two windows at flat offsets s0, s1 (a pixel two windows cover), in one pass."""
+    g0, a0, g1, a1 = grad_y[s0:s0 + c], argmax[s0:s0 + c], grad_y[s1:s1 + c], argmax[s1:s1 + c]
+    for q in range(out.size):
+        out[q] = _picked(g0, a0, q, index, zero) + _picked(g1, a1, q, index, zero)
+
+
+@kernel(inline=True)
+def _gather_four(grad_y, argmax, s, row, c, index, out, zero):
+    """The 2x2 block of windows at s, s + c, s + row, s + row + c, in one pass (a 3x3/2 pool covers
+    a quarter of its pixels so).  Added in row-major window order, as _gather_window would."""
+    g0, a0, g1, a1 = grad_y[s:s + c], argmax[s:s + c], grad_y[s + c:s + 2 * c], argmax[s + c:s + 2 * c]
+    s += row
+    g2, a2, g3, a3 = grad_y[s:s + c], argmax[s:s + c], grad_y[s + c:s + 2 * c], argmax[s + c:s + 2 * c]
+    for q in range(out.size):
+        v = _picked(g0, a0, q, index, zero) + _picked(g1, a1, q, index, zero)
+        v += _picked(g2, a2, q, index, zero)
+        out[q] = v + _picked(g3, a3, q, index, zero)
+
+
+@kernel(inline=True)
+def _gather_three(grad_y, argmax, s, c, index, first, out, zero):
+    """Three neighbouring windows of one window row (a 3x3/1 pool covers its inner pixels with three
+    rows of three), in one pass; the first row writes."""
+    g0, a0, g1, a1 = grad_y[s:s + c], argmax[s:s + c], grad_y[s + c:s + 2 * c], argmax[s + c:s + 2 * c]
+    g2, a2 = grad_y[s + 2 * c:s + 3 * c], argmax[s + 2 * c:s + 3 * c]
+    for q in range(out.size):
+        v = _picked(g0, a0, q, index, zero)
+        v = v if first else out[q] + v
+        v += _picked(g1, a1, q, index, zero)
+        out[q] = v + _picked(g2, a2, q, index, zero)
 
 
 @kernel(parallel=True)
 def _max_pool_backward(grad_y, argmax, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, grad_x, zero):
     """grad_x[pixel] = sum of grad_y over the windows covering the pixel that picked it.  (`zero` has
-    the array's dtype: a literal 0 would widen the select to float64 and stop it vectorising.)"""
+    the array's dtype: a literal 0 would widen the select to float64 and stop it vectorising.)
+    GoogLeNet's pools (3x3, stride 1 or 2) gather up to four windows per pass over a pixel's channels,
+    so the running sum stays in registers: 1.2-1.3x faster than one pass per window, measured.  Every
+    path adds in row-major window order: the same bits as one window at a time."""
+    columns = np.empty((w, 2), np.int64)          # each column's covering windows, once, not per pixel
+    for col in range(w):
+        columns[col, 0], columns[col, 1] = _covering_windows(col, kw, sw, pw, ow)
     for u in prange(n * h):
         b, r = u // h, u % h
         oy0, oy1 = _covering_windows(r, kh, sh, ph, oh)
         for col in range(w):
-            ox0, ox1 = _covering_windows(col, kw, sw, pw, ow)
+            ox0, ox1 = columns[col, 0], columns[col, 1]
             pixel = (b * h + r) * w + col
             out, index = grad_x[pixel * c:(pixel + 1) * c], np.int32(r * w + col)
-            if oy0 >= oy1 or ox0 >= ox1:                     # no window covers it (a stride > kernel)
+            first = ((b * oh + oy0) * ow + ox0) * c           # the first covering window's offset
+            rows, cols = oy1 - oy0, ox1 - ox0
+            if rows <= 0 or cols <= 0:                            # no window covers it (a stride > kernel)
                 out[:] = 0
-            for oy in range(oy0, oy1):
-                for ox in range(ox0, ox1):
-                    src = ((b * oh + oy) * ow + ox) * c
-                    _gather_window(grad_y[src:src + c], argmax[src:src + c], index, oy == oy0 and ox == ox0,
-                                   out, zero)
+            elif rows == 2 and cols == 2:
+                _gather_four(grad_y, argmax, first, ow * c, c, index, out, zero)
+            elif rows * cols == 2:
+                _gather_two(grad_y, argmax, first, first + (c if cols == 2 else ow * c), c, index, out, zero)
+            elif cols == 3:
+                for oy in range(oy0, oy1):
+                    _gather_three(grad_y, argmax, first + (oy - oy0) * ow * c, c, index, oy == oy0, out, zero)
+            else:
+                for oy in range(oy0, oy1):
+                    for ox in range(ox0, ox1):
+                        src = ((b * oh + oy) * ow + ox) * c
+                        _gather_window(grad_y[src:src + c], argmax[src:src + c], index, oy == oy0 and ox == ox0,
+                                       out, zero)
 
 
 @kernel(parallel=True)
