@@ -178,7 +178,8 @@ def block_kernels_im2col():
 
 def block_kernels_max_pool():
     from kernels.cpu import pool
-    numba = _numba_source(pool._max_pool_forward, pool._fold_three, pool._fold_pixel, pool._beats)
+    numba = _numba_source(pool._max_pool_forward, pool._fold_nine, pool._fold_three, pool._fold_pixel,
+                          pool._beats)
     return _source_table([("reference (NumPy)", inspect.getsource(ref.max_pool2d_forward)),
                           ("Numba (CPU): kernels/cpu/pool.py", numba),
                           ("CUDA (GPU): kernels/cuda/pool.cu", cuda_kernel("pool", "max_pool_forward"))])
