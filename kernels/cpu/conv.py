@@ -246,7 +246,9 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     grad_weight_rows = grad_rows.T @ kept if kept is not None else np.zeros((o, width), x.dtype)
     dx = np.zeros((n, h, w, c), x.dtype) if need_input_grad else None
     cols = grad_cols = None
-    for u0, u1 in _chunks(n * oh, ow * width * x.dtype.itemsize, ow):
+    # the chunks rebuild the columns (unless kept) and turn the gradient into the input's (if wanted)
+    chunks = _chunks(n * oh, ow * width * x.dtype.itemsize, ow) if kept is None or need_input_grad else []
+    for u0, u1 in chunks:
         rows = (u1 - u0) * ow
         chunk_grad = grad_rows[u0 * ow:u1 * ow]
         if kept is None:
