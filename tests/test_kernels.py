@@ -52,9 +52,13 @@ def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, keep, 
     x_shape, w_shape, stride, padding = geometry
     x, w = normal(x_shape, seed, dtype), normal(w_shape, seed + 1, dtype)
     b = normal(w_shape[0], seed + 2, dtype) if with_bias else None
-    saved = {} if keep else None
+    check_conv2d(k, x, w, b, stride, padding, relu, {} if keep else None, need_input_grad, dtype, seed)
+
+
+def check_conv2d(k, x, w, b, stride, padding, relu, saved, need_input_grad, dtype, seed):
+    """Backend k's conv2d forward and backward against the reference; returns k's gradients."""
     y = k.conv2d_forward(x, w, b, stride, padding, relu, saved)
-    scale = np.sqrt(np.prod(w_shape[1:]))          # float32 error grows with the length of each dot product
+    scale = np.sqrt(np.prod(w.shape[1:]))          # float32 error grows with the length of each dot product
     y_ref = ref.conv2d_forward(x, w, b, stride, padding, relu)
     close(y, y_ref, dtype, scale)
     g = normal(y.shape, seed + 3, dtype)
@@ -71,6 +75,7 @@ def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, keep, 
     # without a copy (Function.fresh_grads)
     arrays = [a for a in (x, w, b, g, relu_output, *got) if a is not None]
     assert not any(np.may_share_memory(a, other) for a in got if a is not None for other in arrays if other is not a)
+    return got
 
 
 def test_numba_conv2d_keeps_small_columns_for_its_backward(monkeypatch):
@@ -97,7 +102,6 @@ def test_numba_conv2d_keeps_small_columns_for_its_backward(monkeypatch):
     assert too_big == {}
 
 
-
 @settings(max_examples=40)
 @given(conv_geometry(max_channels=48), st.booleans(), dtypes, seeds)
 def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
@@ -108,25 +112,15 @@ def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
     conv = importlib.import_module("kernels.cpu.conv")
     x_shape, w_shape, stride, padding = geometry
     x, w, b = normal(x_shape, seed, dtype), normal(w_shape, seed + 1, dtype), normal(w_shape[0], seed + 2, dtype)
-    y_ref = ref.conv2d_forward(x, w, b, stride, padding, True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv, "_CHUNK_BYTES", 1)
         patch.setattr(conv, "_MIN_ROWS", 1)                # one output row of the batch per chunk
         patch.setattr(conv, "_KEEP_COLUMNS_BYTES", 0)      # nothing kept: the backward rebuilds them
         saved = {}
-        y = cpu.conv2d_forward(x, w, b, stride, padding, True, saved)
-        assert saved == {}
-        g = normal(y.shape, seed + 3, dtype)
-        # the same ReLU mask for both, so near-zero outputs cannot differ
-        got = cpu.conv2d_backward(x, w, g, stride, padding, need_input_grad, y_ref, saved)
-    scale = np.sqrt(np.prod(w_shape[1:]))
-    close(y, y_ref, dtype, scale)
-    want = ref.conv2d_backward(x, w, g, stride, padding, need_input_grad, y_ref)
-    if need_input_grad:
-        close(got[0], want[0], dtype, scale)
-    close(got[1], want[1], dtype, np.sqrt(y.size))
-    close(got[2], want[2], dtype, np.sqrt(y.size))
+        got = check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, dtype, seed)
+    assert saved == {}
     assert got[1].flags.c_contiguous
+
 
 pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet's branch pool: overlapping, stride 1
                  ((2, 3, 9, 9), (3, 3), (2, 2), (0, 0), True),       # stage pool: overlapping, stride 2, ceil mode

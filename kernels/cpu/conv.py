@@ -150,7 +150,7 @@ _KEEP_COLUMNS_BYTES = 16 * 2**20
 # The weight gradient grad_rows^T @ cols is an (O, width) GEMM.  With few output channels its M
 # dimension is tiny, and OpenBLAS's two threads split those few rows; as (cols^T @ grad_rows)^T they
 # split the width instead.  Measured at every GoogLeNet shape, batch 8 and 32, alternating: O <= 32
-# 1.00-1.74x faster (3a's 5x5 1.02-1.12x, its 5x5 reduction 1.39-1.74x); wider layers mixed, 0.92-1.19x.
+# 1.00-1.74x faster (3a's 5x5 1.02-1.12x, its 5x5 reduction 1.36-1.74x); wider layers mixed, 0.92-1.19x.
 _SWAP_WEIGHT_GRAD_MAX_O = 32
 
 
