@@ -176,13 +176,25 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
 
 # ---- fully connected, dropout --------------------------------------------------
 
+# With a batch's few rows as its M, x @ W^T gives each of OpenBLAS's two threads a handful of rows;
+# as (W @ x^T)^T they split the outputs instead.  Measured (alternating, 8-128 rows, GoogLeNet's
+# 1024->1000 and 2048->1024 layers): 1.2-1.8x faster, as fast as PyTorch at 8 and 32 rows; from 256
+# rows on, either order (1.00-1.04x).  The weight gradient keeps its order: swapped it came out
+# transposed, and the optimiser's in-place update would copy it back (8 MB: slower than the gain).
+_FEW_ROWS = 128
+
+
 class Linear(Function):
     name = "linear"
     fresh_grads = True                   # each gradient is a new GEMM result or sum
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        y = x @ weight.T
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] <= _FEW_ROWS and array_module(x) is np:       # measured on OpenBLAS only
+            y = (weight @ rows.T).T.reshape(*x.shape[:-1], weight.shape[0])
+        else:
+            y = x @ weight.T
         return y + bias if bias is not None else y
 
     def backward(self, grad):

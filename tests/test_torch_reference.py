@@ -107,6 +107,13 @@ def test_relu_linear_log_softmax_cross_entropy_cat(torch, dtype):
                 lambda t: _recombine(t.split(sections, dim), torch.cat, dim), [normal((2, 8, 4, 4), 5)], dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape", [(1, 9), (8, 9), (4, 40, 9), (200, 9), (9,)])
+def test_linear_on_few_and_many_rows(torch, x_shape, dtype):
+    """Both GEMM orders of the linear forward: at most F._FEW_ROWS rows (a batch) and more (200)."""
+    compare(torch, F.linear, torch.nn.functional.linear, [normal(x_shape, 0), normal((5, 9), 1), normal(5, 2)], dtype)
+
+
 def _recombine(pieces, cat, dim):
     """Each piece scaled differently and the pieces put back in reverse order, the first one twice."""
     scaled = [p * (i + 2.0) for i, p in enumerate(pieces)]
