@@ -67,15 +67,32 @@ def module_ops(name, batch):
 
 
 def _time_ops(task, make):
-    """{label: (forward s, forward+backward s)} for every op of the task's module; `make(kind, ...)` returns
-    the library's (forward, step) callables for one op."""
+    """{label: [forward s, forward+backward s, ...]} for every op of the task's module; `make(kind, ...)`
+    returns the library's (forward, step) callables for one op, and minigrad's a third for a convolution
+    (its GEMMs alone; None for the other ops)."""
     from benchmarks.timing import measure
 
     result = {}
     for label, kind, c, o, k, side in module_ops(task["module"], task["batch"]):
-        forward, step = make(kind, c, o, k, side)
-        result[label] = (measure(forward, task["repeat"])["min"], measure(step, task["repeat"])["min"])
+        result[label] = [None if f is None else measure(f, task["repeat"])["min"] for f in make(kind, c, o, k, side)]
     return result
+
+
+def _gemms_alone(n, c, o, k, side):
+    """The three GEMMs of a convolution's forward and backward at its shapes, as minigrad's CPU kernel runs
+    them (the weight gradient in the kernel's order), on random operands: what OpenBLAS alone takes."""
+    from kernels.cpu.conv import _weight_grad_rows
+
+    rng = np.random.default_rng(2)
+    cols = rng.standard_normal((n * side * side, c * k * k), dtype=np.float32)
+    weight_rows = rng.standard_normal((o, c * k * k), dtype=np.float32)
+    grad_rows = rng.standard_normal((n * side * side, o), dtype=np.float32)
+
+    def gemms():
+        np.matmul(cols, weight_rows.T)
+        _weight_grad_rows(grad_rows, cols)
+        np.matmul(grad_rows, weight_rows)
+    return gemms
 
 
 def child_minigrad(task):
@@ -91,11 +108,11 @@ def child_minigrad(task):
             if kind == "cat":
                 parts = [minigrad.Tensor(_channels_last((n, p, side, side), i), requires_grad=True) for i, p in enumerate(c)]
                 grad = _channels_last((n, o, side, side), 9)
-                return (lambda: minigrad.cat(parts, 1)), (lambda: minigrad.cat(parts, 1).backward(grad))
+                return (lambda: minigrad.cat(parts, 1)), (lambda: minigrad.cat(parts, 1).backward(grad)), None
             x = minigrad.Tensor(_channels_last((n, c, side, side), 0), requires_grad=True)
             grad = _channels_last((n, o, side, side), 9)
             if kind == "pool":
-                return (lambda: F.max_pool2d(x, 3, 1, 1)), (lambda: F.max_pool2d(x, 3, 1, 1).backward(grad))
+                return (lambda: F.max_pool2d(x, 3, 1, 1)), (lambda: F.max_pool2d(x, 3, 1, 1).backward(grad)), None
             w = minigrad.Tensor(np.random.default_rng(1).standard_normal((o, c, k, k)).astype(np.float32) * 0.1,
                                 requires_grad=True)
             b = minigrad.Tensor(np.zeros(o, np.float32), requires_grad=True)
@@ -103,7 +120,8 @@ def child_minigrad(task):
             def forward():
                 with minigrad.no_grad():
                     F.conv2d_relu(x, w, b, 1, k // 2)
-            return forward, (lambda: F.conv2d_relu(x, w, b, 1, k // 2).backward(grad))
+            return (forward, (lambda: F.conv2d_relu(x, w, b, 1, k // 2).backward(grad)),
+                    _gemms_alone(n, c, o, k, side))
         return _time_ops(task, make)
     if task["kind"] in ("network", "memory"):
         net = build_model({"kind": "network", "name": "googlenet", "input_size": 224})
@@ -329,18 +347,24 @@ def main(argv=None):
         results["ops"] = {}
         print(f"\nwhat {args.per_op}'s gap is made of: each op alone, channels-last inputs, batch {args.module_batch}, "
               "fastest of the runs")
-        print("| op | minigrad fwd ms | minigrad fwd+bwd ms | PyTorch fwd ms | PyTorch fwd+bwd ms | fwd+bwd ratio |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print("(GEMMs alone: a convolution's three OpenBLAS GEMMs, forward, weight and input gradient, at its shapes, "
+              "bare, in the minigrad process)")
+        print("| op | minigrad fwd ms | minigrad fwd+bwd ms | PyTorch fwd ms | PyTorch fwd+bwd ms | fwd+bwd ratio | "
+              "GEMMs alone ms | GEMMs alone / PyTorch fwd+bwd |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         totals = np.zeros(4)
         for label in op_times["minigrad"][0]:
             ours = [min(r[label][i] for r in op_times["minigrad"]) for i in (0, 1)]
             theirs = [min(r[label][i] for r in op_times["torch"]) for i in (0, 1)]
+            gemms = None if op_times["minigrad"][0][label][2] is None else min(r[label][2] for r in op_times["minigrad"])
             totals += np.array(ours + theirs)
-            results["ops"][label] = {"minigrad_ms": [v * 1e3 for v in ours], "torch_ms": [v * 1e3 for v in theirs]}
+            results["ops"][label] = {"minigrad_ms": [v * 1e3 for v in ours], "torch_ms": [v * 1e3 for v in theirs],
+                                     "gemms_alone_ms": None if gemms is None else gemms * 1e3}
+            alone = "| |" if gemms is None else f"| {gemms * 1e3:.2f} | {gemms / theirs[1]:.2f}x |"
             print(f"| {label} | {ours[0] * 1e3:.2f} | {ours[1] * 1e3:.2f} | {theirs[0] * 1e3:.2f} | "
-                  f"{theirs[1] * 1e3:.2f} | {ours[1] / theirs[1]:.2f}x |")
+                  f"{theirs[1] * 1e3:.2f} | {ours[1] / theirs[1]:.2f}x {alone}")
         print(f"| all ops | {totals[0] * 1e3:.1f} | {totals[1] * 1e3:.1f} | {totals[2] * 1e3:.1f} | "
-              f"{totals[3] * 1e3:.1f} | {totals[1] / totals[3]:.2f}x |")
+              f"{totals[3] * 1e3:.1f} | {totals[1] / totals[3]:.2f}x | | |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

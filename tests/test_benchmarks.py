@@ -67,10 +67,12 @@ def test_googlenet_benchmark_reports_every_target(tmp_path):
                  "--json", str(tmp_path / "r.json"), module="benchmarks.googlenet")
     assert result.returncode == 0, result.stderr
     for text in ("| forward, batch 1 |", "| training step, batch 1 |", "| peak memory of a step, batch 1 (MB) |",
-                 "| 5b |", "what 5b's gap is made of", "| 3x3 192->384 |", "| all ops |"):
+                 "| 5b |", "what 5b's gap is made of", "| 3x3 192->384 |", "| all ops |", "GEMMs alone"):
         assert text in result.stdout, text
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["networks"]["1"]["step"]["ratio"] > 0 and data["modules"]["5b"]["torch_ms"] > 0
+    ops = data["ops"]
+    assert ops["3x3 192->384"]["gemms_alone_ms"] > 0 and ops["concat to 1024 channels"]["gemms_alone_ms"] is None
     bad = run("--batches", "x", module="benchmarks.googlenet")
     assert bad.returncode == 2 and "--batches takes comma-separated integers" in bad.stderr
 
