@@ -3,9 +3,11 @@
 GoogLeNet (the paper's, auxiliary heads in training) at batch 8 and 32: the forward pass (eval mode,
 no gradients) and the training step (forward, the loss with 0.3 x each auxiliary loss, backward,
 SGD), and the peak resident memory of a training step; then the reduced Inception modules 3a-5b,
-forward+backward.  Every measurement runs in a fresh child process holding one library, the two
-libraries alternating round after round (this machine is shared and its speed drifts); each figure
-is the median over rounds of each round's median, PyTorch's in its faster layout (NCHW or
+forward+backward; then each op of one module (3a by default) alone in both libraries, beside each
+convolution's three GEMMs timed bare at its shapes (how much of the op is OpenBLAS's share).  Every
+measurement runs in a fresh child process holding one library, the two libraries alternating round
+after round (this machine is shared and its speed drifts); each figure is the median over rounds of
+each round's median (the per-op times: the fastest), PyTorch's in its faster layout (NCHW or
 channels_last).  Both get their preferred layout outside the timed region: channels-last inputs for
 minigrad's CPU kernels and for PyTorch's channels_last runs.
 
