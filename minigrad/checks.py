@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from kernels.geometry import conv_out_size, pool_out_size
 
 from .autograd import Tensor
@@ -24,7 +26,7 @@ def as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-SUPPORTED_FLOATS = ("float32", "float64")     # what the compiled kernels are built for (no float16)
+SUPPORTED_FLOATS = (np.float32, np.float64)   # what the compiled kernels are built for (no float16)
 MAX_PLANE = 2 ** 28                            # pixels in one padded image plane: beyond any real input
 
 
@@ -35,7 +37,8 @@ def check_tensor(op: str, name: str, t, ndim=None, floating=True):
         raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {t.shape}")
     if floating and t.dtype.kind != "f":
         raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
-    if t.dtype.kind == "f" and t.dtype.name not in SUPPORTED_FLOATS:
+    # dtype.type, not dtype.name: every op checks every input, and .name costs 4 us a call, .type 0.1 us
+    if t.dtype.kind == "f" and t.dtype.type not in SUPPORTED_FLOATS:
         raise TypeError(f"{op}: {name} has dtype {t.dtype}; minigrad computes in float32 or float64")
     if ndim is not None and t.numel() == 0:
         raise ValueError(f"{op}: {name} has a zero-sized dimension, shape {t.shape}")

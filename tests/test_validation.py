@@ -33,6 +33,10 @@ CASES = [
     (lambda: F.conv2d(np.ones((2, 3, 8, 8)), w4), TypeError, r"conv2d: input must be a minigrad Tensor, got ndarray"),
     (lambda: F.conv2d(minigrad.tensor(np.ones((2, 3, 8, 8), np.int64)), w4), TypeError,
      r"conv2d: input must be a floating-point tensor, got dtype int64"),
+    (lambda: F.conv2d(t(2, 3, 8, 8, dtype=np.float16), w4), TypeError,
+     r"conv2d: input has dtype float16; minigrad computes in float32 or float64"),
+    (lambda: F.conv2d(t(2, 3, 8, 8, dtype=np.longdouble), w4), TypeError,
+     r"conv2d: input has dtype float(96|128); minigrad computes in float32 or float64"),
     (lambda: F.conv2d(t(0, 3, 8, 8), w4), ValueError, r"conv2d: input has a zero-sized dimension, shape \(0, 3, 8, 8\)"),
     # pooling
     (lambda: F.max_pool2d(t(3, 8, 8), 2), ValueError, r"max_pool2d: input must be 4-D, got shape \(3, 8, 8\)"),
