@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from minigrad import data, distributed
 
-from conftest import require_tool
+from conftest import examples, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = Path(__file__).resolve().parent / "distributed_job.py"
@@ -98,7 +98,7 @@ def test_the_training_command_refuses_a_batch_that_does_not_split(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(st.integers(0, 60), st.integers(1, 6), st.integers(0, 5), st.booleans())
 def test_the_sampler_splits_every_epoch_into_disjoint_equal_shares(size, world, epoch, shuffle):
     shares = []

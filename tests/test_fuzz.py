@@ -20,7 +20,7 @@ import models
 from kernels.cuda.host import compiler
 from minigrad import Tensor, nn
 
-from conftest import FUZZ_STATS
+from conftest import FUZZ_STATS, examples
 
 DTYPES = [np.float32, np.float32, np.float64, np.float64, np.float16, np.int64, np.int32, np.bool_]
 LAYOUTS = ["contiguous", "transposed", "reversed", "strided"]
@@ -124,7 +124,7 @@ valid_geometry = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.in
 valid_padding = st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2)))
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.booleans(), st.data())
 def test_conv2d(valid, data):
     """Half the draws are valid convolutions (odd sizes, layouts, NaN/Inf); the rest anything."""
@@ -144,7 +144,7 @@ def test_conv2d(valid, data):
           lambda: [tensor_of(x, grad), tensor_of(w, grad)] + ([] if bias is None else [tensor_of(bias, grad)]))
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.booleans(), st.sampled_from(["max_pool2d", "avg_pool2d"]), st.booleans(), st.booleans(), st.booleans(),
        st.data())
 def test_pooling(valid, name, ceil_mode, count_include_pad, grad, data):
@@ -163,13 +163,13 @@ def test_pooling(valid, name, ceil_mode, count_include_pad, grad, data):
     check(name, op, lambda: [tensor_of(x, grad)])
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(arrays(), st.booleans())
 def test_relu(x, grad):
     check("relu", F.relu, lambda: [tensor_of(x, grad)])
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(st.booleans(), st.one_of(st.integers(-1, 9), st.sampled_from([10**9, 2.5, None])),
        st.sampled_from([1e-4, 0.0, -1.0, 1e6]), st.sampled_from([0.75, 0.5, -0.5]),
        st.sampled_from([1.0, 2.0, 0.0, -1.0]), st.booleans(), st.data())
@@ -180,7 +180,7 @@ def test_local_response_norm(valid, size, alpha, beta, k, grad, data):
     check("local_response_norm", lambda t: F.local_response_norm(t, size, alpha, beta, k), lambda: [tensor_of(x, grad)])
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(arrays(max_side=5), st.data())
 def test_linear_dropout_log_softmax_losses(x, data):
     grad = data.draw(st.booleans())
@@ -199,13 +199,13 @@ def test_linear_dropout_log_softmax_losses(x, data):
     check("dropout", lambda t: F.dropout(t, p, training=False), lambda: [tensor_of(x, grad)])
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(st.lists(arrays(max_side=4), min_size=0, max_size=4), st.integers(-5, 5), st.booleans())
 def test_cat(parts, dim, grad):
     check("cat", lambda *t: minigrad.cat(list(t), dim), lambda: [tensor_of(p, grad) for p in parts])
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(arrays(max_side=5), st.booleans(), st.data())
 def test_split(x, valid, data):
     """Half the draws split a real dimension into sizes adding up to it; the rest anything.  The pieces
@@ -228,7 +228,7 @@ def test_split(x, valid, data):
 positive = st.one_of(st.integers(-2, 12), st.sampled_from([2.5, None, True, "8"]))
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(st.sampled_from(["Conv2d", "Linear", "Dropout"]), positive, positive, positive, positive)
 def test_module_constructors(kind, a, b, c, d):
     FUZZ_STATS["examples"] += 1
@@ -244,7 +244,7 @@ def test_module_constructors(kind, a, b, c, d):
         FUZZ_STATS["messages"].add(str(error))
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(st.sampled_from(["googlenet", "mini_googlenet", "alexnet", "plain_net"]),
        st.one_of(st.integers(-1, 5), st.sampled_from([2.5, None])), st.integers(-3, 260),
        st.one_of(st.integers(-1, 4), st.just(None)))
@@ -268,7 +268,7 @@ tokens = st.sampled_from(["--batch", "--repeat", "--configs", "--networks", "--o
                           "--distributed"])
 
 
-@settings(max_examples=80)
+@settings(max_examples=examples(80))
 @given(st.lists(tokens, max_size=6), st.sampled_from(["benchmarks", "train"]))
 def test_command_line_parsers(argv, which):
     """Argument parsing of the commands: a parsed result, or exit 2 / a one-line usage error."""
@@ -292,7 +292,7 @@ def test_command_line_parsers(argv, which):
             os.chdir(cwd)
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(st.lists(st.sampled_from(["mini-googlenet", "resnet", "--input-size", "--batch", "--top", "--paper", "0", "-1",
                                  "16", "8", "2", "x"]), max_size=5), st.sampled_from(["summary", "profile"]))
 def test_summary_and_profile_commands(argv, which):
@@ -327,7 +327,7 @@ MIXABLE = {   # ops with several tensor inputs: (function, valid input shapes)
 
 
 @pytest.mark.gpu
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(st.sampled_from(sorted(MIXABLE)), st.data())
 def test_mixed_devices_are_refused_naming_the_op_and_argument(name, data):
     """Inputs of one op on different devices: a ValueError naming the op and the argument, never a result."""

@@ -12,6 +12,7 @@ import minigrad
 import minigrad.functional as F
 from minigrad import Tensor, gradcheck
 
+from conftest import examples
 from strategies import away_from_zero, conv_geometry, distinct_values, pool_geometry, seeds
 
 
@@ -23,7 +24,7 @@ def normal(shape, seed):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(conv_geometry(), st.booleans(), seeds)
 def test_conv2d(geometry, with_bias, seed):
     x_shape, w_shape, stride, padding = geometry
@@ -32,7 +33,7 @@ def test_conv2d(geometry, with_bias, seed):
     gradcheck(lambda *t: F.conv2d(t[0], t[1], t[2] if with_bias else None, stride, padding), inputs)
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(pool_geometry(), seeds)
 def test_max_pool2d(geometry, seed):
     x_shape, kernel, stride, padding, ceil_mode = geometry
@@ -40,7 +41,7 @@ def test_max_pool2d(geometry, seed):
     gradcheck(lambda t: F.max_pool2d(t, kernel, stride, padding, ceil_mode), [x])
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(pool_geometry(), st.booleans(), seeds)
 def test_avg_pool2d(geometry, count_include_pad, seed):
     x_shape, kernel, stride, padding, ceil_mode = geometry
@@ -48,13 +49,13 @@ def test_avg_pool2d(geometry, count_include_pad, seed):
     gradcheck(lambda t: F.avg_pool2d(t, kernel, stride, padding, ceil_mode, count_include_pad), [x])
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 13), st.integers(1, 13)), seeds)
 def test_relu(shape, seed):
     gradcheck(F.relu, [leaf(away_from_zero(shape, seed))])
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(st.tuples(st.integers(1, 3), st.integers(1, 8), st.integers(1, 6), st.integers(1, 6)),
        st.integers(1, 7), st.floats(1e-4, 2.0), st.floats(0.1, 1.5), st.floats(0.5, 2.0), seeds)
 def test_local_response_norm(shape, size, alpha, beta, k, seed):
@@ -62,7 +63,7 @@ def test_local_response_norm(shape, size, alpha, beta, k, seed):
     gradcheck(lambda t: F.local_response_norm(t, size, alpha, beta, k), [x])
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(st.integers(1, 4), st.integers(1, 7), st.integers(1, 7), st.booleans(), st.booleans(), seeds)
 def test_linear(batch, features_in, features_out, with_bias, extra_dim, seed):
     x_shape = (batch, 2, features_in) if extra_dim else (batch, features_in)
@@ -71,7 +72,7 @@ def test_linear(batch, features_in, features_out, with_bias, extra_dim, seed):
     gradcheck(lambda *t: F.linear(*t), inputs)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(st.floats(0.0, 0.9), seeds)
 def test_dropout_with_fixed_mask(p, seed):
     def fn(t):
@@ -80,13 +81,13 @@ def test_dropout_with_fixed_mask(p, seed):
     gradcheck(fn, [leaf(normal((3, 4, 5), seed))])
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(st.integers(1, 5), st.integers(1, 7), st.integers(0, 1), seeds)
 def test_log_softmax(rows, cols, dim, seed):
     gradcheck(lambda t: F.log_softmax(t, dim), [leaf(normal((rows, cols), seed) * 3)])
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(st.integers(1, 5), st.integers(1, 7), seeds)
 def test_cross_entropy_and_nll_loss(rows, classes, seed):
     target = np.random.default_rng(seed).integers(0, classes, rows)
@@ -95,7 +96,7 @@ def test_cross_entropy_and_nll_loss(rows, classes, seed):
     gradcheck(lambda t: F.nll_loss(F.log_softmax(t, 1), target), [x])
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=4), st.integers(0, 3), seeds)
 def test_cat(channel_counts, dim, seed):
     shapes = []
@@ -107,7 +108,7 @@ def test_cat(channel_counts, dim, seed):
     gradcheck(lambda *t: minigrad.cat(list(t), dim), inputs)
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=4).filter(sum), st.integers(0, 3), st.data(), seeds)
 def test_split(sizes, dim, data, seed):
     """Every piece used with its own weight, or only some of them (the rest get zero gradient)."""
@@ -125,7 +126,7 @@ broadcast_pairs = st.sampled_from([((3, 4), (3, 4)), ((3, 4), (4,)), ((3, 1), (1
                                    ((1,), (2, 3)), ((), (2, 3)), ((2, 1, 4), (2, 3, 1))])
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(broadcast_pairs, st.sampled_from(["+", "-", "*", "/"]), st.booleans(), seeds)
 def test_binary_arithmetic_with_broadcasting(shapes, op, swap, seed):
     a_shape, b_shape = shapes[::-1] if swap else shapes
@@ -153,7 +154,7 @@ def test_neg_and_matmul():
     gradcheck(lambda a, b: -(a @ b), [leaf(normal((3, 4), 0)), leaf(normal((4, 5), 1))])
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(st.permutations([0, 1, 2, 3]), seeds)
 def test_shape_ops(dims, seed):
     x = leaf(normal((2, 3, 4, 5), seed))

@@ -20,6 +20,7 @@ from kernels import reference as ref
 from kernels.geometry import conv_out_size, pool_out_size
 
 from backends import BACKENDS, LAUNCH_SHAPES, get_backend
+from conftest import examples
 from strategies import conv_geometry, distinct_values, pool_geometry, seeds
 
 TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -40,7 +41,7 @@ def normal(shape, seed, dtype):
 
 
 @on_every_backend
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(conv_geometry(max_channels=64), st.booleans(), st.booleans(), st.booleans(), st.booleans(), dtypes, seeds,
        launches)
 @example(((1, 1, 1, 1), (3, 1, 1, 1), (1, 1), (0, 0)), True, True, False, True, np.float32, 0, (256, 65535))  # 1 pixel
@@ -102,7 +103,7 @@ def test_numba_conv2d_keeps_small_columns_for_its_backward(monkeypatch):
     assert too_big == {}
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(conv_geometry(max_channels=48), st.booleans(), dtypes, seeds)
 def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
     """Tiny chunks, so that every drawn geometry runs the chunk loops (only layers with megabytes of
@@ -140,7 +141,7 @@ def with_pool_examples(**fixed):
 
 
 @on_every_backend
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(geometry=pool_geometry(max_channels=64), dtype=dtypes, seed=seeds, launch=launches)
 @with_pool_examples(dtype=np.float32, seed=0, launch=(7, 3))
 def test_max_pool2d(backend_name, geometry, dtype, seed, launch):
@@ -158,7 +159,7 @@ def test_max_pool2d(backend_name, geometry, dtype, seed, launch):
 
 
 @on_every_backend
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(geometry=pool_geometry(), special=st.sampled_from([-np.inf, np.nan, 0.0]), seed=seeds, launch=launches)
 @with_pool_examples(special=-np.inf, seed=0, launch=(3, 2))
 def test_max_pool2d_ties_infinities_and_nan_pick_the_same_real_pixel(backend_name, geometry, special, seed, launch):
@@ -180,7 +181,7 @@ def test_max_pool2d_ties_infinities_and_nan_pick_the_same_real_pixel(backend_nam
           np.float64)
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(geometry=pool_geometry(max_channels=64), count_include_pad=st.booleans(), dtype=dtypes, seed=seeds,
        launch=launches)
 @on_every_backend
@@ -200,7 +201,7 @@ shapes = st.tuples(st.integers(1, 3), st.integers(1, 64), st.integers(1, 13), st
 
 
 @on_every_backend
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(shapes, dtypes, seeds, launches)
 def test_relu(backend_name, shape, dtype, seed, launch):
     k = get_backend(backend_name, launch)
@@ -212,7 +213,7 @@ def test_relu(backend_name, shape, dtype, seed, launch):
     np.testing.assert_array_equal(k.relu_backward(g, y), ref.relu_backward(g, y))
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(shapes, st.integers(1, 7), st.floats(1e-4, 1.0), st.sampled_from([0.75, 0.5, 1.3]), st.floats(0.5, 2.0),
        dtypes, seeds, launches)
 @on_every_backend
@@ -243,7 +244,7 @@ def test_lrn_window_wider_than_the_channels(backend_name, size, dtype):
           ref.lrn_backward(x, y_ref, scale_ref, x, size, 1e-2, 0.75, 1.0), dtype, 10)
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(st.lists(st.integers(1, 64), min_size=1, max_size=5), st.integers(1, 3), st.integers(1, 9), dtypes, seeds,
        launches)
 @on_every_backend
@@ -258,7 +259,7 @@ def test_concat_and_split(backend_name, channel_counts, batch, side, dtype, seed
             assert np.shares_memory(got, merged)           # the CPU split costs no copy: pieces are views
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(st.integers(2, 5), shapes, st.sampled_from(["C", "channels-last", "mixed", "reversed"]), dtypes, seeds, launches)
 @example(4, (8, 64, 13, 13), "channels-last", np.float32, 0, (256, 65535))   # big enough for the Numba kernel
 @example(3, (3, 64, 13, 13), "mixed", np.float64, 1, (7, 3))
@@ -279,7 +280,7 @@ def test_add_n(backend_name, count, shape, layout, dtype, seed, launch):
     assert got.dtype == dtype and not any(np.shares_memory(got, p) for p in parts)
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(size=st.sampled_from([1, 7, 4095, 4096, 12289, 70001]), momentum=st.sampled_from([0.0, 0.9]),
        weight_decay=st.sampled_from([0.0, 5e-4]), nesterov=st.booleans(), first_step=st.booleans(),
        contiguous=st.booleans(), dtype=dtypes, seed=seeds, launch=launches)
@@ -318,7 +319,7 @@ def test_add_n_leaves_other_dtypes_and_shapes_to_numpy():
 
 
 @on_every_backend
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(pool_geometry(), dtypes, seeds, launches)
 def test_col2im_is_the_adjoint_of_im2col(backend_name, geometry, dtype, seed, launch):
     """<im2col(x), c> == <x, col2im(c)>, in the backend's own column layout."""

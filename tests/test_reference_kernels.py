@@ -7,6 +7,7 @@ from kernels import reference as ref
 from kernels.geometry import pool_out_size
 from minigrad.explain import direct_conv2d
 
+from conftest import examples
 from strategies import conv_geometry, distinct_values, pool_geometry, seeds
 
 
@@ -24,7 +25,7 @@ def direct_max_pool2d(x, kernel, stride, padding, ceil_mode):
     return y
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(conv_geometry(), seeds)
 def test_conv2d_forward_matches_the_direct_definition(geometry, seed):
     x_shape, w_shape, stride, padding = geometry
@@ -34,7 +35,7 @@ def test_conv2d_forward_matches_the_direct_definition(geometry, seed):
                                rtol=1e-10, atol=1e-10)
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(pool_geometry(), seeds)
 def test_max_pool2d_forward_matches_the_direct_definition(geometry, seed):
     x_shape, kernel, stride, padding, ceil_mode = geometry
@@ -45,7 +46,7 @@ def test_max_pool2d_forward_matches_the_direct_definition(geometry, seed):
     np.testing.assert_array_equal(np.take_along_axis(flat, argmax.reshape(*x_shape[:2], -1), 2).reshape(y.shape), y)
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(pool_geometry(), seeds)
 def test_col2im_is_the_adjoint_of_im2col(geometry, seed):
     """<im2col(x), c> == <x, col2im(c)> for all x, c: col2im is exactly im2col's transpose."""

@@ -12,6 +12,7 @@ import minigrad
 import minigrad.functional as F
 from minigrad import Tensor
 
+from conftest import examples
 from strategies import conv_geometry, distinct_values, pool_geometry, seeds
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-11)}
@@ -39,7 +40,7 @@ def normal(shape, seed):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(conv_geometry(max_channels=16), st.booleans(), dtypes, seeds)
 def test_conv2d(torch, geometry, with_bias, dtype, seed):
     x_shape, w_shape, stride, padding = geometry
@@ -49,7 +50,7 @@ def test_conv2d(torch, geometry, with_bias, dtype, seed):
             arrays, dtype, seed, extra_atol=1e-5 if dtype == np.float32 else 0)
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(pool_geometry(max_channels=16), dtypes, seeds)
 def test_max_pool2d(torch, geometry, dtype, seed):
     x_shape, kernel, stride, padding, ceil_mode = geometry
@@ -58,7 +59,7 @@ def test_max_pool2d(torch, geometry, dtype, seed):
             lambda t: torch.nn.functional.max_pool2d(t, kernel, stride, padding, ceil_mode=ceil_mode), [x], dtype)
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(pool_geometry(), seeds)
 def test_max_pool2d_argmax_matches_torch_indices(torch, geometry, seed):
     """Ties included: the first maximum in window order wins, as in PyTorch."""
@@ -72,7 +73,7 @@ def test_max_pool2d_argmax_matches_torch_indices(torch, geometry, seed):
     np.testing.assert_array_equal(argmax, t_idx.numpy())
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(pool_geometry(max_channels=16), st.booleans(), dtypes, seeds)
 def test_avg_pool2d(torch, geometry, count_include_pad, dtype, seed):
     x_shape, kernel, stride, padding, ceil_mode = geometry
@@ -81,7 +82,7 @@ def test_avg_pool2d(torch, geometry, count_include_pad, dtype, seed):
             [normal(x_shape, seed)], dtype)
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(st.tuples(st.integers(1, 3), st.integers(1, 16), st.integers(1, 7), st.integers(1, 7)),
        st.integers(1, 7), dtypes, seeds)
 def test_local_response_norm(torch, shape, size, dtype, seed):
