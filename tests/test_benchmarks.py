@@ -78,18 +78,26 @@ def test_googlenet_benchmark_reports_every_target(tmp_path):
 
 
 def test_kernels_benchmark_reports_every_row_against_its_reference(tmp_path):
-    result = run("--batch", "1", "--repeat", "1", "--json", str(tmp_path / "k.json"), module="benchmarks.kernels")
+    result = run("--batch", "1", "--repeat", "1", "--rounds", "2", "--json", str(tmp_path / "k.json"),
+                 module="benchmarks.kernels")
     assert result.returncode == 0, result.stderr
     assert "BLAS:" in result.stdout
     data = json.loads((tmp_path / "k.json").read_text())
-    assert len(data["memory_bound"]) == 12 and len(data["conv"]) == 7
+    assert len(data["memory_bound"]) == 12 and len(data["conv"]) == 7 and len(data["rounds"]) == 2
     for row in data["memory_bound"]:
-        assert row["copy_gbps"] > 0 and row["of_copy"] == pytest.approx(row["gbps"] / row["copy_gbps"])
-    for row in data["conv"]:
-        assert row["ratio"] > 0 and row["backward_ratio"] > 0
+        assert row["copy_gbps"] > 0 and row["of_copy"] == pytest.approx(sum(row["of_copy_rounds"]) / 2)
+    for number, one_round in enumerate(data["rounds"]):
+        for row in one_round["memory_bound"]:
+            assert row["of_copy"] == pytest.approx(row["gbps"] / row["copy_gbps"])
+        for row, combined in zip(one_round["conv"], data["conv"]):
+            assert row["ratio"] > 0 and row["backward_ratio"] > 0
+            assert combined["ratio_rounds"][number] == row["ratio"]
+    assert [row["has_target"] for row in data["conv"]] == [False, True, True, True, True, True, False]
     assert data["inception_3a"]["numba"] > 0 and data["inception_3a"]["reference"] > 0
-    bad = run("--repeat", "0", module="benchmarks.kernels")
-    assert bad.returncode == 2 and "--repeat must be >= 1" in bad.stderr
+    # every row with a target says in how many of the rounds it was met
+    assert result.stdout.count(" of 2 rounds (") == 12 + 2 * 5 + 1
+    bad = run("--rounds", "0", module="benchmarks.kernels")
+    assert bad.returncode == 2 and "--rounds must be >= 1" in bad.stderr
 
 
 def test_alternating_timing_interleaves_and_settles_each_callable():
