@@ -43,6 +43,15 @@ def measure_alternating(fns, repeat=5, warmup=1, settle=0):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def verdict(values, met, shown):
+    """A target's verdict over one or several rounds: 'met' / 'not met' for one value, else
+    'k of n rounds (lowest-highest)'.  met(value) -> bool; shown(value) -> its text."""
+    if len(values) == 1:
+        return "met" if met(values[0]) else "not met"
+    return (f"{sum(map(met, values))} of {len(values)} rounds "
+            f"({shown(min(values))}-{shown(max(values))})")
+
+
 def _cpu_model():
     try:
         with open("/proc/cpuinfo") as f:

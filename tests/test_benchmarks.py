@@ -69,8 +69,10 @@ def test_googlenet_benchmark_reports_every_target(tmp_path):
     for text in ("| forward, batch 1 |", "| training step, batch 1 |", "| peak memory of a step, batch 1 (MB) |",
                  "| 5b |", "what 5b's gap is made of", "| 3x3 192->384 |", "| all ops |", "GEMMs alone"):
         assert text in result.stdout, text
+    assert result.stdout.count("| <= 1.0x: met |") + result.stdout.count("| <= 1.0x: not met |") == 3 + 1
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["networks"]["1"]["step"]["ratio"] > 0 and data["modules"]["5b"]["torch_ms"] > 0
+    assert data["networks"]["1"]["step"]["ratio_rounds"] == [data["networks"]["1"]["step"]["ratio"]]
     ops = data["ops"]
     assert ops["3x3 192->384"]["gemms_alone_ms"] > 0 and ops["concat to 1024 channels"]["gemms_alone_ms"] is None
     bad = run("--batches", "x", module="benchmarks.googlenet")
@@ -98,6 +100,14 @@ def test_kernels_benchmark_reports_every_row_against_its_reference(tmp_path):
     assert result.stdout.count(" of 2 rounds (") == 12 + 2 * 5 + 1
     bad = run("--rounds", "0", module="benchmarks.kernels")
     assert bad.returncode == 2 and "--rounds must be >= 1" in bad.stderr
+
+
+def test_verdict_counts_the_rounds_that_meet_a_target():
+    from benchmarks.timing import verdict
+    at_most_one, shown = (lambda r: r <= 1.0), (lambda r: f"{r:.2f}x")
+    assert verdict([0.9], at_most_one, shown) == "met" and verdict([1.1], at_most_one, shown) == "not met"
+    assert verdict([1.08, 0.77, 0.91], at_most_one, shown) == "2 of 3 rounds (0.77x-1.08x)"
+    assert verdict([1.0, 1.0], at_most_one, shown) == "2 of 2 rounds (1.00x-1.00x)"
 
 
 def test_alternating_timing_interleaves_and_settles_each_callable():
