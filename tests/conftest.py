@@ -5,20 +5,21 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # No deadline anywhere: the machine is shared and timings vary.  "ci" is the default;
-# HYPOTHESIS_PROFILE=thorough runs five times as many examples.
+# HYPOTHESIS_PROFILE=thorough (or pytest --hypothesis-profile thorough) runs five times as many examples.
 settings.register_profile("ci", deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-THOROUGH_FACTOR = 5
-settings.register_profile("thorough", parent=settings.get_profile("ci"), max_examples=100 * THOROUGH_FACTOR)  # of 100
+settings.register_profile("thorough", parent=settings.get_profile("ci"), max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-_EXAMPLES_FACTOR = THOROUGH_FACTOR if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 1
+HYPOTHESIS_DEFAULT_EXAMPLES = 100
 
 
 def examples(n):
-    """A test's example count: n, times five under HYPOTHESIS_PROFILE=thorough.  A test's own
-    @settings(max_examples=...) overrides the profile's, so the profile alone reaches only the tests
-    that set no count (measured: with a plain 500 there, a test set to 20 still drew 20)."""
-    return n * _EXAMPLES_FACTOR
+    """A test's example count: n, scaled by the active profile's max_examples against Hypothesis's
+    default of 100 (so five times n under "thorough").  A test's own @settings(max_examples=...)
+    overrides the profile's, so the profile alone reaches only the tests that set no count (measured:
+    with a plain 500 there, a test set to 20 still drew 20).  Read when a test module is collected,
+    after pytest's --hypothesis-profile has been applied."""
+    return max(1, n * settings.default.max_examples // HYPOTHESIS_DEFAULT_EXAMPLES)
 
 
 def require_torch():
