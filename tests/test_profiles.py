@@ -1,0 +1,17 @@
+"""The test suite's own settings: HYPOTHESIS_PROFILE=thorough must reach tests that set their own count."""
+
+from hypothesis import settings
+
+from conftest import examples
+
+
+def test_examples_scale_with_the_active_profile():
+    active = settings.default
+    try:
+        settings.load_profile("ci")
+        assert examples(20) == 20 and examples(1) == 1
+        settings.load_profile("thorough")
+        assert examples(20) == 100 and examples(150) == 750
+    finally:
+        settings.register_profile("_restored", active)
+        settings.load_profile("_restored")
