@@ -10,16 +10,15 @@ settings.register_profile("ci", deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 settings.register_profile("thorough", parent=settings.get_profile("ci"), max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-HYPOTHESIS_DEFAULT_EXAMPLES = 100
 
 
 def examples(n):
-    """A test's example count: n, scaled by the active profile's max_examples against Hypothesis's
-    default of 100 (so five times n under "thorough").  A test's own @settings(max_examples=...)
+    """A test's example count: n under the "ci" profile, scaled by the active profile's max_examples
+    against ci's (so five times n under "thorough").  A test's own @settings(max_examples=...)
     overrides the profile's, so the profile alone reaches only the tests that set no count (measured:
     with a plain 500 there, a test set to 20 still drew 20).  Read when a test module is collected,
     after pytest's --hypothesis-profile has been applied."""
-    return max(1, n * settings.default.max_examples // HYPOTHESIS_DEFAULT_EXAMPLES)
+    return max(1, n * settings.default.max_examples // settings.get_profile("ci").max_examples)
 
 
 def require_torch():

@@ -6,12 +6,11 @@ from conftest import examples
 
 
 def test_examples_scale_with_the_active_profile():
-    active = settings.default
+    active = settings.get_current_profile_name()
     try:
         settings.load_profile("ci")
         assert examples(20) == 20 and examples(1) == 1
         settings.load_profile("thorough")
         assert examples(20) == 100 and examples(150) == 750
     finally:
-        settings.register_profile("_restored", active)
-        settings.load_profile("_restored")
+        settings.load_profile(active)
