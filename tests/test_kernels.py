@@ -123,6 +123,66 @@ def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
     assert got[1].flags.c_contiguous
 
 
+@settings(max_examples=examples(40))
+@given(st.integers(12, 80), st.integers(1, 90), st.integers(1, 14), st.booleans(), seeds)
+@example(12, 1, 1, True, 0)                        # one tile, k = 1, one 16-wide panel
+@example(6272 // 8, 400, 2, False, 1)              # inception 3a's 5x5 forward, an eighth of its rows
+@example(25, 3, 13, True, 2)                       # 208 columns: three 64-wide panels and a 16-wide one
+def test_numba_gemm(m, k, vectors, given_out, seed):
+    """minigrad's float32 GEMM against a float64 product: every panel width (16 to 64, and wider
+    products in several panels), rows past the last 12-row tile (done by numpy.matmul), B in C or
+    Fortran order."""
+    pytest.importorskip("kernels.cpu", reason="numba is not installed")
+    gemm = importlib.import_module("kernels.cpu.gemm")
+    n = 16 * vectors
+    a, b = normal((m, k), seed, np.float32), normal((k, n), seed + 1, np.float32)
+    out = np.full((m, n), np.nan, np.float32) if given_out else None
+    got = gemm.matmul(a, b if seed % 2 else np.asfortranarray(b), out)
+    assert got.dtype == np.float32 and got.shape == (m, n) and (out is None or got is out)
+    close(got, (a.astype(np.float64) @ b).astype(np.float32), np.float32, np.sqrt(k))
+
+
+def test_numba_gemm_refuses_what_it_cannot_compute():
+    """The compiled tiles do no bounds checks: every shape they cannot take is refused with its shapes."""
+    pytest.importorskip("kernels.cpu", reason="numba is not installed")
+    gemm = importlib.import_module("kernels.cpu.gemm")
+    a, b = np.ones((12, 3), np.float32), np.ones((3, 16), np.float32)
+    for bad_a, bad_b in [(a[:11], b), (a, np.ones((3, 24), np.float32)), (a, np.ones((4, 16), np.float32)),
+                         (a.astype(np.float64), b), (np.ones((12, 0), np.float32), np.ones((0, 16), np.float32)),
+                         (a[None], b)]:
+        assert not gemm.handles(bad_a, bad_b)
+        with pytest.raises(ValueError, match=r"gemm\.matmul: .*got "):
+            gemm.matmul(bad_a, bad_b)
+    for out in [np.empty((12, 32), np.float32), np.empty((12, 16)), np.empty((16, 12), np.float32).T]:
+        with pytest.raises(ValueError, match=r"gemm\.matmul: out must be .* \(12, 16\)"):
+            gemm.matmul(a, b, out)
+
+
+@settings(max_examples=examples(30))
+@given(conv_geometry(max_channels=8), st.sampled_from([16, 32]), st.sampled_from([16, 32, 48, 64, 80]), st.booleans(),
+       seeds)
+def test_numba_conv2d_thin_products_in_minigrads_gemm(geometry, c, o, need_input_grad, seed):
+    """float32 layers with 16-80 output channels: the forward and the input gradient go through minigrad's
+    GEMM wherever the product has a 12-row tile and a side of at most 64 (80 channels do only with 16 or
+    32 input channels at 1x1), checked against the reference."""
+    cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
+    conv, gemm = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.gemm")
+    (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
+    x, w, b = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32), normal(o, 2, np.float32)
+    calls, original = [], gemm.matmul
+
+    def counted(a, b, out=None):
+        calls.append(a.shape)
+        return original(a, b, out)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gemm, "matmul", counted)
+        check_conv2d(cpu, x, w, b, stride, padding, True, {}, need_input_grad, np.float32, seed)
+    rows = n * conv_out_size(h, kh, stride[0], padding[0]) * conv_out_size(w_, kw, stride[1], padding[1])
+    thin = min(c * kh * kw, o) <= conv._OWN_GEMM_MAX_THIN        # the forward's k or n, the input gradient's n or k
+    expected = (rows >= gemm.TILE_ROWS and thin) * (1 + need_input_grad)
+    assert len(calls) == expected, (calls, rows, o)
+
+
 pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet's branch pool: overlapping, stride 1
                  ((2, 3, 9, 9), (3, 3), (2, 2), (0, 0), True),       # stage pool: overlapping, stride 2, ceil mode
                  ((1, 2, 8, 6), (3, 3), (2, 2), (1, 1), True),       # ceil mode with padding

@@ -20,6 +20,7 @@ import numpy as np
 from numba import prange
 
 from ..geometry import conv_out_size
+from . import gemm
 from ._jit import kernel
 from .layout import nchw, nhwc, pixel_rows
 
@@ -154,6 +155,24 @@ _KEEP_COLUMNS_BYTES = 16 * 2**20
 _SWAP_WEIGHT_GRAD_MAX_O = 32
 
 
+# A product with a thin side (k or n at most 64: a forward with few output channels or a short column
+# row, an input gradient of few output channels) runs in minigrad's own GEMM (gemm.py), where OpenBLAS
+# is at its slowest.  Measured at
+# GoogLeNet's shapes, batch 8, alternating (BENCHMARKS.md): 1.08-1.47x faster at every such shape.  Wider
+# products are mixed, 0.76-1.19x, and stay with OpenBLAS, as do the weight gradients (0.33-1.10x).
+_OWN_GEMM_MAX_THIN = 64
+
+
+def runs_own_gemm(a, b):
+    """Whether a convolution computes a @ b in minigrad's GEMM (thin, and shapes it takes) or OpenBLAS's."""
+    return min(a.shape[1], b.shape[1]) <= _OWN_GEMM_MAX_THIN and gemm.handles(a, b)
+
+
+def _product(a, b, out=None):
+    """a @ b, into out if given, in the GEMM that runs_own_gemm picks."""
+    return gemm.matmul(a, b, out) if runs_own_gemm(a, b) else np.matmul(a, b, out=out)
+
+
 def _weight_grad_rows(grad_rows, cols):
     """grad_rows^T @ cols, (O, width); Fortran-ordered when computed swapped (the caller copies it into
     OIHW anyway)."""
@@ -213,7 +232,7 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     if _is_pointwise((kh, kw), stride, padding):
         x_rows = xs.reshape(-1, c)
         for start, stop in _chunks(n * h * w, o * x.dtype.itemsize):
-            np.matmul(x_rows[start:stop], weight_rows.T, out=y_rows[start:stop])
+            _product(x_rows[start:stop], weight_rows.T, y_rows[start:stop])
             _finish(y_rows[start:stop], bias, relu)
         return nchw(y)
     width = kh * kw * c
@@ -226,7 +245,7 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
         if cols is None:
             cols = np.empty(rows * width, x.dtype)
         _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, cols)
-        np.matmul(cols[:rows * width].reshape(rows, width), weight_rows.T, out=y_rows[u0 * ow:u1 * ow])
+        _product(cols[:rows * width].reshape(rows, width), weight_rows.T, y_rows[u0 * ow:u1 * ow])
         _finish(y_rows[u0 * ow:u1 * ow], bias, relu)
     if keep:
         saved["columns"] = cols.reshape(-1, width)
@@ -253,7 +272,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     if _is_pointwise((kh, kw), stride, padding):
         x_rows = xs.reshape(-1, c)
         grad_weight = np.ascontiguousarray(_weight_grad_rows(grad_rows, x_rows)).reshape(weight.shape)
-        grad_x = nchw((grad_rows @ weight_rows).reshape(n, h, w, c)) if need_input_grad else None
+        grad_x = nchw(_product(grad_rows, weight_rows).reshape(n, h, w, c)) if need_input_grad else None
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
     kept = saved.get("columns") if saved else None
@@ -276,7 +295,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
                 grad_weight_rows += chunk_weight_grad
         if need_input_grad:
             grad_cols = np.empty(rows * width, x.dtype) if grad_cols is None else grad_cols
-            np.matmul(chunk_grad, weight_rows, out=grad_cols[:rows * width].reshape(rows, width))
+            _product(chunk_grad, weight_rows, grad_cols[:rows * width].reshape(rows, width))
             _col2im_add(grad_cols, h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, dx.reshape(-1))
     grad_weight = np.ascontiguousarray(grad_weight_rows.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     return (nchw(dx) if need_input_grad else None), grad_weight, grad_bias

@@ -1,0 +1,181 @@
+"""A float32 GEMM of our own, for the thin products of a convolution where OpenBLAS is weakest.
+
+    C (m, n) = A (m, k) @ B (k, n)
+
+Many of a convolution's products are thin: a layer's forward with 16 to 64 output channels is a
+product with n = 16 to 64, and its input gradient one with k = 16 to 64.  OpenBLAS is at its slowest
+on such shapes here (BENCHMARKS.md).
+
+This kernel computes C in tiles of 12 rows by up to 64 columns.  A tile keeps all its sums in 512-bit
+registers (16 floats each) through the whole k loop.  Per step of k it loads one row of B's panel
+(1-4 vectors) and broadcasts one number from each of A's rows to a vector; then one fused multiply-add
+per (row, vector).  B is packed first, panel by panel, so that a tile reads its panel in order.
+
+Numba's own loops don't compile to this (measured: 3-144 GFLOP/s, BENCHMARKS.md):
+- LLVM prefers 256-bit vectors on this CPU;
+- it keeps such sums in registers only for some loop shapes.
+So the tile's k loop is written directly in LLVM IR with <16 x float> vectors (`_tile`, a Numba
+intrinsic), and a Numba kernel runs the tiles in parallel.  On a CPU without 512-bit vectors, LLVM
+splits each vector op into narrower ones: still correct, and the caller's rule (conv.py) was measured
+only here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
+
+from ._jit import kernel
+
+LANES = 16                       # float32 values in a 512-bit vector
+TILE_ROWS = 12                   # rows of C per task
+PANEL = 4 * LANES                # columns of C per tile at most: 4 vectors
+_F32 = ir.FloatType()
+_VECTOR = ir.VectorType(_F32, LANES)
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+
+
+def _fma(builder):
+    name = "llvm.fma.v16f32"
+    module = builder.module
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), name)
+
+
+def _tile(rows, vectors):
+    """An intrinsic: C[i, :16*vectors] = sum over kk < k of A[i, kk] * B[kk, :16*vectors] for `rows` rows.
+    Arguments a, a0, b, b0, ldb, c, c0, ldc, k (k >= 1), flat arrays and offsets in elements:
+    A[i, kk] = a[a0 + i*k + kk], B[kk, j] = b[b0 + kk*ldb + j], C[i, j] = c[c0 + i*ldc + j]."""
+
+    @intrinsic
+    def tile(typingctx, a, a0, b, b0, ldb, c, c0, ldc, k):
+        signature = types.void(a, types.intp, b, types.intp, types.intp, c, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, sig, args):
+            a, a0, b, b0, ldb, c, c0, ldc, k = args
+            pa, pb, pc = (context.make_array(t)(context, builder, v).data
+                          for t, v in ((sig.args[0], a), (sig.args[2], b), (sig.args[5], c)))
+            fma, pointer = _fma(builder), _VECTOR.as_pointer()
+            broadcast = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+            entry = builder.basic_block
+            loop, done = builder.append_basic_block("tile_k"), builder.append_basic_block("tile_store")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            kk = builder.phi(_I64)
+            kk.add_incoming(ir.Constant(_I64, 0), entry)
+            sums = []
+            for _ in range(rows * vectors):
+                s = builder.phi(_VECTOR)
+                s.add_incoming(ir.Constant(_VECTOR, None), entry)           # zeros
+                sums.append(s)
+            b_row = builder.gep(pb, [builder.add(b0, builder.mul(kk, ldb))])
+            b_vectors = [builder.load(builder.bitcast(builder.gep(b_row, [ir.Constant(_I64, LANES * v)]), pointer),
+                                      align=4) for v in range(vectors)]
+            a_column = builder.add(a0, kk)
+            new = []
+            for r in range(rows):
+                value = builder.load(builder.gep(pa, [builder.add(a_column, builder.mul(ir.Constant(_I64, r), k))]))
+                splat = builder.shuffle_vector(builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), value,
+                                                                      ir.Constant(_I32, 0)),
+                                               ir.Constant(_VECTOR, ir.Undefined), broadcast)
+                new.extend(builder.call(fma, [splat, b_vectors[v], sums[r * vectors + v]]) for v in range(vectors))
+            next_k = builder.add(kk, ir.Constant(_I64, 1))
+            kk.add_incoming(next_k, loop)
+            for s, n in zip(sums, new):
+                s.add_incoming(n, loop)
+            builder.cbranch(builder.icmp_signed("<", next_k, k), loop, done)
+            builder.position_at_end(done)
+            for r in range(rows):
+                c_row = builder.gep(pc, [builder.add(c0, builder.mul(ir.Constant(_I64, r), ldc))])
+                for v in range(vectors):
+                    builder.store(new[r * vectors + v],
+                                  builder.bitcast(builder.gep(c_row, [ir.Constant(_I64, LANES * v)]), pointer), align=4)
+            return context.get_dummy_value()
+        return signature, codegen
+    return tile
+
+
+# The tile sizes: 32 vector registers hold a tile's sums, B's row and a broadcast.  Measured at 6272 rows
+# (GFLOP/s, one run): a 32-wide panel in 12-row tiles 209 (in 6-row tiles 121); 48 wide in 6-row tiles
+# 223 (8 rows: 160); 16 wide in 6-row tiles 101 (12 rows: 82); 64 wide in 6-row tiles 142 (4 rows: 139).
+_tile_12x2 = _tile(12, 2)
+_tile_6x1 = _tile(6, 1)
+_tile_6x3 = _tile(6, 3)
+_tile_6x4 = _tile(6, 4)
+
+
+@kernel(inline=True)
+def _panel(a, a0, b, b0, ldb, c, c0, ldc, k, vectors):
+    """One 12-row tile of C against a `vectors`-wide panel of B (at b0, rows ldb apart), into C at c0:
+    in one tile of 12 rows for two vectors, else in two of 6 (the tile sizes measured fastest)."""
+    half_a, half_c = 6 * k, 6 * ldc
+    if vectors == 2:
+        _tile_12x2(a, a0, b, b0, ldb, c, c0, ldc, k)
+    elif vectors == 4:
+        _tile_6x4(a, a0, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x4(a, a0 + half_a, b, b0, ldb, c, c0 + half_c, ldc, k)
+    elif vectors == 3:
+        _tile_6x3(a, a0, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x3(a, a0 + half_a, b, b0, ldb, c, c0 + half_c, ldc, k)
+    else:
+        _tile_6x1(a, a0, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x1(a, a0 + half_a, b, b0, ldb, c, c0 + half_c, ldc, k)
+
+
+@kernel(parallel=True)
+def _gemm_tiles(a, panels, c, m, n, k):
+    """C's first m rows (a multiple of 12) and n columns (a multiple of 16): one task per 12-row tile,
+    which runs along the row in panels of 64 columns, then one of 16, 32 or 48.  `panels`: B packed
+    panel by panel (_pack), the panel of columns [j, j + width) a contiguous (k, width) block at j*k."""
+    wide = n // PANEL * PANEL
+    for t in prange(m // TILE_ROWS):
+        i = t * TILE_ROWS
+        for j in range(0, wide, PANEL):
+            _panel(a, i * k, panels, j * k, PANEL, c, i * n + j, n, k, 4)
+        if n > wide:
+            _panel(a, i * k, panels, wide * k, n - wide, c, i * n + wide, n, k, (n - wide) // LANES)
+
+
+def _pack(b):
+    """B (k, n) as its column panels one after another, each contiguous, so that a tile reads its panel
+    in order (a copy of B: B is the small operand here, weights or their transpose)."""
+    k, n = b.shape
+    wide = n // PANEL * PANEL
+    if n <= PANEL:
+        return np.ascontiguousarray(b).reshape(-1)            # one panel: B itself
+    packed = np.empty(k * n, b.dtype)
+    packed[:k * wide].reshape(wide // PANEL, k, PANEL)[...] = b[:, :wide].reshape(k, wide // PANEL, PANEL).transpose(1, 0, 2)
+    packed[k * wide:].reshape(k, n - wide)[...] = b[:, wide:]
+    return packed
+
+
+def handles(a, b):
+    """Whether matmul(a, b) can run here: float32 matrices, n a multiple of 16, k >= 1, and at least one
+    full tile of rows."""
+    return (a.dtype == np.float32 and b.dtype == np.float32 and a.ndim == 2 and b.ndim == 2
+            and a.shape[1] == b.shape[0] and a.shape[1] >= 1 and b.shape[1] % LANES == 0
+            and a.shape[0] >= TILE_ROWS)
+
+
+def matmul(a, b, out=None):
+    """a @ b, into `out` (a C-ordered float32 (m, n) array) if given.  The rows past the last full tile
+    go to numpy.matmul."""
+    if not handles(a, b):
+        raise ValueError(f"gemm.matmul: needs float32 matrices (m, k) @ (k, n) with m >= {TILE_ROWS}, k >= 1 and n "
+                         f"a multiple of {LANES}; got {a.dtype} {a.shape} @ {b.dtype} {b.shape}")
+    m, k = a.shape
+    n = b.shape[1]
+    if out is None:
+        out = np.empty((m, n), np.float32)
+    elif out.shape != (m, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"gemm.matmul: out must be a C-contiguous float32 array of shape {(m, n)}; got "
+                         f"{out.dtype} {out.shape}{'' if out.flags.c_contiguous else ', not C-contiguous'}")
+    a = np.ascontiguousarray(a)
+    main = m // TILE_ROWS * TILE_ROWS
+    _gemm_tiles(a.reshape(-1), _pack(b), out.reshape(-1), main, n, k)
+    if main < m:
+        np.matmul(a[main:], b, out=out[main:])
+    return out
