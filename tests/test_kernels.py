@@ -158,29 +158,37 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
             gemm.matmul(a, b, out)
 
 
-@settings(max_examples=examples(30))
+@settings(max_examples=examples(40))
 @given(conv_geometry(max_channels=8), st.sampled_from([16, 32]), st.sampled_from([16, 32, 48, 64, 80]), st.booleans(),
-       seeds)
-def test_numba_conv2d_thin_products_in_minigrads_gemm(geometry, c, o, need_input_grad, seed):
-    """float32 layers with 16-80 output channels: the forward and the input gradient go through minigrad's
-    GEMM wherever the product has a 12-row tile and a side of at most 64 (80 channels do only with 16 or
-    32 input channels at 1x1), checked against the reference."""
+       st.booleans(), st.booleans(), seeds)
+@example(((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1)), 16, 16, True, True, True, 0)     # 25 pixels: two tiles and a tail
+@example(((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0)), 32, 80, True, False, False, 1)   # 1 pixel, 1x1
+def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, seed):
+    """float32 layers with 16-80 output channels, against the reference.  The forward of a kxk layer
+    runs whole in tiles (_conv_tiles, any number of pixels: a last tile short of 12 rows is padded);
+    a 1x1 layer's forward and an input gradient run in gemm.matmul where the product has a 12-row tile
+    and a side of at most 64."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
     conv, gemm = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.gemm")
     (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
-    x, w, b = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32), normal(o, 2, np.float32)
-    calls, original = [], gemm.matmul
+    x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
+    b = normal(o, seed + 2, np.float32) if with_bias else None
+    calls, matmul, tiles = [], gemm.matmul, conv._conv_tiles
 
-    def counted(a, b, out=None):
-        calls.append(a.shape)
-        return original(a, b, out)
+    def counted(name, function):
+        return lambda *args: calls.append(name) or function(*args)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gemm, "matmul", counted)
-        check_conv2d(cpu, x, w, b, stride, padding, True, {}, need_input_grad, np.float32, seed)
+        patch.setattr(gemm, "matmul", counted("matmul", matmul))
+        patch.setattr(conv, "_conv_tiles", counted("tiles", tiles))
+        saved = {} if keep else None
+        check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, np.float32, seed)
     rows = n * conv_out_size(h, kh, stride[0], padding[0]) * conv_out_size(w_, kw, stride[1], padding[1])
-    thin = min(c * kh * kw, o) <= conv._OWN_GEMM_MAX_THIN        # the forward's k or n, the input gradient's n or k
-    expected = (rows >= gemm.TILE_ROWS and thin) * (1 + need_input_grad)
-    assert len(calls) == expected, (calls, rows, o)
+    width = c * kh * kw
+    pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
+    in_gemm = rows >= gemm.TILE_ROWS and min(width, o) <= conv._OWN_GEMM_MAX_THIN
+    expected = ["matmul"] * in_gemm if pointwise else ["tiles"]
+    assert calls == expected + ["matmul"] * (in_gemm and need_input_grad), (rows, width, o)
+    assert (saved or {}).keys() == ({"columns"} if keep and not pointwise else set())
 
 
 pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet's branch pool: overlapping, stride 1

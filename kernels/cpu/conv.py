@@ -17,7 +17,7 @@ batch.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import get_num_threads, prange
 
 from ..geometry import conv_out_size
 from . import gemm
@@ -25,34 +25,39 @@ from ._jit import kernel
 from .layout import nchw, nhwc, pixel_rows
 
 
+@kernel(inline=True)
+def _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, oy, ox, cols, row):
+    """The column row of output pixel (b, oy, ox), into cols[row:row + KH*KW*C]; x flat channels-last."""
+    span = kw * c                                  # one kernel row's columns
+    x0 = ox * sw - pw
+    j0, j1 = max(0, -x0), min(kw, w - x0)          # the kernel columns that land inside the image
+    for i in range(kh):
+        y, dst = oy * sh - ph + i, row + i * span
+        if y < 0 or y >= h or j1 <= j0:
+            cols[dst:dst + span] = 0
+            continue
+        # zero fills only where the window crosses an edge: an empty slice still costs its setup
+        # (skipping them: the stem's 3-channel im2col 1.5-2x faster, the others 1.1-1.4x)
+        if j0 > 0:
+            cols[dst:dst + j0 * c] = 0
+        src = ((b * h + y) * w + x0 + j0) * c
+        run = (j1 - j0) * c
+        out = cols[dst + j0 * c:dst + j0 * c + run]
+        inp = x[src:src + run]
+        for q in range(run):                       # contiguous on both sides: a vectorised copy
+            out[q] = inp[q]
+        if j1 < kw:
+            cols[dst + j1 * c:dst + span] = 0
+
+
 @kernel(parallel=True)
 def _im2col(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, u0, u1, cols):
     """cols rows for the output rows u = b*OH + oy in [u0, u1); x and cols flat.  One task per output row."""
-    span = kw * c                                  # one kernel row's columns
-    width = kh * span
+    width = kh * kw * c
     for t in prange(u1 - u0):
         b, oy = (u0 + t) // oh, (u0 + t) % oh
         for ox in range(ow):
-            x0 = ox * sw - pw
-            j0, j1 = max(0, -x0), min(kw, w - x0)          # the kernel columns that land inside the image
-            row = (t * ow + ox) * width
-            for i in range(kh):
-                y, dst = oy * sh - ph + i, row + i * span
-                if y < 0 or y >= h or j1 <= j0:
-                    cols[dst:dst + span] = 0
-                    continue
-                # zero fills only where the window crosses an edge: an empty slice still costs its setup
-                # (skipping them: the stem's 3-channel im2col 1.5-2x faster, the others 1.1-1.4x)
-                if j0 > 0:
-                    cols[dst:dst + j0 * c] = 0
-                src = ((b * h + y) * w + x0 + j0) * c
-                run = (j1 - j0) * c
-                out = cols[dst + j0 * c:dst + j0 * c + run]
-                inp = x[src:src + run]
-                for q in range(run):                       # contiguous on both sides: a vectorised copy
-                    out[q] = inp[q]
-                if j1 < kw:
-                    cols[dst + j1 * c:dst + span] = 0
+            _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, oy, ox, cols, (t * ow + ox) * width)
 
 
 @kernel(parallel=True)
@@ -87,18 +92,55 @@ def _col2im_add(cols, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, u0, u1, dx):
                     out[q] += inp[q]
 
 
+@kernel(inline=True)
+def _finish_row(out, bias, has_bias, relu, zero):
+    """out += bias, then max(., 0) if relu: one output pixel's channels."""
+    if has_bias:
+        for q in range(out.size):
+            out[q] += bias[q]
+    if relu:
+        for q in range(out.size):
+            v = out[q]
+            out[q] = zero if v < zero else v              # NaN passes, as in ReLU
+
+
 @kernel(parallel=True)
 def _finish_rows(y, o, rows, bias, has_bias, relu, zero):
-    """y[r, :] += bias, then max(., 0) if relu: one pass over a chunk of output rows (flat)."""
+    """_finish_row on each of a chunk of output rows (flat), in one pass."""
     for r in prange(rows):
-        out = y[r * o:(r + 1) * o]
-        if has_bias:
-            for q in range(o):
-                out[q] += bias[q]
-        if relu:
-            for q in range(o):
-                v = out[q]
-                out[q] = zero if v < zero else v              # NaN passes, as in ReLU
+        _finish_row(y[r * o:(r + 1) * o], bias, has_bias, relu, zero)
+
+
+@kernel(parallel=True)
+def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, keep, cols, tasks):
+    """The whole forward of a float32 convolution in minigrad's GEMM, 12 output pixels (one tile) at a
+    time: the tile's column rows into a small buffer (in cache), its product with the packed weights
+    (gemm.tile_product) into y, then the bias and ReLU on those rows.  The column matrix never passes
+    through memory; with `keep` the buffer is also copied into `cols` for the backward.  `tasks` static
+    parts of the tiles, one buffer each.  The pixels past the last full tile make one more tile, computed
+    into `tail` (a row of a product depends on its own row of columns only)."""
+    width = kh * kw * c
+    pixels = y.size // o
+    tiles = -(-pixels // gemm.TILE_ROWS)
+    zero = y.dtype.type(0)
+    for task in prange(tasks):
+        buffer = np.zeros(gemm.TILE_ROWS * width, y.dtype)
+        tail = np.empty(gemm.TILE_ROWS * o, y.dtype)
+        for t in range(task * tiles // tasks, (task + 1) * tiles // tasks):
+            first = t * gemm.TILE_ROWS
+            rows = min(gemm.TILE_ROWS, pixels - first)
+            for r in range(rows):
+                b, pixel = (first + r) // (oh * ow), (first + r) % (oh * ow)
+                _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, pixel // ow, pixel % ow, buffer, r * width)
+            if rows < gemm.TILE_ROWS:      # the last tile: rows past the end are products of stale rows, unused
+                gemm.tile_product(buffer, 0, panels, tail, 0, o, width)
+                y[first * o:(first + rows) * o] = tail[:rows * o]
+            else:
+                gemm.tile_product(buffer, 0, panels, y, first * o, o, width)
+            if keep:
+                cols[first * width:(first + rows) * width] = buffer[:rows * width]
+            for r in range(first, first + rows):
+                _finish_row(y[r * o:(r + 1) * o], bias, has_bias, relu, zero)
 
 
 _BLOCK_ROWS = 256     # pixel rows per task of the gradient pass: its partial bias sums are one row of `partials`
@@ -161,6 +203,19 @@ _SWAP_WEIGHT_GRAD_MAX_O = 32
 # GoogLeNet's shapes, batch 8, alternating (BENCHMARKS.md): 1.08-1.47x faster at every such shape.  Wider
 # products are mixed, 0.76-1.19x, and stay with OpenBLAS, as do the weight gradients (0.33-1.10x).
 _OWN_GEMM_MAX_THIN = 64
+
+
+# A float32 convolution whose output channels are a multiple of 16 runs whole in _conv_tiles: its column
+# rows are built 12 at a time into a buffer that stays in cache and go straight into minigrad's GEMM, so
+# the column matrix never goes through memory.  Each tile reads all of the packed weights, so only while
+# they fit in the core's 2 MB cache beside the rest; wider layers (4c-5b's 3x3) stay with im2col and
+# OpenBLAS, which blocks its product for the cache.  Measured alternating, forward (BENCHMARKS.md):
+# 1.02-1.30x faster with weights up to 885 KB, 0.87-0.99x with 1.8-2.6 MB.
+_TILE_WEIGHT_BYTES = 2**20
+
+
+def _runs_in_tiles(dtype, o, width):
+    return dtype == np.float32 and o % gemm.LANES == 0 and o * width * 4 <= _TILE_WEIGHT_BYTES
 
 
 def runs_own_gemm(a, b):
@@ -237,6 +292,15 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
         return nchw(y)
     width = kh * kw * c
     keep = saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
+    if _runs_in_tiles(x.dtype, o, width):
+        cols = np.empty(n * oh * ow * width if keep else 1, x.dtype)
+        has_bias = bias is not None
+        _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, gemm.pack_panels(weight_rows.T), o,
+                    np.ascontiguousarray(bias) if has_bias else y_rows[0, :1], has_bias, relu, y_rows.reshape(-1), keep,
+                    cols, get_num_threads())
+        if keep:
+            saved["columns"] = cols.reshape(-1, width)
+        return nchw(y)
     # columns that are kept leave the cache anyway: then one chunk, one GEMM (measured 1.06-1.11x faster)
     chunks = [(0, n * oh)] if keep else _chunks(n * oh, ow * width * x.dtype.itemsize, ow)
     cols = None

@@ -125,23 +125,29 @@ def _panel(a, a0, b, b0, ldb, c, c0, ldc, k, vectors):
         _tile_6x1(a, a0 + half_a, b, b0, ldb, c, c0 + half_c, ldc, k)
 
 
+@kernel(inline=True)
+def tile_product(a, a0, panels, c, c0, n, k):
+    """One tile: C's 12 rows at c0 (rows n apart) = A's 12 rows at a0 (rows k apart) @ B, where `panels`
+    is B packed by pack_panels.  The tile runs along the row in panels of 64 columns, then one of 16,
+    32 or 48."""
+    wide = n // PANEL * PANEL
+    for j in range(0, wide, PANEL):
+        _panel(a, a0, panels, j * k, PANEL, c, c0 + j, n, k, 4)
+    if n > wide:
+        _panel(a, a0, panels, wide * k, n - wide, c, c0 + wide, n, k, (n - wide) // LANES)
+
+
 @kernel(parallel=True)
 def _gemm_tiles(a, panels, c, m, n, k):
-    """C's first m rows (a multiple of 12) and n columns (a multiple of 16): one task per 12-row tile,
-    which runs along the row in panels of 64 columns, then one of 16, 32 or 48.  `panels`: B packed
-    panel by panel (_pack), the panel of columns [j, j + width) a contiguous (k, width) block at j*k."""
-    wide = n // PANEL * PANEL
+    """C's first m rows (a multiple of 12), n columns (a multiple of 16): one task per tile."""
     for t in prange(m // TILE_ROWS):
-        i = t * TILE_ROWS
-        for j in range(0, wide, PANEL):
-            _panel(a, i * k, panels, j * k, PANEL, c, i * n + j, n, k, 4)
-        if n > wide:
-            _panel(a, i * k, panels, wide * k, n - wide, c, i * n + wide, n, k, (n - wide) // LANES)
+        tile_product(a, t * TILE_ROWS * k, panels, c, t * TILE_ROWS * n, n, k)
 
 
-def _pack(b):
+def pack_panels(b):
     """B (k, n) as its column panels one after another, each contiguous, so that a tile reads its panel
-    in order (a copy of B: B is the small operand here, weights or their transpose)."""
+    in order (a copy of B: B is the small operand here, weights or their transpose).  The panel of
+    columns [j, j + width) is a (k, width) block at j*k."""
     k, n = b.shape
     wide = n // PANEL * PANEL
     if n <= PANEL:
@@ -175,7 +181,7 @@ def matmul(a, b, out=None):
                          f"{out.dtype} {out.shape}{'' if out.flags.c_contiguous else ', not C-contiguous'}")
     a = np.ascontiguousarray(a)
     main = m // TILE_ROWS * TILE_ROWS
-    _gemm_tiles(a.reshape(-1), _pack(b), out.reshape(-1), main, n, k)
+    _gemm_tiles(a.reshape(-1), pack_panels(b), out.reshape(-1), main, n, k)
     if main < m:
         np.matmul(a[main:], b, out=out[main:])
     return out
