@@ -172,7 +172,7 @@ def _numba_source(*functions):
 def block_kernels_im2col():
     from kernels.cpu import conv
     return _source_table([("reference (NumPy): kernels/reference.py", inspect.getsource(ref.im2col)),
-                          ("Numba (CPU): kernels/cpu/conv.py", _numba_source(conv._im2col)),
+                          ("Numba (CPU): kernels/cpu/conv.py", _numba_source(conv._im2col, conv._column_row)),
                           ("CUDA (GPU): kernels/cuda/conv.cu", cuda_kernel("conv", "im2col"))])
 
 
