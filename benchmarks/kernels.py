@@ -3,9 +3,9 @@
 - memory-bound kernels (im2col, pooling, ReLU, concat, LRN): achieved GB/s, as a
   fraction of a large numpy.copyto timed in alternation with each kernel;
 - convolutions: achieved GFLOP/s, as a fraction of numpy.matmul (the BLAS GEMM)
-  at the layer's own GEMM shape, timed in alternation with each layer; where the layer's forward
-  runs minigrad's own GEMM (thin products, kernels/cpu/gemm.py), that GEMM alone too, against
-  numpy.matmul's;
+  at the layer's own GEMM shape, timed in alternation with each layer.  Where the layer's forward
+  runs minigrad's own GEMM (in tiles with its im2col, or a thin product alone: kernels/cpu/gemm.py,
+  conv.py), that GEMM alone on the same columns too, against numpy.matmul's;
 - GoogLeNet's inception (3a) module, forward+backward: Numba path vs the NumPy reference.
 
 Sizes are GoogLeNet's at batch 8 (float32).  Each row says whether it meets issue 3's target
@@ -146,7 +146,9 @@ def conv_rows(cpu, batch, repeat, rng):
         calls = {"gemm": lambda: np.matmul(cols, w_rows.T),
                  "forward": lambda: cpu.conv2d_forward(x, w, b, (s, s), (p, p), True, {}),
                  "backward": lambda: cpu.conv2d_backward(x, w, g, (s, s), (p, p), True, y, saved)}
-        own = cpu.conv.runs_own_gemm(cols, w_rows.T)
+        path = ("tiles" if k > 1 and cpu.conv.runs_in_tiles(np.float32, o, c * k * k) else
+                "minigrad's GEMM" if cpu.conv.runs_own_gemm(cols, w_rows.T) else "numpy.matmul")
+        own = path != "numpy.matmul"
         if own:
             calls["own_gemm"] = lambda: cpu.gemm.matmul(cols, w_rows.T)
         times = measure_alternating(calls, repeat, settle=3)
@@ -154,7 +156,7 @@ def conv_rows(cpu, batch, repeat, rng):
         rows.append({"layer": name, "gemm_gflops": flops / gemm / 1e9, "conv_gflops": flops / conv / 1e9,
                      "ratio": gemm / conv, "backward_gflops": 2 * flops / backward / 1e9,
                      "backward_ratio": 2 * gemm / backward, "has_target": k in CONV_TARGET_KERNELS,
-                     "own_gemm_vs_numpy": gemm / times["own_gemm"] if own else 0.0})
+                     "forward_path": path, "own_gemm_vs_numpy": gemm / times["own_gemm"] if own else 0.0})
     return rows
 
 
@@ -288,13 +290,15 @@ def main(argv=None):
               f"{verdict(r['of_copy_rounds'], *at_least(MEMORY_TARGET))} |")
 
     print("\n| convolution | GEMM GFLOP/s | conv forward GFLOP/s | of GEMM | conv backward GFLOP/s | of GEMM | "
-          f">= {CONV_TARGET:.0%} of GEMM | forward's GEMM |")
+          f">= {CONV_TARGET:.0%} of GEMM | forward runs |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for r in results["conv"]:
         target = (f"forward {verdict(r['ratio_rounds'], *at_least(CONV_TARGET))}, backward "
                   f"{verdict(r['backward_ratio_rounds'], *at_least(CONV_TARGET))}" if r["has_target"] else "(no target)")
-        own = (f"minigrad's, {r['own_gemm_vs_numpy']:.2f}x numpy.matmul's speed" if r["own_gemm_vs_numpy"]
-               else "numpy.matmul")
+        own = {"tiles": "in tiles with its im2col, minigrad's GEMM", "minigrad's GEMM": "minigrad's GEMM"}.get(
+            r["forward_path"], "numpy.matmul")
+        if r["own_gemm_vs_numpy"]:
+            own += f" (alone {r['own_gemm_vs_numpy']:.2f}x numpy.matmul's speed)"
         print(f"| {r['layer']} | {r['gemm_gflops']:.0f} | {r['conv_gflops']:.0f} | {r['ratio']:.0%} | "
               f"{r['backward_gflops']:.0f} | {r['backward_ratio']:.0%} | {target} | {own} |")
 

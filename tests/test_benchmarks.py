@@ -95,9 +95,11 @@ def test_kernels_benchmark_reports_every_row_against_its_reference(tmp_path):
             assert row["ratio"] > 0 and row["backward_ratio"] > 0
             assert combined["ratio_rounds"][number] == row["ratio"]
     assert [row["has_target"] for row in data["conv"]] == [False, True, True, True, True, True, False]
-    # the forwards with a thin product (64 or 32 outputs) run minigrad's GEMM, timed against numpy.matmul's
-    assert [row["own_gemm_vs_numpy"] > 0 for row in data["conv"]] == [True, False, False, True, False, False, True]
-    assert result.stdout.count("x numpy.matmul's speed |") == 3 and result.stdout.count("| numpy.matmul |") == 4
+    # which product each forward runs; minigrad's GEMM is also timed alone against numpy.matmul's
+    tiles, own = "tiles", "minigrad's GEMM"
+    assert [row["forward_path"] for row in data["conv"]] == [tiles] * 5 + ["numpy.matmul", own]
+    assert [row["own_gemm_vs_numpy"] > 0 for row in data["conv"]] == [True] * 5 + [False, True]
+    assert result.stdout.count("x numpy.matmul's speed) |") == 6 and result.stdout.count("| numpy.matmul |") == 1
     assert data["inception_3a"]["numba"] > 0 and data["inception_3a"]["reference"] > 0
     # every row with a target says in how many of the rounds it was met
     assert result.stdout.count(" of 2 rounds (") == 12 + 2 * 5 + 1

@@ -214,7 +214,8 @@ _OWN_GEMM_MAX_THIN = 64
 _TILE_WEIGHT_BYTES = 2**20
 
 
-def _runs_in_tiles(dtype, o, width):
+def runs_in_tiles(dtype, o, width):
+    """Whether a (non-1x1) convolution with o output channels and column rows `width` long runs in tiles."""
     return dtype == np.float32 and o % gemm.LANES == 0 and o * width * 4 <= _TILE_WEIGHT_BYTES
 
 
@@ -292,7 +293,7 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
         return nchw(y)
     width = kh * kw * c
     keep = saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
-    if _runs_in_tiles(x.dtype, o, width):
+    if runs_in_tiles(x.dtype, o, width):
         cols = np.empty(n * oh * ow * width if keep else 1, x.dtype)
         has_bias = bias is not None
         _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, gemm.pack_panels(weight_rows.T), o,
