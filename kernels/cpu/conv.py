@@ -112,13 +112,13 @@ def _finish_rows(y, o, rows, bias, has_bias, relu, zero):
 
 
 @kernel(parallel=True)
-def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, keep, cols, tasks):
+def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, tasks):
     """The whole forward of a float32 convolution in minigrad's GEMM, 12 output pixels (one tile) at a
     time: the tile's column rows into a small buffer (in cache), its product with the packed weights
     (gemm.tile_product) into y, then the bias and ReLU on those rows.  The column matrix never passes
-    through memory; with `keep` the buffer is also copied into `cols` for the backward.  `tasks` static
-    parts of the tiles, one buffer each.  The pixels past the last full tile make one more tile, computed
-    into `tail` (a row of a product depends on its own row of columns only)."""
+    through memory.  `tasks` static parts of the tiles, one buffer each.  The pixels past the last full
+    tile make one more tile, computed into `tail` (a row of a product depends on its own row of columns
+    only)."""
     width = kh * kw * c
     pixels = y.size // o
     tiles = -(-pixels // gemm.TILE_ROWS)
@@ -137,8 +137,6 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
                 y[first * o:(first + rows) * o] = tail[:rows * o]
             else:
                 gemm.tile_product(buffer, 0, panels, y, first * o, o, width)
-            if keep:
-                cols[first * width:(first + rows) * width] = buffer[:rows * width]
             for r in range(first, first + rows):
                 _finish_row(y[r * o:(r + 1) * o], bias, has_bias, relu, zero)
 
@@ -274,34 +272,51 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out_size, out=None):
     return nchw(dx)
 
 
+def _convolve_in_tiles(xs, weight, bias, stride, padding, relu):
+    """The convolution of channels-last xs (N, H, W, C) as a channels-last (N, OH, OW, O) array, by
+    _conv_tiles (see runs_in_tiles)."""
+    n, h, w, c = xs.shape
+    o, _, kh, kw = weight.shape
+    oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
+    y = np.empty((n, oh, ow, o), xs.dtype)
+    has_bias = bias is not None
+    _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, gemm.pack_panels(_weight_rows(weight).T), o,
+                np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1),
+                get_num_threads())
+    return y
+
+
+def _input_grad_in_tiles(x_dtype, weight_shape, stride, padding):
+    """Whether a backward computes its input gradient as a convolution in tiles (conv2d_backward)."""
+    o, c, kh, kw = weight_shape
+    return (tuple(stride) == (1, 1) and padding[0] <= kh - 1 and padding[1] <= kw - 1
+            and runs_in_tiles(x_dtype, c, kh * kw * o))
+
+
 def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
-    """saved: a dict for the backward pass, or None (no backward will follow).  Columns of at most
-    _KEEP_COLUMNS_BYTES are then built for the whole batch and left in saved["columns"]: the backward
-    skips its im2col and computes the weight gradient in one GEMM."""
+    """saved: a dict for the backward pass, or None (no backward will follow).  Outside the tiles
+    (runs_in_tiles), columns of at most _KEEP_COLUMNS_BYTES are then built for the whole batch and left
+    in saved["columns"]: the backward skips its im2col and computes the weight gradient in one GEMM."""
     xs = nhwc(x)
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
+    width = kh * kw * c
+    pointwise = _is_pointwise((kh, kw), stride, padding)
+    if not pointwise and runs_in_tiles(x.dtype, o, width):
+        # no columns kept: writing them out cost the forward what the backward's rebuilding them costs
+        # (measured, forward+backward: 0.92-1.04x, BENCHMARKS.md), and they are up to 16 MiB a layer
+        return nchw(_convolve_in_tiles(xs, weight, bias, stride, padding, relu))
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
     weight_rows = _weight_rows(weight)
     y = np.empty((n, oh, ow, o), x.dtype)
     y_rows = y.reshape(-1, o)
-    if _is_pointwise((kh, kw), stride, padding):
+    if pointwise:
         x_rows = xs.reshape(-1, c)
         for start, stop in _chunks(n * h * w, o * x.dtype.itemsize):
             _product(x_rows[start:stop], weight_rows.T, y_rows[start:stop])
             _finish(y_rows[start:stop], bias, relu)
         return nchw(y)
-    width = kh * kw * c
     keep = saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
-    if runs_in_tiles(x.dtype, o, width):
-        cols = np.empty(n * oh * ow * width if keep else 1, x.dtype)
-        has_bias = bias is not None
-        _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, gemm.pack_panels(weight_rows.T), o,
-                    np.ascontiguousarray(bias) if has_bias else y_rows[0, :1], has_bias, relu, y_rows.reshape(-1), keep,
-                    cols, get_num_threads())
-        if keep:
-            saved["columns"] = cols.reshape(-1, width)
-        return nchw(y)
     # columns that are kept leave the cache anyway: then one chunk, one GEMM (measured 1.06-1.11x faster)
     chunks = [(0, n * oh)] if keep else _chunks(n * oh, ow * width * x.dtype.itemsize, ow)
     cols = None
@@ -319,7 +334,8 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
 
 def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None):
     """grad_weight = grad_rows^T @ cols and grad_cols = grad_rows @ weight (then col2im), chunk by chunk,
-    the columns rebuilt unless the forward pass left them in `saved`.  relu_output: the output of a
+    the columns rebuilt unless the forward pass left them in `saved`; or the input gradient in tiles
+    (stride 1, see below).  relu_output: the output of a
     conv2d_forward with relu=True; its mask is applied in the pass that also sums the bias gradient."""
     xs = nhwc(x)
     n, h, w, c = xs.shape
@@ -340,13 +356,22 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
         grad_x = nchw(_product(grad_rows, weight_rows).reshape(n, h, w, c)) if need_input_grad else None
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
+    grad_x = None
+    if need_input_grad and _input_grad_in_tiles(x.dtype, weight.shape, stride, padding):
+        # With stride 1 the input gradient is itself a convolution: of the output gradient with the
+        # filters flipped and their two channel axes swapped, padded by KH-1-PH (and KW-1-PW).  So it
+        # runs in tiles like a forward, with no gradient columns and no col2im.
+        flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+        grad_x = nchw(_convolve_in_tiles(grad_rows.reshape(n, oh, ow, o), flipped, None, (1, 1),
+                                         (kh - 1 - padding[0], kw - 1 - padding[1]), False))
+    by_columns = need_input_grad and grad_x is None          # grad_rows @ weight, then col2im, chunk by chunk
     kept = saved.get("columns") if saved else None
     # with the forward's columns, the weight gradient is one GEMM over the whole batch
     grad_weight_rows = _weight_grad_rows(grad_rows, kept) if kept is not None else None
-    dx = np.zeros((n, h, w, c), x.dtype) if need_input_grad else None
+    dx = np.zeros((n, h, w, c), x.dtype) if by_columns else None
     cols = grad_cols = None
     # the chunks rebuild the columns (unless kept) and turn the gradient into the input's (if wanted)
-    chunks = _chunks(n * oh, ow * width * x.dtype.itemsize, ow) if kept is None or need_input_grad else []
+    chunks = _chunks(n * oh, ow * width * x.dtype.itemsize, ow) if kept is None or by_columns else []
     for u0, u1 in chunks:
         rows = (u1 - u0) * ow
         chunk_grad = grad_rows[u0 * ow:u1 * ow]
@@ -358,9 +383,11 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
                 grad_weight_rows = chunk_weight_grad
             else:
                 grad_weight_rows += chunk_weight_grad
-        if need_input_grad:
+        if by_columns:
             grad_cols = np.empty(rows * width, x.dtype) if grad_cols is None else grad_cols
             _product(chunk_grad, weight_rows, grad_cols[:rows * width].reshape(rows, width))
             _col2im_add(grad_cols, h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, dx.reshape(-1))
+    if by_columns:
+        grad_x = nchw(dx)
     grad_weight = np.ascontiguousarray(grad_weight_rows.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
-    return (nchw(dx) if need_input_grad else None), grad_weight, grad_bias
+    return grad_x, grad_weight, grad_bias
