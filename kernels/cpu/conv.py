@@ -112,11 +112,12 @@ def _finish_rows(y, o, rows, bias, has_bias, relu, zero):
 
 
 @kernel(parallel=True)
-def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, tasks):
+def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, keep, cols, tasks):
     """The whole forward of a float32 convolution in minigrad's GEMM, 12 output pixels (one tile) at a
     time: the tile's column rows into a small buffer (in cache), its product with the packed weights
-    (gemm.tile_product) into y, then the bias and ReLU on those rows.  The column matrix never passes
-    through memory.  `tasks` static parts of the tiles, one buffer each.  The pixels past the last full
+    (gemm.tile_product) into y, then the bias and ReLU on those rows.  The product never reads the
+    column matrix from memory; with `keep` the buffer is also copied into `cols`, for the backward.
+    `tasks` static parts of the tiles, one buffer each.  The pixels past the last full
     tile make one more tile, computed into `tail` (a row of a product depends on its own row of columns
     only)."""
     width = kh * kw * c
@@ -137,6 +138,8 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
                 y[first * o:(first + rows) * o] = tail[:rows * o]
             else:
                 gemm.tile_product(buffer, 0, panels, y, first * o, o, width)
+            if keep:
+                cols[first * width:(first + rows) * width] = buffer[:rows * width]
             for r in range(first, first + rows):
                 _finish_row(y[r * o:(r + 1) * o], bias, has_bias, relu, zero)
 
@@ -272,9 +275,9 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out_size, out=None):
     return nchw(dx)
 
 
-def _convolve_in_tiles(xs, weight, bias, stride, padding, relu):
+def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, cols=None):
     """The convolution of channels-last xs (N, H, W, C) as a channels-last (N, OH, OW, O) array, by
-    _conv_tiles (see runs_in_tiles)."""
+    _conv_tiles (see runs_in_tiles); its column matrix also into `cols` if given."""
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
@@ -282,7 +285,7 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu):
     has_bias = bias is not None
     _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, gemm.pack_panels(_weight_rows(weight).T), o,
                 np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1),
-                get_num_threads())
+                cols is not None, y.reshape(-1)[:1] if cols is None else cols.reshape(-1), get_num_threads())
     return y
 
 
@@ -294,19 +297,25 @@ def _input_grad_in_tiles(x_dtype, weight_shape, stride, padding):
 
 
 def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
-    """saved: a dict for the backward pass, or None (no backward will follow).  Outside the tiles
-    (runs_in_tiles), columns of at most _KEEP_COLUMNS_BYTES are then built for the whole batch and left
-    in saved["columns"]: the backward skips its im2col and computes the weight gradient in one GEMM."""
+    """saved: a dict for the backward pass, or None (no backward will follow).  Columns of at most
+    _KEEP_COLUMNS_BYTES are then built for the whole batch and left in saved["columns"]: the backward
+    skips its im2col and computes the weight gradient in one GEMM."""
     xs = nhwc(x)
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
     width = kh * kw * c
     pointwise = _is_pointwise((kh, kw), stride, padding)
-    if not pointwise and runs_in_tiles(x.dtype, o, width):
-        # no columns kept: writing them out cost the forward what the backward's rebuilding them costs
-        # (measured, forward+backward: 0.92-1.04x, BENCHMARKS.md), and they are up to 16 MiB a layer
-        return nchw(_convolve_in_tiles(xs, weight, bias, stride, padding, relu))
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
+    keep = saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
+    if not pointwise and runs_in_tiles(x.dtype, o, width):
+        # kept columns are a copy of each tile's buffer, still in cache; they spare the backward its
+        # im2col and its chunked weight-gradient GEMMs (the 5x5 16->32 backward: 56-60% -> 67-70% of the
+        # GEMM rate; BENCHMARKS.md)
+        cols = np.empty((n * oh * ow, width), x.dtype) if keep else None
+        y = _convolve_in_tiles(xs, weight, bias, stride, padding, relu, cols)
+        if keep:
+            saved["columns"] = cols
+        return nchw(y)
     weight_rows = _weight_rows(weight)
     y = np.empty((n, oh, ow, o), x.dtype)
     y_rows = y.reshape(-1, o)
@@ -316,7 +325,6 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
             _product(x_rows[start:stop], weight_rows.T, y_rows[start:stop])
             _finish(y_rows[start:stop], bias, relu)
         return nchw(y)
-    keep = saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
     # columns that are kept leave the cache anyway: then one chunk, one GEMM (measured 1.06-1.11x faster)
     chunks = [(0, n * oh)] if keep else _chunks(n * oh, ow * width * x.dtype.itemsize, ow)
     cols = None
