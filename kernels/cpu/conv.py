@@ -12,7 +12,12 @@ right after its GEMM.  When a backward pass will follow and the columns are smal
 them into one array and keeps them for it (`saved`, below).  A 1x1 convolution with stride 1 and no
 padding needs no columns at all: the image's pixel rows are the column matrix, one GEMM for the whole
 batch.
-"""
+
+
+In float32, most layers skip the column matrix (runs_in_tiles): `_conv_tiles` builds 12 column rows
+at a time into a buffer that stays in cache and multiplies them there in minigrad's own GEMM (gemm.py);
+at stride 1 their input gradient is computed the same way, as a convolution of the output gradient
+with the flipped filters.  Products with a thin side go to that GEMM too (runs_own_gemm)."""
 
 from __future__ import annotations
 
@@ -117,9 +122,8 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
     time: the tile's column rows into a small buffer (in cache), its product with the packed weights
     (gemm.tile_product) into y, then the bias and ReLU on those rows.  The product never reads the
     column matrix from memory; with `keep` the buffer is also copied into `cols`, for the backward.
-    `tasks` static parts of the tiles, one buffer each.  The pixels past the last full
-    tile make one more tile, computed into `tail` (a row of a product depends on its own row of columns
-    only)."""
+    `tasks` static parts of the tiles, one buffer each.  The pixels past the last full tile make one
+    more tile, computed into `tail` (a row of a product depends on its own row of columns only)."""
     width = kh * kw * c
     pixels = y.size // o
     tiles = -(-pixels // gemm.TILE_ROWS)
@@ -200,9 +204,9 @@ _SWAP_WEIGHT_GRAD_MAX_O = 32
 
 # A product with a thin side (k or n at most 64: a forward with few output channels or a short column
 # row, an input gradient of few output channels) runs in minigrad's own GEMM (gemm.py), where OpenBLAS
-# is at its slowest.  Measured at
-# GoogLeNet's shapes, batch 8, alternating (BENCHMARKS.md): 1.08-1.47x faster at every such shape.  Wider
-# products are mixed, 0.76-1.19x, and stay with OpenBLAS, as do the weight gradients (0.33-1.10x).
+# is at its slowest.  Measured at GoogLeNet's shapes, batch 8, alternating (BENCHMARKS.md): 1.04-1.50x
+# faster at every such shape.  Wider products are mixed, 0.76-1.19x, and stay with OpenBLAS, as do the
+# weight gradients (0.33-1.10x).
 _OWN_GEMM_MAX_THIN = 64
 
 
@@ -211,7 +215,7 @@ _OWN_GEMM_MAX_THIN = 64
 # the column matrix never goes through memory.  Each tile reads all of the packed weights, so only while
 # they fit in the core's 2 MB cache beside the rest; wider layers (4c-5b's 3x3) stay with im2col and
 # OpenBLAS, which blocks its product for the cache.  Measured alternating, forward (BENCHMARKS.md):
-# 1.02-1.30x faster with weights up to 885 KB, 0.87-0.99x with 1.8-2.6 MB.
+# 1.02-1.42x faster with weights up to 885 KB, 0.87-1.03x with 1.8-2.6 MB.
 _TILE_WEIGHT_BYTES = 2**20
 
 
@@ -342,9 +346,9 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
 
 def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None):
     """grad_weight = grad_rows^T @ cols and grad_cols = grad_rows @ weight (then col2im), chunk by chunk,
-    the columns rebuilt unless the forward pass left them in `saved`; or the input gradient in tiles
-    (stride 1, see below).  relu_output: the output of a
-    conv2d_forward with relu=True; its mask is applied in the pass that also sums the bias gradient."""
+    the columns rebuilt unless the forward pass left them in `saved`; or, at stride 1 in tiles, the input
+    gradient as a convolution (below).  relu_output: the output of a conv2d_forward with relu=True; its
+    mask is applied in the pass that also sums the bias gradient."""
     xs = nhwc(x)
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
@@ -357,11 +361,10 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     _gradient_rows(g, g_stride, mask, mask_stride, relu_output is not None, pixels, o, grad_rows.reshape(-1),
                    partials, x.dtype.type(0))
     grad_bias = partials.sum(axis=0, dtype=np.float64).astype(x.dtype)
-    weight_rows = _weight_rows(weight)
     if _is_pointwise((kh, kw), stride, padding):
         x_rows = xs.reshape(-1, c)
         grad_weight = np.ascontiguousarray(_weight_grad_rows(grad_rows, x_rows)).reshape(weight.shape)
-        grad_x = nchw(_product(grad_rows, weight_rows).reshape(n, h, w, c)) if need_input_grad else None
+        grad_x = nchw(_product(grad_rows, _weight_rows(weight)).reshape(n, h, w, c)) if need_input_grad else None
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
     grad_x = None
@@ -377,6 +380,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     # with the forward's columns, the weight gradient is one GEMM over the whole batch
     grad_weight_rows = _weight_grad_rows(grad_rows, kept) if kept is not None else None
     dx = np.zeros((n, h, w, c), x.dtype) if by_columns else None
+    weight_rows = _weight_rows(weight) if by_columns else None
     cols = grad_cols = None
     # the chunks rebuild the columns (unless kept) and turn the gradient into the input's (if wanted)
     chunks = _chunks(n * oh, ow * width * x.dtype.itemsize, ow) if kept is None or by_columns else []
