@@ -146,7 +146,7 @@ def conv_rows(cpu, batch, repeat, rng):
         calls = {"gemm": lambda: np.matmul(cols, w_rows.T),
                  "forward": lambda: cpu.conv2d_forward(x, w, b, (s, s), (p, p), True, {}),
                  "backward": lambda: cpu.conv2d_backward(x, w, g, (s, s), (p, p), True, y, saved)}
-        path = ("tiles" if k > 1 and cpu.conv.runs_in_tiles(np.float32, o, c * k * k) else
+        path = ("tiles" if cpu.conv.forward_in_tiles(np.float32, w.shape, (s, s), (p, p)) else
                 "minigrad's GEMM" if cpu.conv.runs_own_gemm(cols, w_rows.T) else "numpy.matmul")
         own = path != "numpy.matmul"
         if own:

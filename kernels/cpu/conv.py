@@ -293,6 +293,13 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, cols=None):
     return y
 
 
+def forward_in_tiles(x_dtype, weight_shape, stride, padding):
+    """Whether conv2d_forward runs this layer in tiles (a 1x1 layer with stride 1 and no padding has no
+    columns to build: it stays one product)."""
+    o, c, kh, kw = weight_shape
+    return not _is_pointwise((kh, kw), stride, padding) and runs_in_tiles(x_dtype, o, kh * kw * c)
+
+
 def _input_grad_in_tiles(x_dtype, weight_shape, stride, padding):
     """Whether a backward computes its input gradient as a convolution in tiles (conv2d_backward)."""
     o, c, kh, kw = weight_shape
@@ -308,10 +315,9 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
     width = kh * kw * c
-    pointwise = _is_pointwise((kh, kw), stride, padding)
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
     keep = saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
-    if not pointwise and runs_in_tiles(x.dtype, o, width):
+    if forward_in_tiles(x.dtype, weight.shape, stride, padding):
         # kept columns are a copy of each tile's buffer, still in cache; they spare the backward its
         # im2col and its chunked weight-gradient GEMMs (the 5x5 16->32 backward: 56-60% -> 67-70% of the
         # GEMM rate; BENCHMARKS.md)
@@ -323,7 +329,7 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     weight_rows = _weight_rows(weight)
     y = np.empty((n, oh, ow, o), x.dtype)
     y_rows = y.reshape(-1, o)
-    if pointwise:
+    if _is_pointwise((kh, kw), stride, padding):
         x_rows = xs.reshape(-1, c)
         for start, stop in _chunks(n * h * w, o * x.dtype.itemsize):
             _product(x_rows[start:stop], weight_rows.T, y_rows[start:stop])
