@@ -159,41 +159,50 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
 
 
 @settings(max_examples=examples(40))
-@given(conv_geometry(max_channels=8), st.sampled_from([16, 32]), st.sampled_from([16, 32, 48, 64, 80]), st.booleans(),
-       st.booleans(), st.booleans(), seeds)
+@given(conv_geometry(max_channels=8), st.sampled_from([16, 32]), st.sampled_from([8, 16, 24, 32, 48, 64, 80]),
+       st.booleans(), st.booleans(), st.booleans(), seeds)
 @example(((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1)), 16, 16, True, True, True, 0)     # 25 pixels: two tiles and a tail
 @example(((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0)), 32, 80, True, False, False, 1)   # 1 pixel, 1x1
+@example(((3, 1, 9, 7), (1, 1, 1, 1), (1, 1), (0, 0)), 16, 24, False, True, True, 2)    # 1x1: 16-wide weight tiles
 def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, seed):
-    """float32 layers with 16-80 output channels, against the reference.  The forward of a kxk layer
-    runs whole in tiles (_conv_tiles, any number of pixels: the last tile may be short), and so does its
-    input gradient at stride 1 (a convolution with the flipped filters).  A 1x1 layer's forward and the
-    other input gradients run in gemm.matmul where the product has a 12-row tile and a side of at most
-    64."""
+    """float32 layers with 8-80 output channels, against the reference.  The forward of a kxk layer
+    with a multiple of 16 outputs runs whole in tiles (_conv_tiles, any number of pixels: the last tile
+    may be short), and so does its input gradient at stride 1 (a convolution with the flipped filters).
+    Every weight gradient runs in _weight_grad_tiles (its columns built block by block; no columns kept
+    for it).  A 1x1 layer's forward and the other input gradients run in gemm.matmul where the product
+    has a 12-row tile and a side of at most 64."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
     conv, gemm = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.gemm")
     (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
     x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
     b = normal(o, seed + 2, np.float32) if with_bias else None
-    calls, matmul, tiles = [], gemm.matmul, conv._conv_tiles
+    calls, matmul, tiles, weight_tiles = [], gemm.matmul, conv._conv_tiles, conv._weight_grad_tiles
 
     def counted(name, function):
         return lambda *args: calls.append(name) or function(*args)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(gemm, "matmul", counted("matmul", matmul))
         patch.setattr(conv, "_conv_tiles", counted("tiles", tiles))
+        patch.setattr(conv, "_weight_grad_tiles", counted("weight", weight_tiles))
         saved = {} if keep else None
         check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, np.float32, seed)
     rows = n * conv_out_size(h, kh, stride[0], padding[0]) * conv_out_size(w_, kw, stride[1], padding[1])
     width = c * kh * kw
     pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
-    in_gemm = ["matmul"] if rows >= gemm.TILE_ROWS and min(width, o) <= conv._OWN_GEMM_MAX_THIN else []
+    thin = rows >= gemm.TILE_ROWS and min(width, o) <= conv._OWN_GEMM_MAX_THIN
+    input_in_gemm = ["matmul"] if thin else []                       # (rows, o) @ (o, width): width % 16 == 0
+    forward_in_gemm = input_in_gemm if o % gemm.LANES == 0 else []   # (rows, width) @ (width, o)
     # stride 1, padding < kernel: the input gradient is a convolution too, in tiles (c is 16 or 32)
     input_grad_in_tiles = not pointwise and stride == (1, 1) and padding[0] < kh and padding[1] < kw
-    expected = in_gemm if pointwise else ["tiles"]
-    if need_input_grad:
-        expected = expected + (["tiles"] if input_grad_in_tiles else in_gemm)
+    if pointwise:
+        expected = forward_in_gemm + ["weight"] + (input_in_gemm if need_input_grad else [])
+    else:
+        expected = ["tiles"] if o % gemm.LANES == 0 else forward_in_gemm
+        if need_input_grad and input_grad_in_tiles:
+            expected = expected + ["tiles"]
+        expected = expected + ["weight"] + (input_in_gemm if need_input_grad and not input_grad_in_tiles else [])
     assert calls == expected, (rows, width, o)
-    assert (saved or {}).keys() == ({"columns"} if keep and not pointwise else set())
+    assert not saved                                   # the backward builds its columns itself
 
 
 pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet's branch pool: overlapping, stride 1

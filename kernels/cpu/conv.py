@@ -17,7 +17,10 @@ batch.
 In float32, most layers skip the column matrix (runs_in_tiles): `_conv_tiles` builds 12 column rows
 at a time into a buffer that stays in cache and multiplies them there in minigrad's own GEMM (gemm.py);
 at stride 1 their input gradient is computed the same way, as a convolution of the output gradient
-with the flipped filters.  Products with a thin side go to that GEMM too (runs_own_gemm)."""
+with the flipped filters.  Products with a thin side go to that GEMM too (runs_own_gemm).  Weight
+gradients (float32, shapes its tiles take) never build the column matrix either: `_weight_grad_tiles`
+builds a block of column rows in cache and adds its product with the output gradient into a sum per
+thread; so the forward keeps no columns for them."""
 
 from __future__ import annotations
 
@@ -148,6 +151,32 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
                 _finish_row(y[r * o:(r + 1) * o], bias, has_bias, relu, zero)
 
 
+@kernel(parallel=True)
+def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, build, partials, block_rows):
+    """The weight gradient grad_rows^T @ columns, (O, KH*KW*C), in minigrad's GEMM, one block of pixel
+    rows at a time: each block's column rows are built into a buffer that stays in cache (with `build`;
+    else x already is the column matrix, e.g. a 1x1 layer's pixel rows) and its product added into
+    partials[task], one (O*width) row per task, each task a static share of the blocks (summed by the
+    caller in a fixed order: deterministic for a given number of tasks)."""
+    width = kh * kw * c
+    pixels = g.size // o
+    blocks = -(-pixels // block_rows)
+    tasks = partials.shape[0]
+    for task in prange(tasks):
+        total = partials[task]
+        buffer = np.empty(block_rows * width if build else 1, g.dtype)
+        for block in range(task * blocks // tasks, (task + 1) * blocks // tasks):
+            first = block * block_rows
+            rows = min(block_rows, pixels - first)
+            if build:
+                for r in range(rows):
+                    b, pixel = (first + r) // (oh * ow), (first + r) % (oh * ow)
+                    _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, pixel // ow, pixel % ow, buffer, r * width)
+                gemm.add_transposed_product(g, first * o, o, o, buffer, 0, width, width, total, rows)
+            else:
+                gemm.add_transposed_product(g, first * o, o, o, x, first * width, width, width, total, rows)
+
+
 _BLOCK_ROWS = 256     # pixel rows per task of the gradient pass: its partial bias sums are one row of `partials`
 
 
@@ -242,6 +271,33 @@ def _weight_grad_rows(grad_rows, cols):
     return grad_rows.T @ cols
 
 
+# The weight gradient's pixel rows per block in _weight_grad_tiles: enough that a tile's sums, loaded and
+# stored once per block, are a small part of its work; few enough that a block's column rows (up to 1.3 MB
+# for 5b's 3x3) stay near the core.  Measured at every GoogLeNet shape, batch 8, against im2col + OpenBLAS:
+# 128-256 alike (BENCHMARKS.md).
+_WEIGHT_GRAD_BLOCK_ROWS = 192
+
+
+def weight_grad_in_tiles(x_dtype, o, width):
+    """Whether a backward computes its weight gradient in _weight_grad_tiles (float32, O a multiple of 8
+    and column rows a multiple of 16 long: the shapes of its tiles)."""
+    return x_dtype == np.float32 and o % 8 == 0 and width % gemm.LANES == 0
+
+
+def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows):
+    """grad_rows^T @ columns as (O, KH*KW*C), by _weight_grad_tiles: the columns built block by block in
+    cache (never a column matrix), or, for a 1x1 layer with stride 1 and no padding, xs's pixel rows."""
+    n, h, w, c = xs.shape
+    pixels, o = grad_rows.shape
+    tasks = get_num_threads()
+    share = -(-pixels // tasks)
+    block_rows = -(-share // -(-share // _WEIGHT_GRAD_BLOCK_ROWS))      # every task the same number of blocks
+    partials = np.zeros((tasks, o * kernel_size[0] * kernel_size[1] * c), np.float32)
+    _weight_grad_tiles(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size, grad_rows.reshape(-1), o,
+                       not _is_pointwise(kernel_size, stride, padding), partials, block_rows)
+    return partials.sum(axis=0).reshape(o, -1)
+
+
 def _chunks(units, bytes_per_unit, rows_per_unit=1):
     step = max(-(-_MIN_ROWS // rows_per_unit), _CHUNK_BYTES // max(bytes_per_unit, 1), 1)
     step = min(units, step)
@@ -316,7 +372,8 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     o, _, kh, kw = weight.shape
     width = kh * kw * c
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
-    keep = saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
+    keep = (saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
+            and not weight_grad_in_tiles(x.dtype, o, width))        # that backward builds its own, in cache
     if forward_in_tiles(x.dtype, weight.shape, stride, padding):
         # kept columns are a copy of each tile's buffer, still in cache; they spare the backward its
         # im2col and its chunked weight-gradient GEMMs (the 5x5 16->32 backward: 56-60% -> 67-70% of the
@@ -369,7 +426,10 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     grad_bias = partials.sum(axis=0, dtype=np.float64).astype(x.dtype)
     if _is_pointwise((kh, kw), stride, padding):
         x_rows = xs.reshape(-1, c)
-        grad_weight = np.ascontiguousarray(_weight_grad_rows(grad_rows, x_rows)).reshape(weight.shape)
+        if weight_grad_in_tiles(x.dtype, o, c):
+            grad_weight = _weight_grad_in_tiles(xs, (1, 1), stride, padding, (oh, ow), grad_rows).reshape(weight.shape)
+        else:
+            grad_weight = np.ascontiguousarray(_weight_grad_rows(grad_rows, x_rows)).reshape(weight.shape)
         grad_x = nchw(_product(grad_rows, _weight_rows(weight)).reshape(n, h, w, c)) if need_input_grad else None
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
@@ -383,17 +443,22 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
                                          (kh - 1 - padding[0], kw - 1 - padding[1]), False))
     by_columns = need_input_grad and grad_x is None          # grad_rows @ weight, then col2im, chunk by chunk
     kept = saved.get("columns") if saved else None
-    # with the forward's columns, the weight gradient is one GEMM over the whole batch
-    grad_weight_rows = _weight_grad_rows(grad_rows, kept) if kept is not None else None
+    grad_weight_rows = None
+    if weight_grad_in_tiles(x.dtype, o, width):
+        grad_weight_rows = _weight_grad_in_tiles(xs, (kh, kw), stride, padding, (oh, ow), grad_rows)
+    elif kept is not None:            # with the forward's columns, the weight gradient is one GEMM over the batch
+        grad_weight_rows = _weight_grad_rows(grad_rows, kept)
     dx = np.zeros((n, h, w, c), x.dtype) if by_columns else None
     weight_rows = _weight_rows(weight) if by_columns else None
     cols = grad_cols = None
-    # the chunks rebuild the columns (unless kept) and turn the gradient into the input's (if wanted)
-    chunks = _chunks(n * oh, ow * width * x.dtype.itemsize, ow) if kept is None or by_columns else []
+    # the chunks rebuild the columns (for a weight gradient not yet computed) and turn the gradient into
+    # the input's (if wanted)
+    rebuild = grad_weight_rows is None
+    chunks = _chunks(n * oh, ow * width * x.dtype.itemsize, ow) if rebuild or by_columns else []
     for u0, u1 in chunks:
         rows = (u1 - u0) * ow
         chunk_grad = grad_rows[u0 * ow:u1 * ow]
-        if kept is None:
+        if rebuild:
             cols = np.empty(rows * width, x.dtype) if cols is None else cols
             _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, cols)
             chunk_weight_grad = _weight_grad_rows(chunk_grad, cols[:rows * width].reshape(rows, width))

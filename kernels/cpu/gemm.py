@@ -45,21 +45,29 @@ def _fma(builder):
     return ir.Function(module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), name)
 
 
-def _tile(rows, vectors):
-    """An intrinsic: C[i, :16*vectors] = sum over kk < k of A[i, kk] * B[kk, :16*vectors] for `rows` rows.
-    Arguments a, a0, b, b0, ldb, c, c0, ldc, k (k >= 1), flat arrays and offsets in elements:
-    A[i, kk] = a[a0 + i*k + kk], B[kk, j] = b[b0 + kk*ldb + j], C[i, j] = c[c0 + i*ldc + j]."""
+def _tile(rows, vectors, accumulate=False):
+    """An intrinsic: C[i, :16*vectors] = sum over kk < k of A[i, kk] * B[kk, :16*vectors] for `rows` rows
+    (with accumulate, C[i, ...] += that sum).  Arguments a, a0, a_row, a_k, b, b0, ldb, c, c0, ldc, k
+    (k >= 1), flat arrays and offsets in elements: A[i, kk] = a[a0 + i*a_row + kk*a_k] (a_row = k, a_k = 1
+    for a row-major A; 1 and m for A stored transposed), B[kk, j] = b[b0 + kk*ldb + j], C[i, j] =
+    c[c0 + i*ldc + j]."""
 
     @intrinsic
-    def tile(typingctx, a, a0, b, b0, ldb, c, c0, ldc, k):
-        signature = types.void(a, types.intp, b, types.intp, types.intp, c, types.intp, types.intp, types.intp)
+    def tile(typingctx, a, a0, a_row, a_k, b, b0, ldb, c, c0, ldc, k):
+        signature = types.void(a, types.intp, types.intp, types.intp, b, types.intp, types.intp, c, types.intp,
+                               types.intp, types.intp)
 
         def codegen(context, builder, sig, args):
-            a, a0, b, b0, ldb, c, c0, ldc, k = args
+            a, a0, a_row, a_k, b, b0, ldb, c, c0, ldc, k = args
             pa, pb, pc = (context.make_array(t)(context, builder, v).data
-                          for t, v in ((sig.args[0], a), (sig.args[2], b), (sig.args[5], c)))
+                          for t, v in ((sig.args[0], a), (sig.args[4], b), (sig.args[7], c)))
             fma, pointer = _fma(builder), _VECTOR.as_pointer()
             broadcast = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+            c_vectors = [builder.bitcast(builder.gep(pc, [builder.add(builder.add(c0, builder.mul(ir.Constant(_I64, r), ldc)),
+                                                                      ir.Constant(_I64, LANES * v))]), pointer)
+                         for r in range(rows) for v in range(vectors)]
+            start = ([builder.load(p, align=4) for p in c_vectors] if accumulate
+                     else [ir.Constant(_VECTOR, None)] * (rows * vectors))            # zeros
             entry = builder.basic_block
             loop, done = builder.append_basic_block("tile_k"), builder.append_basic_block("tile_store")
             builder.branch(loop)
@@ -67,17 +75,17 @@ def _tile(rows, vectors):
             kk = builder.phi(_I64)
             kk.add_incoming(ir.Constant(_I64, 0), entry)
             sums = []
-            for _ in range(rows * vectors):
+            for value in start:
                 s = builder.phi(_VECTOR)
-                s.add_incoming(ir.Constant(_VECTOR, None), entry)           # zeros
+                s.add_incoming(value, entry)
                 sums.append(s)
             b_row = builder.gep(pb, [builder.add(b0, builder.mul(kk, ldb))])
             b_vectors = [builder.load(builder.bitcast(builder.gep(b_row, [ir.Constant(_I64, LANES * v)]), pointer),
                                       align=4) for v in range(vectors)]
-            a_column = builder.add(a0, kk)
+            a_column = builder.add(a0, builder.mul(kk, a_k))
             new = []
             for r in range(rows):
-                value = builder.load(builder.gep(pa, [builder.add(a_column, builder.mul(ir.Constant(_I64, r), k))]))
+                value = builder.load(builder.gep(pa, [builder.add(a_column, builder.mul(ir.Constant(_I64, r), a_row))]))
                 splat = builder.shuffle_vector(builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), value,
                                                                       ir.Constant(_I32, 0)),
                                                ir.Constant(_VECTOR, ir.Undefined), broadcast)
@@ -88,11 +96,8 @@ def _tile(rows, vectors):
                 s.add_incoming(n, loop)
             builder.cbranch(builder.icmp_signed("<", next_k, k), loop, done)
             builder.position_at_end(done)
-            for r in range(rows):
-                c_row = builder.gep(pc, [builder.add(c0, builder.mul(ir.Constant(_I64, r), ldc))])
-                for v in range(vectors):
-                    builder.store(new[r * vectors + v],
-                                  builder.bitcast(builder.gep(c_row, [ir.Constant(_I64, LANES * v)]), pointer), align=4)
+            for value, p in zip(new, c_vectors):
+                builder.store(value, p, align=4)
             return context.get_dummy_value()
         return signature, codegen
     return tile
@@ -105,6 +110,10 @@ _tile_12x2 = _tile(12, 2)
 _tile_6x1 = _tile(6, 1)
 _tile_6x3 = _tile(6, 3)
 _tile_6x4 = _tile(6, 4)
+# C += A^T @ B runs its k loop over a block of rows at a time, adding into C: 8 rows of C keep their sums in
+# 16 or 8 registers, so that a tile is any multiple of 8 rows by 16 columns.
+_tile_8x2_add = _tile(8, 2, accumulate=True)
+_tile_8x1_add = _tile(8, 1, accumulate=True)
 
 
 @kernel(inline=True)
@@ -113,16 +122,16 @@ def _panel(a, a0, b, b0, ldb, c, c0, ldc, k, vectors):
     in one tile of 12 rows for two vectors, else in two of 6 (the tile sizes measured fastest)."""
     half_a, half_c = 6 * k, 6 * ldc
     if vectors == 2:
-        _tile_12x2(a, a0, b, b0, ldb, c, c0, ldc, k)
+        _tile_12x2(a, a0, k, 1, b, b0, ldb, c, c0, ldc, k)
     elif vectors == 4:
-        _tile_6x4(a, a0, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x4(a, a0 + half_a, b, b0, ldb, c, c0 + half_c, ldc, k)
+        _tile_6x4(a, a0, k, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x4(a, a0 + half_a, k, 1, b, b0, ldb, c, c0 + half_c, ldc, k)
     elif vectors == 3:
-        _tile_6x3(a, a0, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x3(a, a0 + half_a, b, b0, ldb, c, c0 + half_c, ldc, k)
+        _tile_6x3(a, a0, k, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x3(a, a0 + half_a, k, 1, b, b0, ldb, c, c0 + half_c, ldc, k)
     else:
-        _tile_6x1(a, a0, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x1(a, a0 + half_a, b, b0, ldb, c, c0 + half_c, ldc, k)
+        _tile_6x1(a, a0, k, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x1(a, a0 + half_a, k, 1, b, b0, ldb, c, c0 + half_c, ldc, k)
 
 
 @kernel(inline=True)
@@ -135,6 +144,21 @@ def tile_product(a, a0, panels, c, c0, n, k):
         _panel(a, a0, panels, j * k, PANEL, c, c0 + j, n, k, 4)
     if n > wide:
         _panel(a, a0, panels, wide * k, n - wide, c, c0 + wide, n, k, (n - wide) // LANES)
+
+
+@kernel(inline=True)
+def add_transposed_product(a, a0, lda, m, b, b0, ldb, n, c, k):
+    """C (m, n) += A^T @ B, C flat and C-ordered, for A (k, m) at a0 and B (k, n) at b0, their rows lda
+    and ldb apart; m a multiple of 8, n of 16.  Column panels outermost: a panel of B (k rows by 32
+    columns) stays in cache while every 8-row tile of C reads it (k is a block of a few hundred rows,
+    so that A's rows stay in cache too)."""
+    wide = n // (2 * LANES) * (2 * LANES)
+    for j in range(0, wide, 2 * LANES):
+        for i in range(0, m, 8):
+            _tile_8x2_add(a, a0 + i, 1, lda, b, b0 + j, ldb, c, i * n + j, n, k)
+    if n > wide:
+        for i in range(0, m, 8):
+            _tile_8x1_add(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, i * n + wide, n, k)
 
 
 @kernel(parallel=True)
