@@ -24,6 +24,8 @@ thread; so the forward keeps no columns for them."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import get_num_threads, prange
 
@@ -241,11 +243,13 @@ _OWN_GEMM_MAX_THIN = 64
 
 # A float32 convolution whose output channels are a multiple of 16 runs whole in _conv_tiles: its column
 # rows are built 12 at a time into a buffer that stays in cache and go straight into minigrad's GEMM, so
-# the column matrix never goes through memory.  Each tile reads all of the packed weights, so only while
-# they fit in the core's 2 MB cache beside the rest; wider layers (4c-5b's 3x3) stay with im2col and
-# OpenBLAS, which blocks its product for the cache.  Measured alternating, forward (BENCHMARKS.md):
-# 1.02-1.42x faster with weights up to 885 KB, 0.87-1.03x with 1.8-2.6 MB.
-_TILE_WEIGHT_BYTES = 2**20
+# the column matrix never goes through memory.  Each tile reads all of the packed weights.  On the Intel
+# only while they fit in the core's 2 MB cache beside the rest; wider layers (4c-5b's 3x3) stay with
+# im2col and OpenBLAS, which blocks its product for the cache.  Measured alternating, forward
+# (BENCHMARKS.md): 1.02-1.42x faster with weights up to 885 KB, 0.87-1.03x with 1.8-2.6 MB.  On the Zen 4
+# (1 MB of L2, a fast L3) every such layer: modules 4c-5b forward+backward 0.99-1.14x faster with 4c-5b's
+# 3x3 in tiles than without (measured alternating, whole processes).
+_TILE_WEIGHT_BYTES = math.inf if gemm.ON_ZEN else 2**20
 
 
 def runs_in_tiles(dtype, o, width):

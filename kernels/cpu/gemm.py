@@ -29,6 +29,11 @@ from numba.extending import intrinsic
 
 from ._jit import kernel
 
+# The CPU the kernels are compiled for.  Two rules were measured to differ between the machines this
+# project has run on, an Intel (emeraldrapids) and an AMD Zen 4 (BENCHMARKS.md): the tile sizes below, and
+# the weight size up to which a convolution runs in tiles (conv.py).  Any other CPU gets the Intel's rules.
+ON_ZEN = (config.CPU_NAME or binding.get_host_cpu_name()).startswith("znver")
+
 LANES = 16                       # float32 values in a 512-bit vector
 TILE_ROWS = 12                   # rows of C per task
 PANEL = 4 * LANES                # columns of C per tile at most: 4 vectors
@@ -114,9 +119,9 @@ _tile_6x2 = _tile(6, 2)
 # LLVM schedules one tile differently for each CPU it compiles for.  For AMD's Zen it loads all 12 broadcasts
 # of a 12x2 tile before their multiply-adds, and 24 sums + 2 vectors of B + 12 broadcasts exceed the 32
 # registers: the sums spill to the stack (measured on a Zen 4, 1200x400 @ 400x32: 72-90 GFLOP/s; as two
-# 6x2 tiles 221-229).  For Intel's (emeraldrapids) the 12x2 tile stays in registers: 209 GFLOP/s against
-# 121 in 6-row tiles (the tiles session).
-_SPLIT_TWO_VECTOR_TILES = (config.CPU_NAME or binding.get_host_cpu_name()).startswith("znver")
+# 6x2 tiles 221-229).  For Intel's the 12x2 tile stays in registers: 209 GFLOP/s against 121 in 6-row
+# tiles (the tiles session).
+_SPLIT_TWO_VECTOR_TILES = ON_ZEN
 # C += A^T @ B runs its k loop over a block of rows at a time, adding into C: 8 rows of C keep their sums in
 # 16 or 8 registers, so that a tile is any multiple of 8 rows by 16 columns.
 _tile_8x2_add = _tile(8, 2, accumulate=True)
