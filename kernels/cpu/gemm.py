@@ -179,9 +179,19 @@ def add_transposed_product(a, a0, lda, m, b, b0, ldb, n, c, k):
 
 @kernel(parallel=True)
 def _gemm_tiles(a, panels, c, m, n, k):
-    """C's first m rows (a multiple of 12), n columns (a multiple of 16): one task per tile."""
-    for t in prange(m // TILE_ROWS):
-        tile_product(a, t * TILE_ROWS * k, panels, c, t * TILE_ROWS * n, n, k)
+    """C (m rows, n columns, a multiple of 16): one task per tile of 12 rows.  The rows past the last full
+    tile are copied into a zero-padded tile of their own (a row of C depends on its own row of A only)."""
+    for t in prange(-(-m // TILE_ROWS)):
+        first = t * TILE_ROWS
+        if m - first >= TILE_ROWS:
+            tile_product(a, first * k, panels, c, first * n, n, k)
+        else:
+            rows = m - first
+            a_tail = np.zeros(TILE_ROWS * k, a.dtype)
+            c_tail = np.empty(TILE_ROWS * n, c.dtype)
+            a_tail[:rows * k] = a[first * k:m * k]
+            tile_product(a_tail, 0, panels, c_tail, 0, n, k)
+            c[first * n:m * n] = c_tail[:rows * n]
 
 
 def pack_panels(b):
@@ -207,8 +217,7 @@ def handles(a, b):
 
 
 def matmul(a, b, out=None):
-    """a @ b, into `out` (a C-ordered float32 (m, n) array) if given.  The rows past the last full tile
-    go to numpy.matmul."""
+    """a @ b, into `out` (a C-ordered float32 (m, n) array) if given."""
     if not handles(a, b):
         raise ValueError(f"gemm.matmul: needs float32 matrices (m, k) @ (k, n) with m >= {TILE_ROWS}, k >= 1 and n "
                          f"a multiple of {LANES}; got {a.dtype} {a.shape} @ {b.dtype} {b.shape}")
@@ -219,9 +228,5 @@ def matmul(a, b, out=None):
     elif out.shape != (m, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"gemm.matmul: out must be a C-contiguous float32 array of shape {(m, n)}; got "
                          f"{out.dtype} {out.shape}{'' if out.flags.c_contiguous else ', not C-contiguous'}")
-    a = np.ascontiguousarray(a)
-    main = m // TILE_ROWS * TILE_ROWS
-    _gemm_tiles(a.reshape(-1), pack_panels(b), out.reshape(-1), main, n, k)
-    if main < m:
-        np.matmul(a[main:], b, out=out[main:])
+    _gemm_tiles(np.ascontiguousarray(a).reshape(-1), pack_panels(b), out.reshape(-1), m, n, k)
     return out
