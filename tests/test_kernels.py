@@ -130,7 +130,7 @@ def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
 @example(25, 3, 13, True, 2)                       # 208 columns: three 64-wide panels and a 16-wide one
 def test_numba_gemm(m, k, vectors, given_out, seed):
     """minigrad's float32 GEMM against a float64 product: every panel width (16 to 64, and wider
-    products in several panels), rows past the last 12-row tile (done by numpy.matmul), B in C or
+    products in several panels), rows past the last 12-row tile (a zero-padded tile of their own), B in C or
     Fortran order."""
     pytest.importorskip("kernels.cpu", reason="numba is not installed")
     gemm = importlib.import_module("kernels.cpu.gemm")
@@ -189,7 +189,7 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     rows = n * conv_out_size(h, kh, stride[0], padding[0]) * conv_out_size(w_, kw, stride[1], padding[1])
     width = c * kh * kw
     pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
-    thin = rows >= gemm.TILE_ROWS and min(width, o) <= conv._OWN_GEMM_MAX_THIN
+    thin = rows >= gemm.TILE_ROWS and (min(width, o) <= conv._OWN_GEMM_MAX_THIN or rows >= conv._OWN_GEMM_MIN_ROWS_WIDE)
     input_in_gemm = ["matmul"] if thin else []                       # (rows, o) @ (o, width): width % 16 == 0
     forward_in_gemm = input_in_gemm if o % gemm.LANES == 0 else []   # (rows, width) @ (width, o)
     # stride 1, padding < kernel: the input gradient is a convolution too, in tiles (c is 16 or 32)

@@ -236,9 +236,12 @@ _SWAP_WEIGHT_GRAD_MAX_O = 32
 # A product with a thin side (k or n at most 64: a forward with few output channels or a short column
 # row, an input gradient of few output channels) runs in minigrad's own GEMM (gemm.py), where OpenBLAS
 # is at its slowest.  Measured at GoogLeNet's shapes, batch 8, alternating (BENCHMARKS.md): 1.04-1.50x
-# faster at every such shape.  Wider products are mixed, 0.76-1.19x, and stay with OpenBLAS, as do the
-# weight gradients (0.33-1.10x).
+# faster at every such shape.  Wider products are mixed on the Intel, 0.76-1.19x, and stay with OpenBLAS.
 _OWN_GEMM_MAX_THIN = 64
+# On the Zen, wider products too, given enough rows: bare, at GoogLeNet's batch-8 shapes, 1.00-1.22x
+# OpenBLAS's speed at 1568-6272 rows (forwards 1.02-1.22x, input gradients 0.96-1.10x), 0.88-0.96x at 392
+# (5a and 5b); modules 3a-4d 1.02-1.06x faster, alternating whole processes (BENCHMARKS.md).
+_OWN_GEMM_MIN_ROWS_WIDE = 1024 if gemm.ON_ZEN else math.inf
 
 
 # A float32 convolution whose output channels are a multiple of 16 runs whole in _conv_tiles: its column
@@ -258,8 +261,10 @@ def runs_in_tiles(dtype, o, width):
 
 
 def runs_own_gemm(a, b):
-    """Whether a convolution computes a @ b in minigrad's GEMM (thin, and shapes it takes) or OpenBLAS's."""
-    return min(a.shape[1], b.shape[1]) <= _OWN_GEMM_MAX_THIN and gemm.handles(a, b)
+    """Whether a convolution computes a @ b in minigrad's GEMM (shapes it takes, thin or with many rows)
+    or OpenBLAS's."""
+    return gemm.handles(a, b) and (min(a.shape[1], b.shape[1]) <= _OWN_GEMM_MAX_THIN
+                                   or a.shape[0] >= _OWN_GEMM_MIN_ROWS_WIDE)
 
 
 def _product(a, b, out=None):
