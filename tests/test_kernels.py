@@ -205,6 +205,28 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     assert not saved                                   # the backward builds its columns itself
 
 
+@settings(max_examples=examples(25))
+@given(conv_geometry(max_channels=6), st.sampled_from([8, 24, 64]), st.booleans(), seeds)
+@example(((2, 3, 23, 23), (64, 3, 7, 7), (2, 2), (3, 3)), 64, True, 0)     # the stem: 147-long column rows
+def test_numba_conv2d_float32_weight_grad_in_tiles_any_width(geometry, o, need_input_grad, seed):
+    """float32 layers with few input channels (column rows of any length: padded to 16 in the tiles)
+    and 8-64 outputs: the weight gradient runs in _weight_grad_tiles, except a 1x1 layer's whose pixel
+    rows (C long) are not a multiple of 16; the gradients against the reference."""
+    cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
+    conv = importlib.import_module("kernels.cpu.conv")
+    (n, c, h, w_), (_, _, kh, kw), stride, padding = geometry
+    x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
+    calls, weight_tiles = [], conv._weight_grad_tiles
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv, "_weight_grad_tiles", lambda *args: calls.append(args[14]) or weight_tiles(*args))
+        saved = {}
+        check_conv2d(cpu, x, w, normal(o, seed + 2, np.float32), stride, padding, True, saved, need_input_grad,
+                     np.float32, seed)
+    pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
+    assert calls == ([] if pointwise else [True])       # built columns (c < 16: a 1x1 layer's rows are not a multiple of 16)
+    assert not saved                                    # no columns kept: no backward reads them
+
+
 pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet's branch pool: overlapping, stride 1
                  ((2, 3, 9, 9), (3, 3), (2, 2), (0, 0), True),       # stage pool: overlapping, stride 2, ceil mode
                  ((1, 2, 8, 6), (3, 3), (2, 2), (1, 1), True),       # ceil mode with padding

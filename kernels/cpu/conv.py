@@ -158,23 +158,26 @@ def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, build, 
     """The weight gradient grad_rows^T @ columns, (O, KH*KW*C), in minigrad's GEMM, one block of pixel
     rows at a time: each block's column rows are built into a buffer that stays in cache (with `build`;
     else x already is the column matrix, e.g. a 1x1 layer's pixel rows) and its product added into
-    partials[task], one (O*width) row per task, each task a static share of the blocks (summed by the
-    caller in a fixed order: deterministic for a given number of tasks)."""
+    partials[task], one (O, padded width) matrix per task, each task a static share of the blocks (summed
+    by the caller in a fixed order: deterministic for a given number of tasks).  The tiles take 16
+    columns at a time, so a built buffer's rows are padded to the partials' width, a multiple of 16,
+    their last columns zero (the stem's 147 as 160)."""
     width = kh * kw * c
+    padded = partials.shape[1] // o
     pixels = g.size // o
     blocks = -(-pixels // block_rows)
     tasks = partials.shape[0]
     for task in prange(tasks):
         total = partials[task]
-        buffer = np.empty(block_rows * width if build else 1, g.dtype)
+        buffer = np.zeros(block_rows * padded if build else 1, g.dtype)
         for block in range(task * blocks // tasks, (task + 1) * blocks // tasks):
             first = block * block_rows
             rows = min(block_rows, pixels - first)
             if build:
                 for r in range(rows):
                     b, pixel = (first + r) // (oh * ow), (first + r) % (oh * ow)
-                    _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, pixel // ow, pixel % ow, buffer, r * width)
-                gemm.add_transposed_product(g, first * o, o, o, buffer, 0, width, width, total, rows)
+                    _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, pixel // ow, pixel % ow, buffer, r * padded)
+                gemm.add_transposed_product(g, first * o, o, o, buffer, 0, padded, padded, total, rows)
             else:
                 gemm.add_transposed_product(g, first * o, o, o, x, first * width, width, width, total, rows)
 
@@ -287,10 +290,11 @@ def _weight_grad_rows(grad_rows, cols):
 _WEIGHT_GRAD_BLOCK_ROWS = 192
 
 
-def weight_grad_in_tiles(x_dtype, o, width):
-    """Whether a backward computes its weight gradient in _weight_grad_tiles (float32, O a multiple of 8
-    and column rows a multiple of 16 long: the shapes of its tiles)."""
-    return x_dtype == np.float32 and o % 8 == 0 and width % gemm.LANES == 0
+def weight_grad_in_tiles(x_dtype, o, width, pointwise):
+    """Whether a backward computes its weight gradient in _weight_grad_tiles: float32 and O a multiple of 8
+    (the shapes of its tiles); a 1x1 layer's pixel rows are its columns as they are, so their length (C)
+    must also be a multiple of 16 (built columns are padded to one)."""
+    return x_dtype == np.float32 and o % 8 == 0 and (not pointwise or width % gemm.LANES == 0)
 
 
 def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows):
@@ -298,13 +302,14 @@ def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows)
     cache (never a column matrix), or, for a 1x1 layer with stride 1 and no padding, xs's pixel rows."""
     n, h, w, c = xs.shape
     pixels, o = grad_rows.shape
+    width = kernel_size[0] * kernel_size[1] * c
     tasks = get_num_threads()
     share = -(-pixels // tasks)
     block_rows = -(-share // -(-share // _WEIGHT_GRAD_BLOCK_ROWS))      # every task the same number of blocks
-    partials = np.zeros((tasks, o * kernel_size[0] * kernel_size[1] * c), np.float32)
+    partials = np.zeros((tasks, o * -(-width // gemm.LANES) * gemm.LANES), np.float32)
     _weight_grad_tiles(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size, grad_rows.reshape(-1), o,
                        not _is_pointwise(kernel_size, stride, padding), partials, block_rows)
-    return partials.sum(axis=0).reshape(o, -1)
+    return partials.sum(axis=0).reshape(o, -1)[:, :width]
 
 
 def _chunks(units, bytes_per_unit, rows_per_unit=1):
@@ -382,7 +387,7 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     width = kh * kw * c
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
     keep = (saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
-            and not weight_grad_in_tiles(x.dtype, o, width))        # that backward builds its own, in cache
+            and not weight_grad_in_tiles(x.dtype, o, width, False))        # that backward builds its own, in cache
     if forward_in_tiles(x.dtype, weight.shape, stride, padding):
         # kept columns are a copy of each tile's buffer, still in cache; they spare the backward its
         # im2col and its chunked weight-gradient GEMMs (the 5x5 16->32 backward: 56-60% -> 67-70% of the
@@ -435,7 +440,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     grad_bias = partials.sum(axis=0, dtype=np.float64).astype(x.dtype)
     if _is_pointwise((kh, kw), stride, padding):
         x_rows = xs.reshape(-1, c)
-        if weight_grad_in_tiles(x.dtype, o, c):
+        if weight_grad_in_tiles(x.dtype, o, c, True):
             grad_weight = _weight_grad_in_tiles(xs, (1, 1), stride, padding, (oh, ow), grad_rows).reshape(weight.shape)
         else:
             grad_weight = np.ascontiguousarray(_weight_grad_rows(grad_rows, x_rows)).reshape(weight.shape)
@@ -453,7 +458,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     by_columns = need_input_grad and grad_x is None          # grad_rows @ weight, then col2im, chunk by chunk
     kept = saved.get("columns") if saved else None
     grad_weight_rows = None
-    if weight_grad_in_tiles(x.dtype, o, width):
+    if weight_grad_in_tiles(x.dtype, o, width, False):
         grad_weight_rows = _weight_grad_in_tiles(xs, (kh, kw), stride, padding, (oh, ow), grad_rows)
     elif kept is not None:            # with the forward's columns, the weight gradient is one GEMM over the batch
         grad_weight_rows = _weight_grad_rows(grad_rows, kept)
