@@ -122,12 +122,12 @@ def _finish_rows(y, o, rows, bias, has_bias, relu, zero):
 
 
 @kernel(parallel=True)
-def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, keep, cols, tasks):
+def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, tasks):
     """The whole forward of a float32 convolution in minigrad's GEMM, 12 output pixels (one tile) at a
     time: the tile's column rows into a small buffer (in cache), its product with the packed weights
     (gemm.tile_product) into y, then the bias and ReLU on those rows.  The product never reads the
-    column matrix from memory; with `keep` the buffer is also copied into `cols`, for the backward.
-    `tasks` static parts of the tiles, one buffer each.  The pixels past the last full tile make one
+    column matrix from memory (nor does the backward: it builds its own, in cache, for the weight
+    gradient).  `tasks` static parts of the tiles, one buffer each.  The pixels past the last full tile make one
     more tile, computed into `tail` (a row of a product depends on its own row of columns only)."""
     width = kh * kw * c
     pixels = y.size // o
@@ -147,8 +147,6 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
                 y[first * o:(first + rows) * o] = tail[:rows * o]
             else:
                 gemm.tile_product(buffer, 0, panels, y, first * o, o, width)
-            if keep:
-                cols[first * width:(first + rows) * width] = buffer[:rows * width]
             for r in range(first, first + rows):
                 _finish_row(y[r * o:(r + 1) * o], bias, has_bias, relu, zero)
 
@@ -349,10 +347,9 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out_size, out=None):
     return nchw(dx)
 
 
-def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, cols=None, panels=None):
+def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, panels=None):
     """The convolution of channels-last xs (N, H, W, C) as a channels-last (N, OH, OW, O) array, by
-    _conv_tiles (see runs_in_tiles); its column matrix also into `cols` if given; `panels`: the weights
-    already packed, if the caller has them."""
+    _conv_tiles (see runs_in_tiles); `panels`: the weights already packed, if the caller has them."""
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
@@ -362,7 +359,7 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, cols=None, panel
         panels = gemm.pack_panels(_weight_rows(weight).T)
     _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, panels, o,
                 np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1),
-                cols is not None, y.reshape(-1)[:1] if cols is None else cols.reshape(-1), get_num_threads())
+                get_num_threads())
     return y
 
 
@@ -391,15 +388,9 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
     keep = (saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
             and not weight_grad_in_tiles(x.dtype, o, width, False))        # that backward builds its own, in cache
+    # (float32 with O a multiple of 16: its weight gradient runs in tiles, so no columns are kept)
     if forward_in_tiles(x.dtype, weight.shape, stride, padding):
-        # kept columns are a copy of each tile's buffer, still in cache; they spare the backward its
-        # im2col and its chunked weight-gradient GEMMs (the 5x5 16->32 backward: 56-60% -> 67-70% of the
-        # GEMM rate; BENCHMARKS.md)
-        cols = np.empty((n * oh * ow, width), x.dtype) if keep else None
-        y = _convolve_in_tiles(xs, weight, bias, stride, padding, relu, cols)
-        if keep:
-            saved["columns"] = cols
-        return nchw(y)
+        return nchw(_convolve_in_tiles(xs, weight, bias, stride, padding, relu))
     weight_rows = _weight_rows(weight)
     y = np.empty((n, oh, ow, o), x.dtype)
     y_rows = y.reshape(-1, o)
