@@ -8,8 +8,8 @@ of (j1 - j0) * C values.  With the weight as (O, KH*KW*C) (OIHW permuted to OHWI
     y (N*OH*OW, O) = cols @ weight^T
 is exactly the channels-last output.  The columns are built a chunk of output rows at a time (a few MB,
 still in cache for the GEMM that reads them), and the bias and ReLU are applied to each chunk's output
-right after its GEMM.  When a backward pass will follow and the columns are small, the forward builds
-them into one array and keeps them for it (`saved`, below).  A 1x1 convolution with stride 1 and no
+right after its GEMM.  When a backward pass will follow that needs them (see below) and the columns are
+small, the forward builds them into one array and keeps them for it (`saved`).  A 1x1 convolution with stride 1 and no
 padding needs no columns at all: the image's pixel rows are the column matrix, one GEMM for the whole
 batch.
 
@@ -221,8 +221,9 @@ _CHUNK_BYTES = 4 * 2**20
 _MIN_ROWS = 256
 
 
-# Columns up to this size are kept from the forward pass for the backward (given a `saved` dict).
-# Measured (batch 8): the 5x5 16->32's backward (10 MB of columns) 13-17% faster, its forward not
+# Columns up to this size are kept from the forward pass for the backward (given a `saved` dict), where
+# the weight gradient does not run in tiles (float64; float32 with O not a multiple of 8).  Measured
+# (batch 8, before weight gradients ran in tiles): the 5x5 16->32's backward (10 MB of columns) 13-17% faster, its forward not
 # slower; with a 32 MiB limit, inception 3b (20 and 29 MB of columns kept) ran 5-13% slower (BENCHMARKS.md).
 _KEEP_COLUMNS_BYTES = 16 * 2**20
 
@@ -378,9 +379,10 @@ def _input_grad_in_tiles(x_dtype, weight_shape, stride, padding):
 
 
 def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
-    """saved: a dict for the backward pass, or None (no backward will follow).  Columns of at most
-    _KEEP_COLUMNS_BYTES are then built for the whole batch and left in saved["columns"]: the backward
-    skips its im2col and computes the weight gradient in one GEMM."""
+    """saved: a dict for the backward pass, or None (no backward will follow).  Where the backward's
+    weight gradient will not run in tiles (weight_grad_in_tiles), columns of at most _KEEP_COLUMNS_BYTES
+    are then built for the whole batch and left in saved["columns"]: the backward skips its im2col and
+    computes the weight gradient in one GEMM."""
     xs = nhwc(x)
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
@@ -416,10 +418,11 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
 
 
 def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None):
-    """grad_weight = grad_rows^T @ cols and grad_cols = grad_rows @ weight (then col2im), chunk by chunk,
-    the columns rebuilt unless the forward pass left them in `saved`; or, at stride 1 in tiles, the input
-    gradient as a convolution (below).  relu_output: the output of a conv2d_forward with relu=True; its
-    mask is applied in the pass that also sums the bias gradient."""
+    """grad_weight = grad_rows^T @ cols (in _weight_grad_tiles where it can, the columns built there) and
+    grad_cols = grad_rows @ weight (then col2im), chunk by chunk, the columns rebuilt unless the forward
+    pass left them in `saved`; or, at stride 1 in tiles, the input gradient as a convolution (below).
+    relu_output: the output of a conv2d_forward with relu=True; its mask is applied in the pass that
+    also sums the bias gradient."""
     xs = nhwc(x)
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
