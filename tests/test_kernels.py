@@ -130,8 +130,8 @@ def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
 @example(25, 3, 13, True, 2)                       # 208 columns: three 64-wide panels and a 16-wide one
 def test_numba_gemm(m, k, vectors, given_out, seed):
     """minigrad's float32 GEMM against a float64 product: every panel width (16 to 64, and wider
-    products in several panels), rows past the last 12-row tile (a zero-padded tile of their own), B in C or
-    Fortran order."""
+    products in several panels), rows past the last 12-row tile (a zero-padded tile of their own), B in
+    C or Fortran order."""
     pytest.importorskip("kernels.cpu", reason="numba is not installed")
     gemm = importlib.import_module("kernels.cpu.gemm")
     n = 16 * vectors

@@ -436,11 +436,10 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
                    partials, x.dtype.type(0))
     grad_bias = partials.sum(axis=0, dtype=np.float64).astype(x.dtype)
     if _is_pointwise((kh, kw), stride, padding):
-        x_rows = xs.reshape(-1, c)
         if weight_grad_in_tiles(x.dtype, o, c, True):
             grad_weight = _weight_grad_in_tiles(xs, (1, 1), stride, padding, (oh, ow), grad_rows).reshape(weight.shape)
-        else:
-            grad_weight = np.ascontiguousarray(_weight_grad_rows(grad_rows, x_rows)).reshape(weight.shape)
+        else:      # the pixel rows are the columns
+            grad_weight = np.ascontiguousarray(_weight_grad_rows(grad_rows, xs.reshape(-1, c))).reshape(weight.shape)
         grad_x = nchw(_product(grad_rows, _weight_rows(weight)).reshape(n, h, w, c)) if need_input_grad else None
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
