@@ -164,10 +164,13 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
 @example(((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1)), 16, 16, True, True, True, 0)     # 25 pixels: two tiles and a tail
 @example(((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0)), 32, 80, True, False, False, 1)   # 1 pixel, 1x1
 @example(((3, 1, 9, 7), (1, 1, 1, 1), (1, 1), (0, 0)), 16, 24, False, True, True, 2)    # 1x1: 16-wide weight tiles
+@example(((2, 1, 7, 7), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, 3)    # 5b's 5x5: 9 classes of windows
+@example(((1, 1, 3, 4), (1, 1, 1, 2), (1, 2), (2, 1)), 32, 16, True, False, True, 4)    # windows wholly in the padding
 def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, seed):
     """float32 layers with 8-80 output channels, against the reference.  The forward of a kxk layer
     with a multiple of 16 outputs runs whole in tiles (_conv_tiles, any number of pixels: the last tile
-    may be short), and so does its input gradient at stride 1 (a convolution with the flipped filters).
+    may be short; only the taps inside the image for some pixel of a tile), and so does its input
+    gradient at stride 1 (a convolution with the flipped filters).
     Every weight gradient runs in _weight_grad_tiles (its columns built block by block; no columns kept
     for it).  A 1x1 layer's forward and the other input gradients run in gemm.matmul where the product
     has a 12-row tile and a side of at most 64."""

@@ -24,6 +24,8 @@ thread; so the forward keeps no columns for them."""
 
 from __future__ import annotations
 
+import collections
+import functools
 import math
 
 import numpy as np
@@ -122,62 +124,72 @@ def _finish_rows(y, o, rows, bias, has_bias, relu, zero):
 
 
 @kernel(parallel=True)
-def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, tasks):
+def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, plan):
     """The whole forward of a float32 convolution in minigrad's GEMM, 12 output pixels (one tile) at a
-    time: the tile's column rows into a small buffer (in cache), its product with the packed weights
-    (gemm.tile_product) into y, then the bias and ReLU on those rows.  The product never reads the
-    column matrix from memory (nor does the backward: it builds its own, in cache, for the weight
-    gradient).  `tasks` static parts of the tiles, one buffer each.  The pixels past the last full tile make one
-    more tile, computed into `tail` (a row of a product depends on its own row of columns only)."""
+    time: the tile's column rows into a small buffer (in cache), their product with the packed weights
+    (gemm.tile_product) over the tile's runs of columns, then each row into y with the bias and ReLU.
+    The product never reads the column matrix from memory (nor does the backward: it builds its own, in
+    cache, for the weight gradient).  `plan` (_Plan, from _tile_plan): the pixels' order, tile t its
+    pixels order[12t:12t + 12]; the runs of columns that are not padding for every one of them; task s
+    the tiles shares[s] to shares[s + 1], one buffer each.  A last tile of fewer than 12 pixels
+    multiplies stale rows too, and leaves their products unused (a row of a product depends on its own
+    row of columns only)."""
+    order, starts, group_box, box_runs, runs, shares = plan
     width = kh * kw * c
-    pixels = y.size // o
-    tiles = -(-pixels // gemm.TILE_ROWS)
     zero = y.dtype.type(0)
-    for task in prange(tasks):
+    for task in prange(shares.size - 1):
         buffer = np.zeros(gemm.TILE_ROWS * width, y.dtype)
-        tail = np.empty(gemm.TILE_ROWS * o, y.dtype)
-        for t in range(task * tiles // tasks, (task + 1) * tiles // tasks):
-            first = t * gemm.TILE_ROWS
-            rows = min(gemm.TILE_ROWS, pixels - first)
+        out = np.empty(gemm.TILE_ROWS * o, y.dtype)
+        for t in range(shares[task], shares[task + 1]):
+            first, rows = starts[t], starts[t + 1] - starts[t]
             for r in range(rows):
-                b, pixel = (first + r) // (oh * ow), (first + r) % (oh * ow)
+                b, pixel = order[first + r] // (oh * ow), order[first + r] % (oh * ow)
                 _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, pixel // ow, pixel % ow, buffer, r * width)
-            if rows < gemm.TILE_ROWS:      # the last tile: rows past the end are products of stale rows, unused
-                gemm.tile_product(buffer, 0, panels, tail, 0, o, width)
-                y[first * o:(first + rows) * o] = tail[:rows * o]
-            else:
-                gemm.tile_product(buffer, 0, panels, y, first * o, o, width)
-            for r in range(first, first + rows):
-                _finish_row(y[r * o:(r + 1) * o], bias, has_bias, relu, zero)
+            box = group_box[t]
+            if box_runs[box] == box_runs[box + 1]:            # every window of the tile lies in the padding
+                out[:] = 0
+            for q in range(box_runs[box], box_runs[box + 1]):
+                gemm.tile_product(buffer, 0, panels, out, 0, o, width, runs[q, 0], runs[q, 1], q > box_runs[box])
+            for r in range(rows):
+                row = y[order[first + r] * o:(order[first + r] + 1) * o]
+                row[:] = out[r * o:(r + 1) * o]
+                _finish_row(row, bias, has_bias, relu, zero)
 
 
 @kernel(parallel=True)
-def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, build, partials, block_rows):
+def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, build, partials, plan):
     """The weight gradient grad_rows^T @ columns, (O, KH*KW*C), in minigrad's GEMM, one block of pixel
-    rows at a time: each block's column rows are built into a buffer that stays in cache (with `build`;
-    else x already is the column matrix, e.g. a 1x1 layer's pixel rows) and its product added into
-    partials[task], one (O, padded width) matrix per task, each task a static share of the blocks (summed
-    by the caller in a fixed order: deterministic for a given number of tasks).  The tiles take 16
-    columns at a time, so a built buffer's rows are padded to the partials' width, a multiple of 16,
-    their last columns zero (the stem's 147 as 160)."""
+    rows at a time, its product added into partials[task], one (O, padded width) matrix per task (summed
+    by the caller in a fixed order: deterministic for a given number of tasks).  `plan` (_Plan, from
+    _block_plan): block s is the pixels order[starts[s]:starts[s + 1]]; task s the blocks shares[s] to
+    shares[s + 1].  With `build`, a block's column rows and gradient rows are gathered into buffers that
+    stay in cache, and only its runs of columns that are not padding for all of its pixels are
+    multiplied (padded to 16 columns: the tiles' width; so a buffer's rows are the partials' width, the
+    stem's 147 as 160, their last columns zero).  Without, x already is the column matrix (a 1x1 layer's
+    pixel rows, in their own order: one block of columns, all of it)."""
+    order, starts, group_box, box_runs, runs, shares = plan
     width = kh * kw * c
     padded = partials.shape[1] // o
-    pixels = g.size // o
-    blocks = -(-pixels // block_rows)
-    tasks = partials.shape[0]
-    for task in prange(tasks):
+    block_rows = np.max(starts[1:] - starts[:-1])
+    for task in prange(shares.size - 1):
         total = partials[task]
         buffer = np.zeros(block_rows * padded if build else 1, g.dtype)
-        for block in range(task * blocks // tasks, (task + 1) * blocks // tasks):
-            first = block * block_rows
-            rows = min(block_rows, pixels - first)
-            if build:
-                for r in range(rows):
-                    b, pixel = (first + r) // (oh * ow), (first + r) % (oh * ow)
-                    _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, pixel // ow, pixel % ow, buffer, r * padded)
-                gemm.add_transposed_product(g, first * o, o, o, buffer, 0, padded, padded, total, rows)
-            else:
-                gemm.add_transposed_product(g, first * o, o, o, x, first * width, width, width, total, rows)
+        g_rows = np.empty(block_rows * o if build else 1, g.dtype)
+        for s in range(shares[task], shares[task + 1]):
+            first, rows = starts[s], starts[s + 1] - starts[s]
+            if not build:
+                gemm.add_transposed_product(g, first * o, o, o, x, first * width, width, width, total, 0, padded, rows)
+                continue
+            box = group_box[s]
+            if box_runs[box] == box_runs[box + 1]:
+                continue                                      # all padding: its columns are zeros
+            for r in range(rows):
+                b, pixel = order[first + r] // (oh * ow), order[first + r] % (oh * ow)
+                _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, pixel // ow, pixel % ow, buffer, r * padded)
+                g_rows[r * o:(r + 1) * o] = g[order[first + r] * o:(order[first + r] + 1) * o]
+            for q in range(box_runs[box], box_runs[box + 1]):
+                start, stop = runs[q, 0], runs[q, 1]
+                gemm.add_transposed_product(g_rows, 0, o, o, buffer, start, padded, stop - start, total, start, padded, rows)
 
 
 _BLOCK_ROWS = 256     # pixel rows per task of the gradient pass: its partial bias sums are one row of `partials`
@@ -282,13 +294,6 @@ def _weight_grad_rows(grad_rows, cols):
     return grad_rows.T @ cols
 
 
-# The weight gradient's pixel rows per block in _weight_grad_tiles: enough that a tile's sums, loaded and
-# stored once per block, are a small part of its work; few enough that a block's column rows (up to 1.3 MB
-# for 5b's 3x3) stay near the core.  Measured at every GoogLeNet shape, batch 8, against im2col + OpenBLAS:
-# 128-256 alike (BENCHMARKS.md).
-_WEIGHT_GRAD_BLOCK_ROWS = 192
-
-
 def weight_grad_in_tiles(x_dtype, o, width, pointwise):
     """Whether a backward computes its weight gradient in _weight_grad_tiles: float32 and O a multiple of 8
     (the shapes of its tiles); a 1x1 layer's pixel rows are its columns as they are, so their length (C)
@@ -302,12 +307,11 @@ def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows)
     n, h, w, c = xs.shape
     pixels, o = grad_rows.shape
     width = kernel_size[0] * kernel_size[1] * c
-    tasks = get_num_threads()
-    share = -(-pixels // tasks)
-    block_rows = -(-share // -(-share // _WEIGHT_GRAD_BLOCK_ROWS))      # every task the same number of blocks
-    partials = np.zeros((tasks, o * -(-width // gemm.LANES) * gemm.LANES), np.float32)
+    padded = -(-width // gemm.LANES) * gemm.LANES
+    plan = _block_plan(n, h, w, c, *kernel_size, *stride, *padding, *out_size, padded, get_num_threads())
+    partials = np.zeros((plan.shares.size - 1, o * padded), np.float32)
     _weight_grad_tiles(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size, grad_rows.reshape(-1), o,
-                       not _is_pointwise(kernel_size, stride, padding), partials, block_rows)
+                       not _is_pointwise(kernel_size, stride, padding), partials, tuple(plan))
     return partials.sum(axis=0).reshape(o, -1)[:, :width]
 
 
@@ -348,6 +352,119 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out_size, out=None):
     return nchw(dx)
 
 
+def _taps_inside(out_size, kernel, stride, pad, size):
+    """Along one axis, for each output position: the kernel taps [lo, hi) whose input lies inside the image."""
+    start = np.arange(out_size) * stride - pad
+    return np.clip(-start, 0, kernel), np.clip(size - start, 0, kernel)
+
+
+def _window_classes(lo, hi, kernel):
+    """Along one axis, a rank per output position: positions whose windows take the same taps share one;
+    whole windows (no tap in the padding) rank first."""
+    classes = sorted(set(zip((lo != 0).tolist(), (hi != kernel).tolist(), lo.tolist(), hi.tolist())))
+    rank = {cls: r for r, cls in enumerate(classes)}
+    return np.array([rank[cls] for cls in zip((lo != 0).tolist(), (hi != kernel).tolist(), lo.tolist(), hi.tolist())],
+                    dtype=np.intp)
+
+
+# How _conv_tiles and _weight_grad_tiles split their pixels: `order` (pixel indices b*OH*OW + oy*OW + ox)
+# into groups (group s: order[starts[s]:starts[s + 1]]); each group's runs of columns,
+# runs[box_runs[box]:box_runs[box + 1]] with box = group_box[s] ((start, stop) rows, none if all its
+# windows lie in the padding); and each task's groups, shares[task] to shares[task + 1].
+_Plan = collections.namedtuple("_Plan", "order starts group_box box_runs runs shares")
+
+
+def _pixel_classes(n, h, w, kh, kw, sh, sw, ph, pw, oh, ow):
+    """The pixels ordered by which taps their windows take (by row class, then column class, each group
+    in natural order), their class keys in that order, and the bounds of their taps (i0, i1, j0, j1)."""
+    i0, i1 = _taps_inside(oh, kh, sh, ph, h)
+    j0, j1 = _taps_inside(ow, kw, sw, pw, w)
+    row_class, column_class = _window_classes(i0, i1, kh), _window_classes(j0, j1, kw)
+    key = np.tile((row_class[:, None] * (column_class.max() + 1) + column_class[None, :]).reshape(-1), n)
+    order = np.argsort(key, kind="stable")
+    oy, ox = order % (oh * ow) // ow, order % ow
+    bounds = np.stack([i0[oy], i1[oy], j0[ox], j1[ox]])
+    empty = (bounds[1] <= bounds[0]) | (bounds[3] <= bounds[2])     # such windows add no taps to their group
+    bounds[:, empty] = np.array([[kh], [0], [kw], [0]])
+    return order, key[order], bounds
+
+
+def _taps(bounds):
+    """The number of taps in the boxes (i0, i1, j0, j1) = bounds[0], ..., bounds[3]."""
+    return np.maximum(bounds[1] - bounds[0], 0) * np.maximum(bounds[3] - bounds[2], 0)
+
+
+def _group_plan(order, bounds, starts, kw, c, align, limit, tasks, shares=None):
+    """The _Plan of the groups starting at `starts`: each takes its pixels' taps' bounding box (the taps
+    outside it are padding for every one of its pixels), as runs of columns: one per kernel row, merged
+    where they touch, their ends rounded out to `align` columns (at most `limit`); the tasks' shares
+    split the groups' work (rows times taps) evenly, unless given."""
+    boxes = np.stack([np.minimum.reduceat(bounds[0], starts), np.maximum.reduceat(bounds[1], starts),
+                      np.minimum.reduceat(bounds[2], starts), np.maximum.reduceat(bounds[3], starts)], axis=1)
+    distinct, group_box = np.unique(boxes, axis=0, return_inverse=True)
+    box_runs, runs = [0], []
+    for i0, i1, j0, j1 in distinct.tolist():
+        box = []
+        for i in range(i0, i1 if j1 > j0 else i0):
+            start, stop = (i * kw + j0) * c // align * align, min(limit, -(-(i * kw + j1) * c // align) * align)
+            if box and start <= box[-1][1]:
+                box[-1][1] = stop
+            else:
+                box.append([start, stop])
+        runs += box
+        box_runs.append(len(runs))
+    if shares is None:
+        rows = np.diff(np.append(starts, order.size))
+        work = np.cumsum(rows * (_taps(boxes.T) + 1))
+        shares = np.searchsorted(work, work[-1] * np.arange(tasks + 1) / tasks, side="right")
+        shares[0], shares[-1] = 0, starts.size
+    as_index = functools.partial(np.ascontiguousarray, dtype=np.intp)
+    return _Plan(as_index(order), as_index(np.append(starts, order.size)), as_index(group_box.reshape(-1)),
+                 as_index(box_runs), as_index(np.array(runs).reshape(-1, 2)), as_index(shares))
+
+
+# Plans per geometry: computed once (a sort over the pixels), reused every step.
+@functools.lru_cache(maxsize=64)
+def _tile_plan(n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, tasks):
+    """_conv_tiles's plan: tiles of 12 pixels, in class order (so most tiles hold windows of one
+    class).  Near the edges most windows miss some taps: at 7x7 with a 3x3 kernel 18% of all taps are
+    padding, 31% with a 5x5, zeros that the tiles skip."""
+    order, _, bounds = _pixel_classes(n, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
+    return _group_plan(order, bounds, np.arange(0, order.size, gemm.TILE_ROWS), kw, c, 1, kh * kw * c, tasks)
+
+
+# The weight gradient's pixel rows per block in _weight_grad_tiles: enough that a tile's sums, loaded and
+# stored once per block, are a small part of its work; few enough that a block's column rows (up to 1.3 MB
+# for 5b's 3x3) stay near the core.  Measured at every GoogLeNet shape, batch 8, against im2col + OpenBLAS:
+# 128-256 alike (BENCHMARKS.md).  A block holds one class of windows, or a few small ones together
+# (classes of fewer than _WEIGHT_GRAD_MIN_ROWS pixels: the sums' loads and stores would outweigh the work).
+_WEIGHT_GRAD_BLOCK_ROWS = 192
+_WEIGHT_GRAD_MIN_ROWS = 32
+
+
+@functools.lru_cache(maxsize=64)
+def _block_plan(n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, padded, tasks):
+    """_weight_grad_tiles's plan: blocks of at most _WEIGHT_GRAD_BLOCK_ROWS pixels of one class (a class
+    split into blocks of near-equal size), runs of columns rounded out to 16 within `padded`."""
+    order, key, bounds = _pixel_classes(n, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
+    # first the tasks' shares of the pixels, even in work (taps); then each share's blocks
+    work = np.cumsum(_taps(bounds) + 1)
+    task_starts = np.searchsorted(work, work[-1] * np.arange(tasks) / tasks, side="right").tolist()
+    cuts = sorted(set(np.flatnonzero(np.diff(key, prepend=-1)).tolist()) | set(task_starts)) + [order.size]
+    starts, block = [], 0              # the open block: pixels from `block` on
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        if start - block >= _WEIGHT_GRAD_MIN_ROWS or (start in task_starts and start > block):
+            starts.append(block)
+            block = start
+        pieces = -(-(stop - block) // _WEIGHT_GRAD_BLOCK_ROWS)
+        size = -(-(stop - block) // pieces)
+        starts += range(block, block + (pieces - 1) * size, size)
+        block += (pieces - 1) * size
+    starts.append(block)
+    shares = np.searchsorted(starts, task_starts + [order.size])
+    return _group_plan(order, bounds, np.array(starts), kw, c, gemm.LANES, padded, tasks, shares)
+
+
 def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, panels=None):
     """The convolution of channels-last xs (N, H, W, C) as a channels-last (N, OH, OW, O) array, by
     _conv_tiles (see runs_in_tiles); `panels`: the weights already packed, if the caller has them."""
@@ -360,7 +477,7 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, panels=None):
         panels = gemm.pack_panels(_weight_rows(weight).T)
     _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, panels, o,
                 np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1),
-                get_num_threads())
+                tuple(_tile_plan(n, h, w, c, kh, kw, *stride, *padding, oh, ow, get_num_threads())))
     return y
 
 

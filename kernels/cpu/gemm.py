@@ -116,6 +116,13 @@ _tile_6x1 = _tile(6, 1)
 _tile_6x3 = _tile(6, 3)
 _tile_6x4 = _tile(6, 4)
 _tile_6x2 = _tile(6, 2)
+# The same tiles adding into C: a convolution's product over a few runs of k (conv.py skips the kernel
+# taps that fall in the padding, and the taps left can be several runs).
+_tile_12x2_add = _tile(12, 2, accumulate=True)
+_tile_6x1_add = _tile(6, 1, accumulate=True)
+_tile_6x3_add = _tile(6, 3, accumulate=True)
+_tile_6x4_add = _tile(6, 4, accumulate=True)
+_tile_6x2_add = _tile(6, 2, accumulate=True)
 # LLVM schedules one tile differently for each CPU it compiles for.  For AMD's Zen it loads all 12 broadcasts
 # of a 12x2 tile before their multiply-adds, and 24 sums + 2 vectors of B + 12 broadcasts exceed the 32
 # registers: the sums spill to the stack (measured on a Zen 4, 1200x400 @ 400x32: 72-90 GFLOP/s; as two
@@ -129,52 +136,76 @@ _tile_8x1_add = _tile(8, 1, accumulate=True)
 
 
 @kernel(inline=True)
-def _panel(a, a0, b, b0, ldb, c, c0, ldc, k, vectors):
-    """One 12-row tile of C against a `vectors`-wide panel of B (at b0, rows ldb apart), into C at c0:
-    in one tile of 12 rows for two vectors (two of 6 on Zen), else in two of 6 (the tile sizes measured
-    fastest)."""
-    half_a, half_c = 6 * k, 6 * ldc
-    if vectors == 2 and _SPLIT_TWO_VECTOR_TILES:
-        _tile_6x2(a, a0, k, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x2(a, a0 + half_a, k, 1, b, b0, ldb, c, c0 + half_c, ldc, k)
-    elif vectors == 2:
-        _tile_12x2(a, a0, k, 1, b, b0, ldb, c, c0, ldc, k)
+def _half_tiles(a, a0, lda, b, b0, ldb, c, c0, ldc, k, vectors, add):
+    """Two 6-row tiles, rows 0-5 and 6-11, `vectors` wide (1 to 4); with add, adding into C."""
+    a1, c1 = a0 + 6 * lda, c0 + 6 * ldc
+    if vectors == 4 and add:
+        _tile_6x4_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x4_add(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
     elif vectors == 4:
-        _tile_6x4(a, a0, k, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x4(a, a0 + half_a, k, 1, b, b0, ldb, c, c0 + half_c, ldc, k)
+        _tile_6x4(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x4(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
+    elif vectors == 3 and add:
+        _tile_6x3_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x3_add(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
     elif vectors == 3:
-        _tile_6x3(a, a0, k, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x3(a, a0 + half_a, k, 1, b, b0, ldb, c, c0 + half_c, ldc, k)
+        _tile_6x3(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x3(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
+    elif vectors == 2 and add:
+        _tile_6x2_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x2_add(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
+    elif vectors == 2:
+        _tile_6x2(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x2(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
+    elif add:
+        _tile_6x1_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x1_add(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
     else:
-        _tile_6x1(a, a0, k, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x1(a, a0 + half_a, k, 1, b, b0, ldb, c, c0 + half_c, ldc, k)
+        _tile_6x1(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+        _tile_6x1(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
 
 
 @kernel(inline=True)
-def tile_product(a, a0, panels, c, c0, n, k):
-    """One tile: C's 12 rows at c0 (rows n apart) = A's 12 rows at a0 (rows k apart) @ B, where `panels`
-    is B packed by pack_panels.  The tile runs along the row in panels of 64 columns, then one of 16,
-    32 or 48."""
+def _panel(a, a0, lda, b, b0, ldb, c, c0, ldc, k, vectors, add):
+    """One 12-row tile of C against a `vectors`-wide panel of B (at b0, rows ldb apart), into C at c0
+    (with add, adding into it), over k steps of A's rows (at a0, lda apart): in one tile of 12 rows for
+    two vectors on the Intel, else in two of 6 (the tile sizes measured fastest)."""
+    if vectors == 2 and not _SPLIT_TWO_VECTOR_TILES:
+        if add:
+            _tile_12x2_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+        else:
+            _tile_12x2(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
+    else:
+        _half_tiles(a, a0, lda, b, b0, ldb, c, c0, ldc, k, vectors, add)
+
+
+@kernel(inline=True)
+def tile_product(a, a0, panels, c, c0, n, k, k0, k1, add):
+    """One tile: C's 12 rows at c0 (rows n apart) = A's 12 rows at a0 (rows k apart) @ B over the run
+    [k0, k1) of k, i.e. A[:, k0:k1] @ B[k0:k1] (all of k: 0, k), where `panels` is B (k, n) packed by
+    pack_panels; with add, added into C.  The tile runs along the row in panels of 64 columns, then one
+    of 16, 32 or 48."""
     wide = n // PANEL * PANEL
     for j in range(0, wide, PANEL):
-        _panel(a, a0, panels, j * k, PANEL, c, c0 + j, n, k, 4)
+        _panel(a, a0 + k0, k, panels, j * k + k0 * PANEL, PANEL, c, c0 + j, n, k1 - k0, 4, add)
     if n > wide:
-        _panel(a, a0, panels, wide * k, n - wide, c, c0 + wide, n, k, (n - wide) // LANES)
+        tail = n - wide
+        _panel(a, a0 + k0, k, panels, wide * k + k0 * tail, tail, c, c0 + wide, n, k1 - k0, tail // LANES, add)
 
 
 @kernel(inline=True)
-def add_transposed_product(a, a0, lda, m, b, b0, ldb, n, c, k):
-    """C (m, n) += A^T @ B, C flat and C-ordered, for A (k, m) at a0 and B (k, n) at b0, their rows lda
-    and ldb apart; m a multiple of 8, n of 16.  Column panels outermost: a panel of B (k rows by 32
-    columns) stays in cache while every 8-row tile of C reads it (k is a block of a few hundred rows,
-    so that A's rows stay in cache too)."""
+def add_transposed_product(a, a0, lda, m, b, b0, ldb, n, c, c0, ldc, k):
+    """C (m, n) += A^T @ B, for A (k, m) at a0 and B (k, n) at b0, their rows lda and ldb apart, and C at
+    c0, its rows ldc apart; m a multiple of 8, n of 16.  Column panels outermost: a panel of B (k rows
+    by 32 columns) stays in cache while every 8-row tile of C reads it (k is a block of a few hundred
+    rows, so that A's rows stay in cache too)."""
     wide = n // (2 * LANES) * (2 * LANES)
     for j in range(0, wide, 2 * LANES):
         for i in range(0, m, 8):
-            _tile_8x2_add(a, a0 + i, 1, lda, b, b0 + j, ldb, c, i * n + j, n, k)
+            _tile_8x2_add(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
     if n > wide:
         for i in range(0, m, 8):
-            _tile_8x1_add(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, i * n + wide, n, k)
+            _tile_8x1_add(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, c0 + i * ldc + wide, ldc, k)
 
 
 @kernel(parallel=True)
@@ -184,13 +215,13 @@ def _gemm_tiles(a, panels, c, m, n, k):
     for t in prange(-(-m // TILE_ROWS)):
         first = t * TILE_ROWS
         if m - first >= TILE_ROWS:
-            tile_product(a, first * k, panels, c, first * n, n, k)
+            tile_product(a, first * k, panels, c, first * n, n, k, 0, k, False)
         else:
             rows = m - first
             a_tail = np.zeros(TILE_ROWS * k, a.dtype)
             c_tail = np.empty(TILE_ROWS * n, c.dtype)
             a_tail[:rows * k] = a[first * k:m * k]
-            tile_product(a_tail, 0, panels, c_tail, 0, n, k)
+            tile_product(a_tail, 0, panels, c_tail, 0, n, k, 0, k, False)
             c[first * n:m * n] = c_tail[:rows * n]
 
 
