@@ -192,6 +192,27 @@ def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, build, 
                 gemm.add_transposed_product(g_rows, 0, o, o, buffer, start, padded, stop - start, total, start, padded, rows)
 
 
+@kernel(parallel=True)
+def _sum_partials(partials, o, c, kh, kw, out):
+    """out (O, C, KH, KW), flat = the sum of _weight_grad_tiles's partials, added in task order, their
+    columns (i, j, c) put in OIHW order in the same pass."""
+    padded = partials.shape[1] // o
+    width = kh * kw * c
+    for q in prange(o):
+        total = np.empty(width, partials.dtype)
+        first = partials[0, q * padded:q * padded + width]
+        for p in range(width):
+            total[p] = first[p]
+        for task in range(1, partials.shape[0]):
+            more = partials[task, q * padded:q * padded + width]
+            for p in range(width):
+                total[p] += more[p]
+        dst = out[q * width:(q + 1) * width]
+        for ci in range(c):
+            for tap in range(kh * kw):
+                dst[ci * kh * kw + tap] = total[tap * c + ci]
+
+
 _BLOCK_ROWS = 256     # pixel rows per task of the gradient pass: its partial bias sums are one row of `partials`
 
 
@@ -302,17 +323,20 @@ def weight_grad_in_tiles(x_dtype, o, width, pointwise):
 
 
 def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows):
-    """grad_rows^T @ columns as (O, KH*KW*C), by _weight_grad_tiles: the columns built block by block in
-    cache (never a column matrix), or, for a 1x1 layer with stride 1 and no padding, xs's pixel rows."""
+    """grad_rows^T @ columns as the weight's gradient (O, C, KH, KW), by _weight_grad_tiles: the columns
+    built block by block in cache (never a column matrix), or, for a 1x1 layer with stride 1 and no
+    padding, xs's pixel rows."""
     n, h, w, c = xs.shape
-    pixels, o = grad_rows.shape
+    o = grad_rows.shape[1]
     width = kernel_size[0] * kernel_size[1] * c
     padded = -(-width // gemm.LANES) * gemm.LANES
     plan = _block_plan(n, h, w, c, *kernel_size, *stride, *padding, *out_size, padded, get_num_threads())
     partials = np.zeros((plan.shares.size - 1, o * padded), np.float32)
     _weight_grad_tiles(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size, grad_rows.reshape(-1), o,
                        not _is_pointwise(kernel_size, stride, padding), partials, tuple(plan))
-    return partials.sum(axis=0).reshape(o, -1)[:, :width]
+    grad_weight = np.empty((o, c, *kernel_size), np.float32)
+    _sum_partials(partials, o, c, *kernel_size, grad_weight.reshape(-1))
+    return grad_weight
 
 
 def _chunks(units, bytes_per_unit, rows_per_unit=1):
@@ -554,7 +578,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     grad_bias = partials.sum(axis=0, dtype=np.float64).astype(x.dtype)
     if _is_pointwise((kh, kw), stride, padding):
         if weight_grad_in_tiles(x.dtype, o, c, True):
-            grad_weight = _weight_grad_in_tiles(xs, (1, 1), stride, padding, (oh, ow), grad_rows).reshape(weight.shape)
+            grad_weight = _weight_grad_in_tiles(xs, (1, 1), stride, padding, (oh, ow), grad_rows)
         else:      # the pixel rows are the columns
             grad_weight = np.ascontiguousarray(_weight_grad_rows(grad_rows, xs.reshape(-1, c))).reshape(weight.shape)
         grad_x = nchw(_product(grad_rows, _weight_rows(weight)).reshape(n, h, w, c)) if need_input_grad else None
@@ -574,9 +598,9 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
                                          (kh - 1 - padding[0], kw - 1 - padding[1]), False, panels=panels))
     by_columns = need_input_grad and grad_x is None          # grad_rows @ weight, then col2im, chunk by chunk
     kept = saved.get("columns") if saved else None
-    grad_weight_rows = None
+    grad_weight = grad_weight_rows = None
     if weight_grad_in_tiles(x.dtype, o, width, False):
-        grad_weight_rows = _weight_grad_in_tiles(xs, (kh, kw), stride, padding, (oh, ow), grad_rows)
+        grad_weight = _weight_grad_in_tiles(xs, (kh, kw), stride, padding, (oh, ow), grad_rows)
     elif kept is not None:            # with the forward's columns, the weight gradient is one GEMM over the batch
         grad_weight_rows = _weight_grad_rows(grad_rows, kept)
     dx = np.zeros((n, h, w, c), x.dtype) if by_columns else None
@@ -584,7 +608,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     cols = grad_cols = None
     # the chunks rebuild the columns (for a weight gradient not yet computed) and turn the gradient into
     # the input's (if wanted)
-    rebuild = grad_weight_rows is None
+    rebuild = grad_weight is None and grad_weight_rows is None
     chunks = _chunks(n * oh, ow * width * x.dtype.itemsize, ow) if rebuild or by_columns else []
     for u0, u1 in chunks:
         rows = (u1 - u0) * ow
@@ -603,5 +627,6 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
             _col2im_add(grad_cols, h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, dx.reshape(-1))
     if by_columns:
         grad_x = nchw(dx)
-    grad_weight = np.ascontiguousarray(grad_weight_rows.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+    if grad_weight is None:
+        grad_weight = np.ascontiguousarray(grad_weight_rows.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     return grad_x, grad_weight, grad_bias
