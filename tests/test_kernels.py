@@ -170,16 +170,17 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     """float32 layers with 8-80 output channels, against the reference.  The forward of a kxk layer
     with a multiple of 16 outputs runs whole in tiles (_conv_tiles, any number of pixels: the last tile
     may be short; only the taps inside the image for some pixel of a tile), and so does its input
-    gradient at stride 1 (a convolution with the flipped filters).
-    Every weight gradient runs in _weight_grad_tiles (its columns built block by block; no columns kept
-    for it).  A 1x1 layer's forward and the other input gradients run in gemm.matmul where the product
-    has a 12-row tile and a side of at most 64."""
+    gradient at stride 1 (a convolution with the flipped filters).  Every weight gradient runs in
+    _weight_grad_tiles (its columns built block by block; no columns kept for it), a 1x1 layer's in
+    _pointwise_weight_grad.  A 1x1 layer's forward and the other input gradients run in gemm.matmul
+    where the product has a 12-row tile and a side of at most 64."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
     conv, gemm = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.gemm")
     (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
     x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
     b = normal(o, seed + 2, np.float32) if with_bias else None
-    calls, matmul, tiles, weight_tiles = [], gemm.matmul, conv._conv_tiles, conv._weight_grad_tiles
+    calls, matmul, tiles, weight_tiles, pointwise_weight = [], gemm.matmul, conv._conv_tiles, conv._weight_grad_tiles, \
+        conv._pointwise_weight_grad
 
     def counted(name, function):
         return lambda *args: calls.append(name) or function(*args)
@@ -187,6 +188,7 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         patch.setattr(gemm, "matmul", counted("matmul", matmul))
         patch.setattr(conv, "_conv_tiles", counted("tiles", tiles))
         patch.setattr(conv, "_weight_grad_tiles", counted("weight", weight_tiles))
+        patch.setattr(conv, "_pointwise_weight_grad", counted("pointwise weight", pointwise_weight))
         saved = {} if keep else None
         check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, np.float32, seed)
     rows = n * conv_out_size(h, kh, stride[0], padding[0]) * conv_out_size(w_, kw, stride[1], padding[1])
@@ -198,7 +200,7 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     # stride 1, padding < kernel: the input gradient is a convolution too, in tiles (c is 16 or 32)
     input_grad_in_tiles = not pointwise and stride == (1, 1) and padding[0] < kh and padding[1] < kw
     if pointwise:
-        expected = forward_in_gemm + ["weight"] + (input_in_gemm if need_input_grad else [])
+        expected = forward_in_gemm + ["pointwise weight"] + (input_in_gemm if need_input_grad else [])
     else:
         expected = ["tiles"] if o % gemm.LANES == 0 else forward_in_gemm
         if need_input_grad and input_grad_in_tiles:
@@ -221,12 +223,12 @@ def test_numba_conv2d_float32_weight_grad_in_tiles_any_width(geometry, o, need_i
     x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
     calls, weight_tiles = [], conv._weight_grad_tiles
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv, "_weight_grad_tiles", lambda *args: calls.append(args[14]) or weight_tiles(*args))
+        patch.setattr(conv, "_weight_grad_tiles", lambda *args: calls.append("built") or weight_tiles(*args))
         saved = {}
         check_conv2d(cpu, x, w, normal(o, seed + 2, np.float32), stride, padding, True, saved, need_input_grad,
                      np.float32, seed)
     pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
-    assert calls == ([] if pointwise else [True])       # built columns (c < 16: a 1x1 layer's rows are not a multiple of 16)
+    assert calls == ([] if pointwise else ["built"])    # built columns (c < 16: a 1x1 layer's rows are not a multiple of 16)
     assert not saved                                    # no columns kept: no backward reads them
 
 

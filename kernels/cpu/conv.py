@@ -157,29 +157,24 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
 
 
 @kernel(parallel=True)
-def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, build, partials, plan):
+def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, partials, plan):
     """The weight gradient grad_rows^T @ columns, (O, KH*KW*C), in minigrad's GEMM, one block of pixel
     rows at a time, its product added into partials[task], one (O, padded width) matrix per task (summed
     by the caller in a fixed order: deterministic for a given number of tasks).  `plan` (_Plan, from
     _block_plan): block s is the pixels order[starts[s]:starts[s + 1]]; task s the blocks shares[s] to
-    shares[s + 1].  With `build`, a block's column rows and gradient rows are gathered into buffers that
-    stay in cache, and only its runs of columns that are not padding for all of its pixels are
-    multiplied (padded to 16 columns: the tiles' width; so a buffer's rows are the partials' width, the
-    stem's 147 as 160, their last columns zero).  Without, x already is the column matrix (a 1x1 layer's
-    pixel rows, in their own order: one block of columns, all of it)."""
+    shares[s + 1].  A block's column rows and gradient rows are gathered into buffers that stay in
+    cache, and only its runs of columns that are not padding for all of its pixels are multiplied
+    (padded to 16 columns: the tiles' width; so a buffer's rows are the partials' width, the stem's 147
+    as 160, their last columns zero)."""
     order, starts, group_box, box_runs, runs, shares = plan
-    width = kh * kw * c
     padded = partials.shape[1] // o
     block_rows = np.max(starts[1:] - starts[:-1])
     for task in prange(shares.size - 1):
         total = partials[task]
-        buffer = np.zeros(block_rows * padded if build else 1, g.dtype)
-        g_rows = np.empty(block_rows * o if build else 1, g.dtype)
+        buffer = np.zeros(block_rows * padded, g.dtype)
+        g_rows = np.empty(block_rows * o, g.dtype)
         for s in range(shares[task], shares[task + 1]):
             first, rows = starts[s], starts[s + 1] - starts[s]
-            if not build:
-                gemm.add_transposed_product(g, first * o, o, o, x, first * width, width, width, total, 0, padded, rows)
-                continue
             box = group_box[s]
             if box_runs[box] == box_runs[box + 1]:
                 continue                                      # all padding: its columns are zeros
@@ -193,24 +188,44 @@ def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, build, 
 
 
 @kernel(parallel=True)
-def _sum_partials(partials, o, c, kh, kw, out):
+def _pointwise_weight_grad(x, g, o, c, pixel_shares, column_shares, block_rows, partials):
+    """A 1x1 layer's weight gradient (stride 1, no padding), grad_rows^T @ x's pixel rows (its pixel rows
+    are its column rows as they are), added into partials (zeros), one (O, C) matrix per share of the
+    pixels.  The tasks are a grid: pixel share p (pixels pixel_shares[p] to pixel_shares[p + 1]) by
+    column share q (columns column_shares[q] to column_shares[q + 1], multiples of 16), each adding its
+    product into its columns of partials[p], at most block_rows pixels at a time."""
+    columns = column_shares.size - 1
+    for task in prange((pixel_shares.size - 1) * columns):
+        p, q = task // columns, task % columns
+        start, stop = column_shares[q], column_shares[q + 1]
+        share = pixel_shares[p + 1] - pixel_shares[p]
+        step = max(1, -(-share // max(1, -(-share // block_rows))))      # blocks of equal size
+        for first in range(pixel_shares[p], pixel_shares[p + 1], step):
+            rows = min(step, pixel_shares[p + 1] - first)
+            gemm.add_transposed_product(g, first * o, o, o, x, first * c + start, c, stop - start, partials[p], start, c,
+                                        rows)
+
+
+@kernel(parallel=True)
+def _sum_partials(partials, o, c, kh, kw, out, tasks):
     """out (O, C, KH, KW), flat = the sum of _weight_grad_tiles's partials, added in task order, their
     columns (i, j, c) put in OIHW order in the same pass."""
     padded = partials.shape[1] // o
     width = kh * kw * c
-    for q in prange(o):
-        total = np.empty(width, partials.dtype)
-        first = partials[0, q * padded:q * padded + width]
-        for p in range(width):
-            total[p] = first[p]
-        for task in range(1, partials.shape[0]):
-            more = partials[task, q * padded:q * padded + width]
+    for task in prange(tasks):
+        total = np.empty(width, partials.dtype)               # one row's sums, before they are reordered
+        for q in range(task * o // tasks, (task + 1) * o // tasks):
+            first = partials[0, q * padded:q * padded + width]
             for p in range(width):
-                total[p] += more[p]
-        dst = out[q * width:(q + 1) * width]
-        for ci in range(c):
-            for tap in range(kh * kw):
-                dst[ci * kh * kw + tap] = total[tap * c + ci]
+                total[p] = first[p]
+            for part in range(1, partials.shape[0]):
+                more = partials[part, q * padded:q * padded + width]
+                for p in range(width):
+                    total[p] += more[p]
+            dst = out[q * width:(q + 1) * width]
+            for ci in range(c):
+                for tap in range(kh * kw):
+                    dst[ci * kh * kw + tap] = total[tap * c + ci]
 
 
 _BLOCK_ROWS = 256     # pixel rows per task of the gradient pass: its partial bias sums are one row of `partials`
@@ -323,19 +338,31 @@ def weight_grad_in_tiles(x_dtype, o, width, pointwise):
 
 
 def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows):
-    """grad_rows^T @ columns as the weight's gradient (O, C, KH, KW), by _weight_grad_tiles: the columns
+    """grad_rows^T @ columns as the weight's gradient (O, C, KH, KW): by _weight_grad_tiles, the columns
     built block by block in cache (never a column matrix), or, for a 1x1 layer with stride 1 and no
-    padding, xs's pixel rows."""
+    padding, by _pointwise_weight_grad from xs's pixel rows."""
     n, h, w, c = xs.shape
     o = grad_rows.shape[1]
-    width = kernel_size[0] * kernel_size[1] * c
-    padded = -(-width // gemm.LANES) * gemm.LANES
-    plan = _block_plan(n, h, w, c, *kernel_size, *stride, *padding, *out_size, padded, get_num_threads())
+    tasks = get_num_threads()
+    if _is_pointwise(kernel_size, stride, padding):
+        # The tasks split the pixels, each adding into a matrix of its own, summed afterwards; with few
+        # pixels they split the columns instead, so that there is one matrix and no sum (that pass would
+        # cost more than the pixel rows each task then reads in full).
+        pixels, vectors = grad_rows.shape[0], c // gemm.LANES
+        split_columns = pixels <= _POINTWISE_COLUMN_SPLIT_PIXELS and vectors >= tasks
+        pixel_shares = [0, pixels] if split_columns else [pixels * t // tasks for t in range(tasks + 1)]
+        column_shares = [vectors * t // tasks * gemm.LANES for t in range(tasks + 1)] if split_columns else [0, c]
+        partials = np.zeros((len(pixel_shares) - 1, o * c), np.float32)
+        _pointwise_weight_grad(xs.reshape(-1), grad_rows.reshape(-1), o, c, np.array(pixel_shares, np.intp),
+                               np.array(column_shares, np.intp), _WEIGHT_GRAD_BLOCK_ROWS, partials)
+        return (partials[0] if split_columns else partials.sum(axis=0)).reshape(o, c, 1, 1)
+    padded = -(-kernel_size[0] * kernel_size[1] * c // gemm.LANES) * gemm.LANES
+    plan = _block_plan(n, h, w, c, *kernel_size, *stride, *padding, *out_size, padded, tasks)
     partials = np.zeros((plan.shares.size - 1, o * padded), np.float32)
     _weight_grad_tiles(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size, grad_rows.reshape(-1), o,
-                       not _is_pointwise(kernel_size, stride, padding), partials, tuple(plan))
+                       partials, tuple(plan))
     grad_weight = np.empty((o, c, *kernel_size), np.float32)
-    _sum_partials(partials, o, c, *kernel_size, grad_weight.reshape(-1))
+    _sum_partials(partials, o, c, *kernel_size, grad_weight.reshape(-1), min(o, tasks))
     return grad_weight
 
 
@@ -464,6 +491,11 @@ def _tile_plan(n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, tasks):
 # (classes of fewer than _WEIGHT_GRAD_MIN_ROWS pixels: the sums' loads and stores would outweigh the work).
 _WEIGHT_GRAD_BLOCK_ROWS = 192
 _WEIGHT_GRAD_MIN_ROWS = 32
+# A 1x1 layer's weight gradient with at most this many pixels splits its columns between the tasks, not
+# its pixels.  Measured bare at GoogLeNet's batch-8 shapes: at 7x7 (392 pixels) 0.78-0.93x the time of
+# the pixel split; at 14x14 (1568) 1.05-1.2x, at 28x28 and 56x56 1.25-1.76x (each task reads every pixel
+# row).
+_POINTWISE_COLUMN_SPLIT_PIXELS = 1024
 
 
 @functools.lru_cache(maxsize=64)
