@@ -138,31 +138,24 @@ _tile_8x1_add = _tile(8, 1, accumulate=True)
 @kernel(inline=True)
 def _half_tiles(a, a0, lda, b, b0, ldb, c, c0, ldc, k, vectors, add):
     """Two 6-row tiles, rows 0-5 and 6-11, `vectors` wide (1 to 4); with add, adding into C."""
-    a1, c1 = a0 + 6 * lda, c0 + 6 * ldc
-    if vectors == 4 and add:
-        _tile_6x4_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x4_add(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
-    elif vectors == 4:
-        _tile_6x4(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x4(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
-    elif vectors == 3 and add:
-        _tile_6x3_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x3_add(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
-    elif vectors == 3:
-        _tile_6x3(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x3(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
-    elif vectors == 2 and add:
-        _tile_6x2_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x2_add(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
-    elif vectors == 2:
-        _tile_6x2(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x2(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
-    elif add:
-        _tile_6x1_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x1_add(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
-    else:
-        _tile_6x1(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
-        _tile_6x1(a, a1, lda, 1, b, b0, ldb, c, c1, ldc, k)
+    for half in range(2):
+        a_half, c_half = a0 + half * 6 * lda, c0 + half * 6 * ldc
+        if vectors == 4 and add:
+            _tile_6x4_add(a, a_half, lda, 1, b, b0, ldb, c, c_half, ldc, k)
+        elif vectors == 4:
+            _tile_6x4(a, a_half, lda, 1, b, b0, ldb, c, c_half, ldc, k)
+        elif vectors == 3 and add:
+            _tile_6x3_add(a, a_half, lda, 1, b, b0, ldb, c, c_half, ldc, k)
+        elif vectors == 3:
+            _tile_6x3(a, a_half, lda, 1, b, b0, ldb, c, c_half, ldc, k)
+        elif vectors == 2 and add:
+            _tile_6x2_add(a, a_half, lda, 1, b, b0, ldb, c, c_half, ldc, k)
+        elif vectors == 2:
+            _tile_6x2(a, a_half, lda, 1, b, b0, ldb, c, c_half, ldc, k)
+        elif add:
+            _tile_6x1_add(a, a_half, lda, 1, b, b0, ldb, c, c_half, ldc, k)
+        else:
+            _tile_6x1(a, a_half, lda, 1, b, b0, ldb, c, c_half, ldc, k)
 
 
 @kernel(inline=True)
