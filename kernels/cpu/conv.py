@@ -20,7 +20,8 @@ at stride 1 their input gradient is computed the same way, as a convolution of t
 with the flipped filters.  Products with a thin side go to that GEMM too (runs_own_gemm).  Weight
 gradients (float32, shapes its tiles take) never build the column matrix either: `_weight_grad_tiles`
 builds a block of column rows in cache and adds its product with the output gradient into a sum per
-thread; so the forward keeps no columns for them."""
+thread; so the forward keeps no columns for them.  Both skip the kernel taps that lie in the padding
+for every pixel of a tile or block (the pixels ordered by which taps their windows take: _tile_plan)."""
 
 from __future__ import annotations
 
@@ -427,10 +428,9 @@ def _taps_inside(out_size, kernel, stride, pad, size):
 def _window_classes(lo, hi, kernel):
     """Along one axis, a rank per output position: positions whose windows take the same taps share one;
     whole windows (no tap in the padding) rank first."""
-    classes = sorted(set(zip((lo != 0).tolist(), (hi != kernel).tolist(), lo.tolist(), hi.tolist())))
-    rank = {cls: r for r, cls in enumerate(classes)}
-    return np.array([rank[cls] for cls in zip((lo != 0).tolist(), (hi != kernel).tolist(), lo.tolist(), hi.tolist())],
-                    dtype=np.intp)
+    keys = list(zip((lo != 0).tolist(), (hi != kernel).tolist(), lo.tolist(), hi.tolist()))
+    rank = {key: r for r, key in enumerate(sorted(set(keys)))}
+    return np.array([rank[key] for key in keys], dtype=np.intp)
 
 
 # How _conv_tiles and _weight_grad_tiles split their pixels: `order` (pixel indices b*OH*OW + oy*OW + ox)
@@ -493,8 +493,8 @@ def _group_plan(order, bounds, starts, kw, c, align, limit, tasks, shares=None):
 @functools.lru_cache(maxsize=64)
 def _tile_plan(n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, tasks):
     """_conv_tiles's plan: tiles of 12 pixels, in class order (so most tiles hold windows of one
-    class).  Near the edges most windows miss some taps: at 7x7 with a 3x3 kernel 18% of all taps are
-    padding, 31% with a 5x5, zeros that the tiles skip."""
+    class).  Near the edges windows miss some taps: at 7x7 with a 3x3 kernel and padding 1, 18% of all
+    taps lie in the padding, 31% with a 5x5 and padding 2; zeros that the tiles skip."""
     order, _, bounds = _pixel_classes(n, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
     return _group_plan(order, bounds, np.arange(0, order.size, gemm.TILE_ROWS), kw, c, 1, kh * kw * c, tasks)
 
@@ -507,9 +507,10 @@ def _tile_plan(n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, tasks):
 _WEIGHT_GRAD_BLOCK_ROWS = 192
 _WEIGHT_GRAD_MIN_ROWS = 32
 # A 1x1 layer's weight gradient with at most this many pixels splits its columns between the tasks, not
-# its pixels.  Measured bare at GoogLeNet's batch-8 shapes: at 7x7 (392 pixels) 0.78-0.93x the time of
-# the pixel split; at 14x14 (1568) 1.05-1.2x, at 28x28 and 56x56 1.25-1.76x (each task reads every pixel
-# row).
+# its pixels.  Measured at GoogLeNet's batch-8 shapes, the whole 1x1 backward, old and new code
+# interleaved in one process (BENCHMARKS.md): at 7x7 (392 pixels) 0.94-0.96x the time of the pixel split;
+# with the column split everywhere, alternating processes, 14x14 (1568 pixels) 1.05-1.2x and 28x28 and
+# 56x56 1.2-1.8x (each task reads every pixel row).
 _POINTWISE_COLUMN_SPLIT_PIXELS = 1024
 
 
