@@ -156,6 +156,10 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
     for out in [np.empty((12, 32), np.float32), np.empty((12, 16)), np.empty((16, 12), np.float32).T]:
         with pytest.raises(ValueError, match=r"gemm\.matmul: out must be .* \(12, 16\)"):
             gemm.matmul(a, b, out)
+    for panels in [np.empty(3 * 16 + 1, np.float32), np.empty(3 * 16), np.empty((3, 16), np.float32)]:
+        with pytest.raises(ValueError, match=r"gemm\.matmul: panels must be .* 48 values"):
+            gemm.matmul(a, b, panels=panels)
+    np.testing.assert_allclose(gemm.matmul(a, b, panels=gemm.pack_panels(b)), a @ b, rtol=1e-5)
 
 
 @settings(max_examples=examples(40))
@@ -197,6 +201,8 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     thin = rows >= gemm.TILE_ROWS and (min(width, o) <= conv._OWN_GEMM_MAX_THIN or rows >= conv._OWN_GEMM_MIN_ROWS_WIDE)
     input_in_gemm = ["matmul"] if thin else []                       # (rows, o) @ (o, width): width % 16 == 0
     forward_in_gemm = input_in_gemm if o % gemm.LANES == 0 else []   # (rows, width) @ (width, o)
+    if pointwise and rows >= gemm.TILE_ROWS and conv.pointwise_forward_in_own_gemm(np.float32, o):
+        forward_in_gemm = ["matmul"]                                 # at any number of rows, on the Zen
     # stride 1, padding < kernel: the input gradient is a convolution too, in tiles (c is 16 or 32)
     input_grad_in_tiles = not pointwise and stride == (1, 1) and padding[0] < kh and padding[1] < kw
     if pointwise:

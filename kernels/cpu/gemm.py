@@ -240,8 +240,9 @@ def handles(a, b):
             and a.shape[0] >= TILE_ROWS)
 
 
-def matmul(a, b, out=None):
-    """a @ b, into `out` (a C-ordered float32 (m, n) array) if given."""
+def matmul(a, b, out=None, panels=None):
+    """a @ b, into `out` (a C-ordered float32 (m, n) array) if given; `panels`: b already packed by
+    pack_panels (or in its layout), if the caller has it."""
     if not handles(a, b):
         raise ValueError(f"gemm.matmul: needs float32 matrices (m, k) @ (k, n) with m >= {TILE_ROWS}, k >= 1 and n "
                          f"a multiple of {LANES}; got {a.dtype} {a.shape} @ {b.dtype} {b.shape}")
@@ -252,5 +253,10 @@ def matmul(a, b, out=None):
     elif out.shape != (m, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"gemm.matmul: out must be a C-contiguous float32 array of shape {(m, n)}; got "
                          f"{out.dtype} {out.shape}{'' if out.flags.c_contiguous else ', not C-contiguous'}")
-    _gemm_tiles(np.ascontiguousarray(a).reshape(-1), pack_panels(b), out.reshape(-1), m, n, k)
+    if panels is None:
+        panels = pack_panels(b)
+    elif panels.shape != (k * n,) or panels.dtype != np.float32 or not panels.flags.c_contiguous:
+        raise ValueError(f"gemm.matmul: panels must be a contiguous float32 array of {k * n} values (b {b.shape} "
+                         f"packed); got {panels.dtype} {panels.shape}")
+    _gemm_tiles(np.ascontiguousarray(a).reshape(-1), panels, out.reshape(-1), m, n, k)
     return out
