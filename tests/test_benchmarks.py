@@ -126,3 +126,22 @@ def test_alternating_timing_interleaves_and_settles_each_callable():
                                   repeat=2, warmup=1, settle=2)
     assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     assert set(medians) == {"a", "b"} and all(m >= 0 for m in medians.values())
+
+
+def test_ab_compares_against_a_revision_in_one_process():
+    """benchmarks.ab against this checkout's own HEAD: both versions load side by side, every layer and
+    pass gets a row with a ratio; a bad revision or layer is one line and exit 2."""
+    if subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: benchmarks.ab reads the revision from git")
+    result = run("HEAD", "--layers", "16,16,3,5;32,16,1,4", "--batch", "2", "--pairs", "3", module="benchmarks.ab")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 3x3") or line.startswith("| 1x1")]
+    assert [row.split(" | ")[1] for row in rows] == ["forward", "backward"] * 2
+    assert all(float(row.split(" | ")[2]) > 0 for row in rows)
+    assert "BLAS:" in result.stdout
+    for args, message in [(["no-such-revision"], "cannot read revision 'no-such-revision'"),
+                          (["HEAD", "--layers", "16,16,3"], "--layers: each layer is C,O,K,SIDE"),
+                          (["HEAD", "--pairs", "0"], "--batch and --pairs must be positive")]:
+        bad = run(*args, module="benchmarks.ab")
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
