@@ -383,7 +383,7 @@ def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows)
                                np.array(column_shares, np.intp), _WEIGHT_GRAD_BLOCK_ROWS, partials)
         return (partials[0] if split_columns else partials.sum(axis=0)).reshape(o, c, 1, 1)
     padded = -(-kernel_size[0] * kernel_size[1] * c // gemm.LANES) * gemm.LANES
-    plan = _block_plan(n, h, w, c, *kernel_size, *stride, *padding, *out_size, padded, tasks)
+    plan = _block_plan(n, h, w, c, o, *kernel_size, *stride, *padding, *out_size, padded, tasks)
     partials = np.zeros((plan.shares.size - 1, o * padded), np.float32)
     _weight_grad_tiles(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size, grad_rows.reshape(-1), o,
                        partials, tuple(plan))
@@ -470,11 +470,23 @@ def _taps(bounds):
     return np.maximum(bounds[1] - bounds[0], 0) * np.maximum(bounds[3] - bounds[2], 0)
 
 
-def _group_plan(order, bounds, starts, kw, c, align, limit, tasks, shares=None):
+# A task's work per pixel, in multiply-adds of one tap by one output channel: its taps' product and about
+# one tap's more (starting runs, finishing the row), plus building its column row (every tap, zeros
+# included), which costs about as much as 8 output channels' products per tap (the 5x5 16->32's forward
+# in tiles, bare: 0.17 ms whatever the outputs, plus 0.33 per 16 of them).  Split by taps alone, thin
+# layers' tasks were unbalanced by the build: paired, 5x5 16->32 and 16->48 0.96-0.99x the time with it.
+_BUILD_COST = 8
+
+
+def _work(taps, o, kh, kw):
+    return (taps + 1) * o + _BUILD_COST * kh * kw
+
+
+def _group_plan(order, bounds, starts, kh, kw, c, o, align, limit, tasks, shares=None):
     """The _Plan of the groups starting at `starts`: each takes its pixels' taps' bounding box (the taps
     outside it are padding for every one of its pixels), as runs of columns: one per kernel row, merged
     where they touch, their ends rounded out to `align` columns (at most `limit`); the tasks' shares
-    split the groups' work (rows times taps) evenly, unless given."""
+    split the groups' work (_work) evenly, unless given."""
     boxes = np.stack([np.minimum.reduceat(bounds[0], starts), np.maximum.reduceat(bounds[1], starts),
                       np.minimum.reduceat(bounds[2], starts), np.maximum.reduceat(bounds[3], starts)], axis=1)
     distinct, group_box = np.unique(boxes, axis=0, return_inverse=True)
@@ -491,7 +503,7 @@ def _group_plan(order, bounds, starts, kw, c, align, limit, tasks, shares=None):
         box_runs.append(len(runs))
     if shares is None:
         rows = np.diff(np.append(starts, order.size))
-        work = np.cumsum(rows * (_taps(boxes.T) + 1))
+        work = np.cumsum(rows * _work(_taps(boxes.T), o, kh, kw))
         shares = np.searchsorted(work, work[-1] * np.arange(tasks + 1) / tasks, side="right")
         shares[0], shares[-1] = 0, starts.size
     as_index = functools.partial(np.ascontiguousarray, dtype=np.intp)
@@ -501,12 +513,12 @@ def _group_plan(order, bounds, starts, kw, c, align, limit, tasks, shares=None):
 
 # Plans per geometry: computed once (a sort over the pixels), reused every step.
 @functools.lru_cache(maxsize=64)
-def _tile_plan(n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, tasks):
+def _tile_plan(n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow, tasks):
     """_conv_tiles's plan: tiles of 12 pixels, in class order (so most tiles hold windows of one
     class).  Near the edges windows miss some taps: at 7x7 with a 3x3 kernel and padding 1, 18% of all
     taps lie in the padding, 31% with a 5x5 and padding 2; zeros that the tiles skip."""
     order, _, bounds = _pixel_classes(n, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
-    return _group_plan(order, bounds, np.arange(0, order.size, gemm.TILE_ROWS), kw, c, 1, kh * kw * c, tasks)
+    return _group_plan(order, bounds, np.arange(0, order.size, gemm.TILE_ROWS), kh, kw, c, o, 1, kh * kw * c, tasks)
 
 
 # The weight gradient's pixel rows per block in _weight_grad_tiles: enough that a tile's sums, loaded and
@@ -525,12 +537,12 @@ _POINTWISE_COLUMN_SPLIT_PIXELS = 1024
 
 
 @functools.lru_cache(maxsize=64)
-def _block_plan(n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, padded, tasks):
+def _block_plan(n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow, padded, tasks):
     """_weight_grad_tiles's plan: blocks of at most _WEIGHT_GRAD_BLOCK_ROWS pixels of one class (a class
     split into blocks of near-equal size), runs of columns rounded out to 16 within `padded`."""
     order, key, bounds = _pixel_classes(n, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
-    # first the tasks' shares of the pixels, even in work (taps); then each share's blocks
-    work = np.cumsum(_taps(bounds) + 1)
+    # first the tasks' shares of the pixels, even in work (_work); then each share's blocks
+    work = np.cumsum(_work(_taps(bounds), o, kh, kw))
     task_starts = np.searchsorted(work, work[-1] * np.arange(tasks) / tasks, side="right").tolist()
     cuts = sorted(set(np.flatnonzero(np.diff(key, prepend=-1)).tolist()) | set(task_starts)) + [order.size]
     starts, block = [], 0              # the open block: pixels from `block` on
@@ -544,7 +556,7 @@ def _block_plan(n, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, padded, tasks):
         block += (pieces - 1) * size
     starts.append(block)
     shares = np.searchsorted(starts, task_starts + [order.size])
-    return _group_plan(order, bounds, np.array(starts), kw, c, gemm.LANES, padded, tasks, shares)
+    return _group_plan(order, bounds, np.array(starts), kh, kw, c, o, gemm.LANES, padded, tasks, shares)
 
 
 def _convolve_in_tiles(xs, weight, bias, stride, padding, relu):
@@ -558,7 +570,7 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu):
     has_bias = bias is not None
     _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, _pack_filters(weight), o,
                 np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1),
-                tuple(_tile_plan(n, h, w, c, kh, kw, *stride, *padding, oh, ow, get_num_threads())))
+                tuple(_tile_plan(n, h, w, c, o, kh, kw, *stride, *padding, oh, ow, get_num_threads())))
     return y
 
 
