@@ -474,7 +474,7 @@ def _taps(bounds):
 # one tap's more (starting runs, finishing the row), plus building its column row (every tap, zeros
 # included), which costs about as much as 8 output channels' products per tap (the 5x5 16->32's forward
 # in tiles, bare: 0.17 ms whatever the outputs, plus 0.33 per 16 of them).  Split by taps alone, thin
-# layers' tasks were unbalanced by the build: paired, 5x5 16->32 and 16->48 0.96-0.99x the time with it.
+# layers' tasks were unbalanced by the build: paired, 5x5 16->32 and 16->48 0.95-0.99x the time with it.
 _BUILD_COST = 8
 
 
