@@ -8,8 +8,8 @@ convolution's three GEMMs timed bare at its shapes (how much of the op is OpenBL
 measurement runs in a fresh child process holding one library, the two libraries alternating round
 after round (this machine is shared and its speed drifts); each figure is the median over rounds of
 each round's median after WARM_UP untimed steps (the per-op times: the fastest), PyTorch's in its
-faster layout (NCHW or channels_last).  Both get their preferred layout outside the timed region: channels-last inputs for
-minigrad's CPU kernels and for PyTorch's channels_last runs.  Each target row also says in how many
+faster layout (NCHW or channels_last).  Both get their preferred layout outside the timed region:
+channels-last inputs for minigrad's CPU kernels and for PyTorch's channels_last runs.  Each target row also says in how many
 rounds its ratio (that round's minigrad / that round's PyTorch) met the target, and their range.
 
 Peak memory: the high-water mark of resident memory (VmHWM) over one training step, in a process that
