@@ -12,7 +12,7 @@ import inspect
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import kernels
@@ -170,10 +170,13 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
 @example(((3, 1, 9, 7), (1, 1, 1, 1), (1, 1), (0, 0)), 16, 24, False, True, True, 2)    # 1x1: 16-wide weight tiles
 @example(((2, 1, 7, 7), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, 3)    # 5b's 5x5: 9 classes of windows
 @example(((1, 1, 3, 4), (1, 1, 1, 2), (1, 2), (2, 1)), 32, 16, True, False, True, 4)    # windows wholly in the padding
+@example(((1, 1, 28, 28), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, 5)  # 3a's 5x5: 2 direct tiles a row
+@example(((2, 1, 27, 29), (1, 1, 3, 3), (2, 2), (1, 1)), 32, 48, False, False, True, 6)  # direct tiles, rows 2C apart
 def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, seed):
     """float32 layers with 8-80 output channels, against the reference.  The forward of a kxk layer
     with a multiple of 16 outputs runs whole in tiles (_conv_tiles, any number of pixels: the last tile
-    may be short; only the taps inside the image for some pixel of a tile), and so does its input
+    may be short; only the taps inside the image for some pixel of a tile; direct tiles, reading the
+    image itself, where 12 whole windows lie side by side in a row), and so does its input
     gradient at stride 1 (a convolution with the flipped filters).  Every weight gradient runs in
     _weight_grad_tiles (its columns built block by block; no columns kept for it), a 1x1 layer's in
     _pointwise_weight_grad.  A 1x1 layer's forward and the other input gradients run in gemm.matmul
@@ -214,6 +217,30 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         expected = expected + ["weight"] + (input_in_gemm if need_input_grad and not input_grad_in_tiles else [])
     assert calls == expected, (rows, width, o)
     assert not saved                                   # the backward builds its columns itself
+
+
+@settings(max_examples=examples(60))
+@given(st.integers(1, 3), st.integers(1, 40), st.integers(1, 40), st.integers(1, 7), st.integers(1, 7),
+       st.integers(1, 3), st.integers(1, 3), st.integers(0, 3), st.integers(0, 3))
+@example(8, 28, 28, 5, 5, 1, 1, 2, 2)          # 3a's 5x5: two direct tiles in each of its 24 whole rows
+@example(8, 7, 7, 3, 3, 1, 1, 1, 1)            # 5b's 3x3: 5 whole windows a row, no direct tile
+def test_tile_plan_puts_direct_tiles_first(n, h, w, kh, kw, sh, sw, ph, pw):
+    """_tile_plan orders every pixel once; its first `direct` tiles are 12 consecutive pixels of one output
+    row whose windows are whole (what _conv_tiles reads from the image itself, with no bounds checks),
+    as many as each row's whole windows make."""
+    conv = pytest.importorskip("kernels.cpu.conv", reason="numba is not installed")
+    assume(kh <= h + 2 * ph and kw <= w + 2 * pw)
+    oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
+    plan = conv._tile_plan(n, h, w, 16, 16, kh, kw, sh, sw, ph, pw, oh, ow, 2)
+    assert sorted(plan.order.tolist()) == list(range(n * oh * ow))
+    whole_y = [oy for oy in range(oh) if 0 <= oy * sh - ph and oy * sh - ph + kh <= h]
+    whole_x = [ox for ox in range(ow) if 0 <= ox * sw - pw and ox * sw - pw + kw <= w]
+    assert plan.direct == n * len(whole_y) * (len(whole_x) // 12)
+    for t in range(plan.direct):
+        pixels = plan.order[12 * t:12 * t + 12]
+        assert plan.starts[t] == 12 * t and plan.starts[t + 1] == 12 * t + 12
+        assert (np.diff(pixels) == 1).all() and pixels[0] // ow == pixels[-1] // ow
+        assert pixels[0] % (oh * ow) // ow in whole_y and {p % ow for p in pixels} <= set(whole_x)
 
 
 @settings(max_examples=examples(25))

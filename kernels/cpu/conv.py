@@ -135,7 +135,7 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
     the tiles shares[s] to shares[s + 1], one buffer each.  A last tile of fewer than 12 pixels
     multiplies stale rows too, and leaves their products unused (a row of a product depends on its own
     row of columns only)."""
-    order, starts, group_box, box_runs, runs, shares = plan
+    order, starts, group_box, box_runs, runs, shares, direct = plan
     width = kh * kw * c
     zero = y.dtype.type(0)
     for task in prange(shares.size - 1):
@@ -143,6 +143,19 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
         out = np.empty(gemm.TILE_ROWS * o, y.dtype)
         for t in range(shares[task], shares[task + 1]):
             first, rows = starts[t], starts[t + 1] - starts[t]
+            if t < direct:
+                # 12 consecutive pixels of one output row, whole windows: for kernel row i, pixel r's
+                # column row is the input row's run of KW*C values at r*SW*C, so the tile reads A from x
+                # itself (rows SW*C apart, overlapping) and builds nothing; its rows go straight into y.
+                b, pixel = order[first] // (oh * ow), order[first] % (oh * ow)
+                oy, ox = pixel // ow, pixel % ow
+                for i in range(kh):
+                    k0 = i * kw * c
+                    a0 = ((b * h + oy * sh - ph + i) * w + ox * sw - pw) * c
+                    gemm.tile_product(x, a0 - k0, sw * c, panels, y, order[first] * o, o, width, k0, k0 + kw * c, i > 0)
+                for r in range(rows):
+                    _finish_row(y[(order[first] + r) * o:(order[first] + r + 1) * o], bias, has_bias, relu, zero)
+                continue
             for r in range(rows):
                 b, pixel = order[first + r] // (oh * ow), order[first + r] % (oh * ow)
                 _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, pixel // ow, pixel % ow, buffer, r * width)
@@ -150,7 +163,7 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
             if box_runs[box] == box_runs[box + 1]:            # every window of the tile lies in the padding
                 out[:] = 0
             for q in range(box_runs[box], box_runs[box + 1]):
-                gemm.tile_product(buffer, 0, panels, out, 0, o, width, runs[q, 0], runs[q, 1], q > box_runs[box])
+                gemm.tile_product(buffer, 0, width, panels, out, 0, o, width, runs[q, 0], runs[q, 1], q > box_runs[box])
             for r in range(rows):
                 row = y[order[first + r] * o:(order[first + r] + 1) * o]
                 row[:] = out[r * o:(r + 1) * o]
@@ -167,7 +180,7 @@ def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, partial
     cache, and only its runs of columns that are not padding for all of its pixels are multiplied
     (padded to 16 columns: the tiles' width; so a buffer's rows are the partials' width, the stem's 147
     as 160, their last columns zero)."""
-    order, starts, group_box, box_runs, runs, shares = plan
+    order, starts, group_box, box_runs, runs, shares, _ = plan
     padded = partials.shape[1] // o
     block_rows = np.max(starts[1:] - starts[:-1])
     for task in prange(shares.size - 1):
@@ -446,8 +459,9 @@ def _window_classes(lo, hi, kernel):
 # How _conv_tiles and _weight_grad_tiles split their pixels: `order` (pixel indices b*OH*OW + oy*OW + ox)
 # into groups (group s: order[starts[s]:starts[s + 1]]); each group's runs of columns,
 # runs[box_runs[box]:box_runs[box + 1]] with box = group_box[s] ((start, stop) rows, none if all its
-# windows lie in the padding); and each task's groups, shares[task] to shares[task + 1].
-_Plan = collections.namedtuple("_Plan", "order starts group_box box_runs runs shares")
+# windows lie in the padding); each task's groups, shares[task] to shares[task + 1]; and how many groups,
+# the first ones, are direct tiles (_tile_plan; 0 in other plans).
+_Plan = collections.namedtuple("_Plan", "order starts group_box box_runs runs shares direct")
 
 
 def _pixel_classes(n, h, w, kh, kw, sh, sw, ph, pw, oh, ow):
@@ -478,15 +492,15 @@ def _taps(bounds):
 _BUILD_COST = 8
 
 
-def _work(taps, o, kh, kw):
-    return (taps + 1) * o + _BUILD_COST * kh * kw
+def _work(taps, o, kh, kw, built=True):
+    return (taps + 1) * o + _BUILD_COST * kh * kw * built
 
 
-def _group_plan(order, bounds, starts, kh, kw, c, o, align, limit, tasks, shares=None):
+def _group_plan(order, bounds, starts, kh, kw, c, o, align, limit, tasks, shares=None, direct=0):
     """The _Plan of the groups starting at `starts`: each takes its pixels' taps' bounding box (the taps
     outside it are padding for every one of its pixels), as runs of columns: one per kernel row, merged
     where they touch, their ends rounded out to `align` columns (at most `limit`); the tasks' shares
-    split the groups' work (_work) evenly, unless given."""
+    split the groups' work (_work; the first `direct` groups build no columns) evenly, unless given."""
     boxes = np.stack([np.minimum.reduceat(bounds[0], starts), np.maximum.reduceat(bounds[1], starts),
                       np.minimum.reduceat(bounds[2], starts), np.maximum.reduceat(bounds[3], starts)], axis=1)
     distinct, group_box = np.unique(boxes, axis=0, return_inverse=True)
@@ -503,12 +517,12 @@ def _group_plan(order, bounds, starts, kh, kw, c, o, align, limit, tasks, shares
         box_runs.append(len(runs))
     if shares is None:
         rows = np.diff(np.append(starts, order.size))
-        work = np.cumsum(rows * _work(_taps(boxes.T), o, kh, kw))
+        work = np.cumsum(rows * _work(_taps(boxes.T), o, kh, kw, np.arange(starts.size) >= direct))
         shares = np.searchsorted(work, work[-1] * np.arange(tasks + 1) / tasks, side="right")
         shares[0], shares[-1] = 0, starts.size
     as_index = functools.partial(np.ascontiguousarray, dtype=np.intp)
     return _Plan(as_index(order), as_index(np.append(starts, order.size)), as_index(group_box.reshape(-1)),
-                 as_index(box_runs), as_index(np.array(runs).reshape(-1, 2)), as_index(shares))
+                 as_index(box_runs), as_index(np.array(runs).reshape(-1, 2)), as_index(shares), direct)
 
 
 # Plans per geometry: computed once (a sort over the pixels), reused every step.
@@ -516,9 +530,22 @@ def _group_plan(order, bounds, starts, kh, kw, c, o, align, limit, tasks, shares
 def _tile_plan(n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow, tasks):
     """_conv_tiles's plan: tiles of 12 pixels, in class order (so most tiles hold windows of one
     class).  Near the edges windows miss some taps: at 7x7 with a 3x3 kernel and padding 1, 18% of all
-    taps lie in the padding, 31% with a 5x5 and padding 2; zeros that the tiles skip."""
+    taps lie in the padding, 31% with a 5x5 and padding 2; zeros that the tiles skip.  First come the
+    direct tiles: 12 consecutive pixels of one output row, their windows whole, as many as each row's
+    whole windows make (two per row of 3a's 5x5 at 28x28, one of a 3x3 at 14x14, none at 7x7); then the
+    rest, those rows' leftover pixels first."""
     order, _, bounds = _pixel_classes(n, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
-    return _group_plan(order, bounds, np.arange(0, order.size, gemm.TILE_ROWS), kh, kw, c, o, 1, kh * kw * c, tasks)
+    whole = np.flatnonzero((bounds[0] == 0) & (bounds[1] == kh) & (bounds[2] == 0) & (bounds[3] == kw))
+    row = order[whole] // ow               # (image, output row); a row's whole windows are consecutive pixels
+    row_start = np.flatnonzero(np.diff(row, prepend=-1))
+    run = np.cumsum(np.diff(row, prepend=-1) != 0) - 1
+    place, length = np.arange(row.size) - row_start[run], np.diff(np.append(row_start, row.size))[run]
+    in_direct = place < length // gemm.TILE_ROWS * gemm.TILE_ROWS
+    rest = np.ones(order.size, bool)
+    rest[whole[in_direct]] = False
+    positions = np.concatenate([whole[in_direct], np.flatnonzero(rest)])
+    return _group_plan(order[positions], bounds[:, positions], np.arange(0, order.size, gemm.TILE_ROWS), kh, kw, c, o,
+                       1, kh * kw * c, tasks, direct=int(in_direct.sum()) // gemm.TILE_ROWS)
 
 
 # The weight gradient's pixel rows per block in _weight_grad_tiles: enough that a tile's sums, loaded and

@@ -173,17 +173,18 @@ def _panel(a, a0, lda, b, b0, ldb, c, c0, ldc, k, vectors, add):
 
 
 @kernel(inline=True)
-def tile_product(a, a0, panels, c, c0, n, k, k0, k1, add):
-    """One tile: C's 12 rows at c0 (rows n apart) = A's 12 rows at a0 (rows k apart) @ B over the run
+def tile_product(a, a0, lda, panels, c, c0, n, k, k0, k1, add):
+    """One tile: C's 12 rows at c0 (rows n apart) = A's 12 rows at a0 (rows lda apart) @ B over the run
     [k0, k1) of k, i.e. A[:, k0:k1] @ B[k0:k1] (all of k: 0, k), where `panels` is B (k, n) packed by
-    pack_panels; with add, added into C.  The tile runs along the row in panels of 64 columns, then one
-    of 16, 32 or 48."""
+    pack_panels; with add, added into C.  A's rows may overlap (lda < k: a direct convolution's windows
+    of one image row, conv.py).  The tile runs along the row in panels of 64 columns, then one of 16,
+    32 or 48."""
     wide = n // PANEL * PANEL
     for j in range(0, wide, PANEL):
-        _panel(a, a0 + k0, k, panels, j * k + k0 * PANEL, PANEL, c, c0 + j, n, k1 - k0, 4, add)
+        _panel(a, a0 + k0, lda, panels, j * k + k0 * PANEL, PANEL, c, c0 + j, n, k1 - k0, 4, add)
     if n > wide:
         tail = n - wide
-        _panel(a, a0 + k0, k, panels, wide * k + k0 * tail, tail, c, c0 + wide, n, k1 - k0, tail // LANES, add)
+        _panel(a, a0 + k0, lda, panels, wide * k + k0 * tail, tail, c, c0 + wide, n, k1 - k0, tail // LANES, add)
 
 
 @kernel(inline=True)
@@ -208,13 +209,13 @@ def _gemm_tiles(a, panels, c, m, n, k):
     for t in prange(-(-m // TILE_ROWS)):
         first = t * TILE_ROWS
         if m - first >= TILE_ROWS:
-            tile_product(a, first * k, panels, c, first * n, n, k, 0, k, False)
+            tile_product(a, first * k, k, panels, c, first * n, n, k, 0, k, False)
         else:
             rows = m - first
             a_tail = np.zeros(TILE_ROWS * k, a.dtype)
             c_tail = np.empty(TILE_ROWS * n, c.dtype)
             a_tail[:rows * k] = a[first * k:m * k]
-            tile_product(a_tail, 0, panels, c_tail, 0, n, k, 0, k, False)
+            tile_product(a_tail, 0, k, panels, c_tail, 0, n, k, 0, k, False)
             c[first * n:m * n] = c_tail[:rows * n]
 
 
