@@ -219,6 +219,19 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     assert not saved                                   # the backward builds its columns itself
 
 
+@settings(max_examples=examples(30))
+@given(st.integers(1, 150), st.integers(1, 40), st.integers(1, 5), st.integers(1, 5), seeds)
+@example(192, 384, 3, 3, 0)                  # 5b's 3x3 (its input gradient: 192 outputs, 384 inputs)
+def test_pack_flipped_packs_the_input_gradients_filters(o, c, kh, kw, seed):
+    """_pack_flipped (run in each task of the input gradient's tiles) packs what _pack_filters packs from
+    the flipped view of the forward's filters: panels of 64 output channels, then the rest."""
+    conv = pytest.importorskip("kernels.cpu.conv", reason="numba is not installed")
+    forward = normal((c, o, kh, kw), seed, np.float32)           # the forward: o inputs, c outputs
+    panels = np.full(o * c * kh * kw, np.nan, np.float32)
+    conv._pack_flipped(forward.reshape(-1), o, c, kh, kw, panels)
+    np.testing.assert_array_equal(panels, conv._pack_filters(forward[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)))
+
+
 @settings(max_examples=examples(60))
 @given(st.integers(1, 3), st.integers(1, 40), st.integers(1, 40), st.integers(1, 7), st.integers(1, 7),
        st.integers(1, 3), st.integers(1, 3), st.integers(0, 3), st.integers(0, 3))

@@ -21,7 +21,9 @@ with the flipped filters.  Products with a thin side go to that GEMM too (runs_o
 gradients (float32, shapes its tiles take) never build the column matrix either: `_weight_grad_tiles`
 builds a block of column rows in cache and adds its product with the output gradient into a sum per
 thread; so the forward keeps no columns for them.  Both skip the kernel taps that lie in the padding
-for every pixel of a tile or block (the pixels ordered by which taps their windows take: _tile_plan)."""
+for every pixel of a tile or block (the pixels ordered by which taps their windows take: _tile_plan).
+A tile of 12 whole windows side by side in one output row builds no column rows at all: it reads them
+from the image itself, rows SW*C apart (direct tiles, _conv_tiles)."""
 
 from __future__ import annotations
 
@@ -124,8 +126,28 @@ def _finish_rows(y, o, rows, bias, has_bias, relu, zero):
         _finish_row(y[r * o:(r + 1) * o], bias, has_bias, relu, zero)
 
 
+@kernel(inline=True)
+def _pack_flipped(weight, o, c, kh, kw, panels):
+    """panels = the filters of a forward's input gradient (a convolution with O outputs and C inputs),
+    from that forward's filters `weight`, flat (C, O, KH, KW): this convolution's filter (q, ci, i, j)
+    is their (ci, q, KH-1-i, KW-1-j).  In gemm.pack_panels' layout, as _pack_filters packs: panels of 64
+    output channels one after another, each (KH, KW, C, 64), then the rest.  A panel's 64 values for one
+    tap lie KH*KW apart in `weight`: a few lines, read in order."""
+    width = kh * kw * c
+    for first in range(0, o, gemm.PANEL):
+        count = min(gemm.PANEL, o - first)
+        for ci in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    src = ((ci * o + first) * kh + kh - 1 - i) * kw + kw - 1 - j
+                    dst = first * width + ((i * kw + j) * c + ci) * count
+                    out = panels[dst:dst + count]
+                    for q in range(count):
+                        out[q] = weight[src + q * kh * kw]
+
+
 @kernel(parallel=True)
-def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has_bias, relu, y, plan):
+def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, filters, flip, packed, o, bias, has_bias, relu, y, plan):
     """The whole forward of a float32 convolution in minigrad's GEMM, 12 output pixels (one tile) at a
     time: the tile's column rows into a small buffer (in cache), their product with the packed weights
     (gemm.tile_product) over the tile's runs of columns, then each row into y with the bias and ReLU.
@@ -134,11 +156,16 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, panels, o, bias, has
     pixels order[12t:12t + 12]; the runs of columns that are not padding for every one of them; task s
     the tiles shares[s] to shares[s + 1], one buffer each.  A last tile of fewer than 12 pixels
     multiplies stale rows too, and leaves their products unused (a row of a product depends on its own
-    row of columns only)."""
+    row of columns only).  The weights: packed[0], packed by _pack_filters; or with flip, a forward's
+    `filters` (flat) of which this is the input gradient, each task packing its own copy into
+    packed[task] (_pack_flipped: then they are in its core's cache)."""
     order, starts, group_box, box_runs, runs, shares, direct = plan
     width = kh * kw * c
     zero = y.dtype.type(0)
     for task in prange(shares.size - 1):
+        panels = packed[task] if flip else packed[0]
+        if flip:
+            _pack_flipped(filters, o, c, kh, kw, panels)
         buffer = np.zeros(gemm.TILE_ROWS * width, y.dtype)
         out = np.empty(gemm.TILE_ROWS * o, y.dtype)
         for t in range(shares[task], shares[task + 1]):
@@ -274,7 +301,7 @@ def _pack_filters(weight):
     """gemm.pack_panels(_weight_rows(weight).T) in one copy: the (KH*KW*C, O) matrix a convolution's
     product multiplies, its panels of 64 output channels one after another, each (KH, KW, C, 64).  The
     filters may be any view of (O, C, KH, KW).  Measured (5b's 3x3, 2.65 MB): 0.31 ms against 0.42 in
-    two copies; its flipped filters 0.33 against 0.38."""
+    two copies.  (The input gradient's flipped filters are packed by the tiles' tasks: _pack_flipped.)"""
     o, c, kh, kw = weight.shape
     width = kh * kw * c
     wide = o // gemm.PANEL * gemm.PANEL
@@ -586,18 +613,25 @@ def _block_plan(n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow, padded, tasks):
     return _group_plan(order, bounds, np.array(starts), kh, kw, c, o, gemm.LANES, padded, tasks, shares)
 
 
-def _convolve_in_tiles(xs, weight, bias, stride, padding, relu):
+def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, flip=False):
     """The convolution of channels-last xs (N, H, W, C) as a channels-last (N, OH, OW, O) array, by
-    _conv_tiles (see runs_in_tiles); `weight` (O, C, KH, KW) may be any view (the input gradient's
-    flipped filters)."""
+    _conv_tiles (see runs_in_tiles), with the filters `weight` (O, C, KH, KW); with flip, with the
+    input gradient's filters of a forward whose filters are `weight` (C, O, KH, KW): flipped, their
+    two channel axes swapped."""
     n, h, w, c = xs.shape
-    o, _, kh, kw = weight.shape
+    o, kh, kw = weight.shape[1 if flip else 0], *weight.shape[2:]
     oh, ow = conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w, kw, stride[1], padding[1])
     y = np.empty((n, oh, ow, o), xs.dtype)
     has_bias = bias is not None
-    _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, _pack_filters(weight), o,
-                np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1),
-                tuple(_tile_plan(n, h, w, c, o, kh, kw, *stride, *padding, oh, ow, get_num_threads())))
+    plan = _tile_plan(n, h, w, c, o, kh, kw, *stride, *padding, oh, ow, get_num_threads())
+    # The input gradient's filters: each task packs its own copy, in its core's cache.  Paired against one
+    # NumPy copy of the flipped view (_pack_filters) read by both: backward 0.87x the time on 5b's 3x3,
+    # 0.96-0.97x on 5a's and 4e's, 1.00x on larger images.  The forward's filters: one NumPy copy (packed
+    # the same way in the tasks, 64 filters KH*KW*C apart per tap: forward 1.02-1.07x the time).
+    packed = np.empty((plan.shares.size - 1, kh * kw * c * o), xs.dtype) if flip else _pack_filters(weight)[None]
+    _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, np.ascontiguousarray(weight).reshape(-1), flip,
+                packed, o, np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1),
+                tuple(plan))
     return y
 
 
@@ -689,9 +723,8 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
         # With stride 1 the input gradient is itself a convolution: of the output gradient with the
         # filters flipped and their two channel axes swapped, padded by KH-1-PH (and KW-1-PW).  So it
         # runs in tiles like a forward, with no gradient columns and no col2im.
-        flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-        grad_x = nchw(_convolve_in_tiles(grad_rows.reshape(n, oh, ow, o), flipped, None, (1, 1),
-                                         (kh - 1 - padding[0], kw - 1 - padding[1]), False))
+        grad_x = nchw(_convolve_in_tiles(grad_rows.reshape(n, oh, ow, o), weight, None, (1, 1),
+                                         (kh - 1 - padding[0], kw - 1 - padding[1]), False, flip=True))
     by_columns = need_input_grad and grad_x is None          # grad_rows @ weight, then col2im, chunk by chunk
     kept = saved.get("columns") if saved else None
     grad_weight = grad_weight_rows = None
