@@ -564,8 +564,8 @@ def _tile_plan(n, h, w, c, o, kh, kw, sh, sw, ph, pw, oh, ow, tasks):
     order, _, bounds = _pixel_classes(n, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
     whole = np.flatnonzero((bounds[0] == 0) & (bounds[1] == kh) & (bounds[2] == 0) & (bounds[3] == kw))
     row = order[whole] // ow               # (image, output row); a row's whole windows are consecutive pixels
-    row_start = np.flatnonzero(np.diff(row, prepend=-1))
-    run = np.cumsum(np.diff(row, prepend=-1) != 0) - 1
+    new_row = np.diff(row, prepend=-1) != 0
+    row_start, run = np.flatnonzero(new_row), np.cumsum(new_row) - 1
     place, length = np.arange(row.size) - row_start[run], np.diff(np.append(row_start, row.size))[run]
     in_direct = place < length // gemm.TILE_ROWS * gemm.TILE_ROWS
     rest = np.ones(order.size, bool)
