@@ -629,9 +629,9 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, flip=False):
     # 0.96-0.97x on 5a's and 4e's, 1.00x on larger images.  The forward's filters: one NumPy copy (packed
     # the same way in the tasks, 64 filters KH*KW*C apart per tap: forward 1.02-1.07x the time).
     packed = np.empty((plan.shares.size - 1, kh * kw * c * o), xs.dtype) if flip else _pack_filters(weight)[None]
-    _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, np.ascontiguousarray(weight).reshape(-1), flip,
-                packed, o, np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1),
-                tuple(plan))
+    filters = np.ascontiguousarray(weight).reshape(-1) if flip else packed[0]     # (unread without flip)
+    _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, filters, flip, packed, o,
+                np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1), tuple(plan))
     return y
 
 
