@@ -38,16 +38,16 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     for index, t in checked:
         analytic = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
         numeric = np.empty(t.shape)
-        flat = t.data.reshape(-1)                       # a view: perturbs t in place
+        data = t.data                                   # perturbed in place, element by element, in any layout
         with no_grad():
-            for k in range(flat.size):
-                original = flat[k]
-                flat[k] = original + eps
+            for k in np.ndindex(t.shape):
+                original = data[k]
+                data[k] = original + eps
                 plus = objective()
-                flat[k] = original - eps
+                data[k] = original - eps
                 minus = objective()
-                flat[k] = original
-                numeric.flat[k] = (plus - minus) / (2 * eps)
+                data[k] = original
+                numeric[k] = (plus - minus) / (2 * eps)
         error = np.abs(analytic - numeric)
         excess = error - (atol + rtol * np.abs(numeric))
         if (excess > 0).any() or not np.isfinite(analytic).all():
