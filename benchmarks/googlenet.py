@@ -95,7 +95,7 @@ def _time_ops(task, make):
 def _gemms_alone(n, c, o, k, side):
     """The three GEMMs of a convolution's forward and backward at its shapes, as minigrad's CPU kernel runs
     them (the weight gradient in the kernel's order), on random operands: what OpenBLAS alone takes."""
-    from kernels.cpu.conv import _weight_grad_rows
+    from kernels.cpu.conv import _weight_grad_matrix
 
     rng = np.random.default_rng(2)
     cols = rng.standard_normal((n * side * side, c * k * k), dtype=np.float32)
@@ -104,7 +104,7 @@ def _gemms_alone(n, c, o, k, side):
 
     def gemms():
         np.matmul(cols, weight_rows.T)
-        _weight_grad_rows(grad_rows, cols)
+        _weight_grad_matrix(grad_rows, cols)
         np.matmul(grad_rows, weight_rows)
     return gemms
 

@@ -49,7 +49,7 @@ class Optimizer:
         index = {id(p): i for i, p in enumerate(self._parameters())}
         return {"param_groups": [{k: v for k, v in g.items() if k != "params"} | {"params": [index[id(p)] for p in
                                  g["params"]]} for g in self.param_groups],
-                "state": {index[key]: {k: v.copy() if hasattr(v, "shape") else v for k, v in value.items()}
+                "state": {index[key]: {k: v.copy(order="K") if hasattr(v, "shape") else v for k, v in value.items()}
                           for key, value in self.state.items() if key in index}}
 
     def load_state_dict(self, state_dict):
@@ -183,7 +183,7 @@ class Polyak:
         if not 0 < decay < 1:
             raise ValueError(f"Polyak: decay must be in (0, 1), got {decay!r}")
         self.model, self.decay, self.updates = model, decay, 0
-        self.average = {name: p.data.copy() for name, p in model.named_parameters()}
+        self.average = {name: p.data.copy(order="K") for name, p in model.named_parameters()}
 
     def update(self):
         self.updates += 1
@@ -199,7 +199,7 @@ class Polyak:
         def swap():
             saved = {name: p.data for name, p in self.model.named_parameters()}
             for name, p in self.model.named_parameters():
-                p.data = self.average[name].copy()
+                p.data = self.average[name].copy(order="K")
             try:
                 yield self.model
             finally:

@@ -56,6 +56,15 @@ def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, keep, 
     check_conv2d(k, x, w, b, stride, padding, relu, {} if keep else None, need_input_grad, dtype, seed)
 
 
+def stored_as_filter_matrix(w):
+    """The filters w (O, C, KH, KW) with the same values, stored as minigrad.nn.Conv2d stores them: as
+    their product's matrix (KH*KW*C, O)."""
+    o, c, kh, kw = w.shape
+    stored = np.empty((kh, kw, c, o), w.dtype).transpose(3, 2, 0, 1)
+    stored[...] = w
+    return stored
+
+
 def check_conv2d(k, x, w, b, stride, padding, relu, saved, need_input_grad, dtype, seed):
     """Backend k's conv2d forward and backward against the reference; returns k's gradients."""
     y = k.conv2d_forward(x, w, b, stride, padding, relu, saved)
@@ -120,7 +129,7 @@ def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
         saved = {}
         got = check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, dtype, seed)
     assert saved == {}
-    assert got[1].flags.c_contiguous
+    assert np.shares_memory(conv._filter_matrix(got[1]), got[1])      # stored as the filters (nn.Conv2d)
 
 
 @settings(max_examples=examples(40))
@@ -131,7 +140,7 @@ def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
 def test_numba_gemm(m, k, vectors, given_out, seed):
     """minigrad's float32 GEMM against a float64 product: every panel width (16 to 64, and wider
     products in several panels), rows past the last 12-row tile (a zero-padded tile of their own), B in
-    C or Fortran order."""
+    C order (read where it lies) or Fortran order (packed first)."""
     pytest.importorskip("kernels.cpu", reason="numba is not installed")
     gemm = importlib.import_module("kernels.cpu.gemm")
     n = 16 * vectors
@@ -156,10 +165,6 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
     for out in [np.empty((12, 32), np.float32), np.empty((12, 16)), np.empty((16, 12), np.float32).T]:
         with pytest.raises(ValueError, match=r"gemm\.matmul: out must be .* \(12, 16\)"):
             gemm.matmul(a, b, out)
-    for panels in [np.empty(3 * 16 + 1, np.float32), np.empty(3 * 16), np.empty((3, 16), np.float32)]:
-        with pytest.raises(ValueError, match=r"gemm\.matmul: panels must be .* 48 values"):
-            gemm.matmul(a, b, panels=panels)
-    np.testing.assert_allclose(gemm.matmul(a, b, panels=gemm.pack_panels(b)), a @ b, rtol=1e-5)
 
 
 @settings(max_examples=examples(40))
@@ -185,6 +190,8 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     conv, gemm = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.gemm")
     (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
     x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
+    if seed % 2:                    # stored as nn.Conv2d stores them: read in place (else copied first)
+        w = stored_as_filter_matrix(w)
     b = normal(o, seed + 2, np.float32) if with_bias else None
     calls, matmul, tiles, weight_tiles, pointwise_weight = [], gemm.matmul, conv._conv_tiles, conv._weight_grad_tiles, \
         conv._pointwise_weight_grad
@@ -197,7 +204,8 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         patch.setattr(conv, "_weight_grad_tiles", counted("weight", weight_tiles))
         patch.setattr(conv, "_pointwise_weight_grad", counted("pointwise weight", pointwise_weight))
         saved = {} if keep else None
-        check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, np.float32, seed)
+        grad_w = check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, np.float32, seed)[1]
+    assert np.shares_memory(conv._filter_matrix(grad_w), grad_w)      # the weight gradient: stored as the filters
     rows = n * conv_out_size(h, kh, stride[0], padding[0]) * conv_out_size(w_, kw, stride[1], padding[1])
     width = c * kh * kw
     pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
@@ -223,13 +231,16 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
 @given(st.integers(1, 150), st.integers(1, 40), st.integers(1, 5), st.integers(1, 5), seeds)
 @example(192, 384, 3, 3, 0)                  # 5b's 3x3 (its input gradient: 192 outputs, 384 inputs)
 def test_pack_flipped_packs_the_input_gradients_filters(o, c, kh, kw, seed):
-    """_pack_flipped (run in each task of the input gradient's tiles) packs what _pack_filters packs from
-    the flipped view of the forward's filters: panels of 64 output channels, then the rest."""
+    """_pack_flipped (run in each task of the input gradient's tiles) packs, from the forward's filter
+    matrix, what gemm.pack_panels packs from the filter matrix of the flipped view of the forward's
+    filters: panels of 64 output channels, then the rest."""
     conv = pytest.importorskip("kernels.cpu.conv", reason="numba is not installed")
+    gemm = importlib.import_module("kernels.cpu.gemm")
     forward = normal((c, o, kh, kw), seed, np.float32)           # the forward: o inputs, c outputs
     panels = np.full(o * c * kh * kw, np.nan, np.float32)
-    conv._pack_flipped(forward.reshape(-1), o, c, kh, kw, panels)
-    np.testing.assert_array_equal(panels, conv._pack_filters(forward[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)))
+    conv._pack_flipped(conv._filter_matrix(forward).reshape(-1), o, c, kh, kw, panels)
+    flipped = forward[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    np.testing.assert_array_equal(panels, gemm.pack_panels(conv._filter_matrix(flipped)))
 
 
 @settings(max_examples=examples(60))
@@ -463,6 +474,26 @@ def test_sgd_update(backend_name, size, momentum, weight_decay, nesterov, first_
         np.testing.assert_array_equal(got[1], want[1])
     if backend_name != "cuda":                           # (on a GPU the arrays come back as copies)
         assert got[0] is inputs[0] and (buffer is None or got[1] is inputs[1])
+
+
+@pytest.mark.parametrize("grad_layout", ["filters", "contiguous"])
+def test_numba_sgd_update_runs_in_one_pass_on_filters_stored_as_their_matrix(monkeypatch, grad_layout):
+    """A convolution's filters, stored as nn.Conv2d stores them ((KH, KW, C, O) behind their (O, C, KH, KW)
+    shape), and their momentum buffer are updated by the one-pass kernel, in place, with the reference's
+    values; a gradient in another layout is read through a copy."""
+    k = get_backend("numba")
+    shape = (64, 32, 3, 3)
+    param, grad, buffer = (stored_as_filter_matrix(normal(shape, i, np.float32)) for i in range(3))
+    if grad_layout == "contiguous":
+        grad = np.ascontiguousarray(grad)
+    want = ref.sgd_update(np.array(param), grad, np.array(buffer), 0.01, 0.9, 5e-4, False)
+    monkeypatch.setattr(ref, "sgd_update", lambda *args: pytest.fail("the NumPy fallback ran"))
+    got = k.sgd_update(param, grad, buffer, 0.01, 0.9, 5e-4, False)
+    assert got[0] is param and got[1] is buffer
+    np.testing.assert_array_equal(param, want[0])
+    np.testing.assert_array_equal(buffer, want[1])
+    first = k.sgd_update(param, grad, None, 0.01, 0.9, 5e-4, False)[1]     # a new buffer: in param's layout
+    assert first.strides == param.strides
 
 
 def test_add_n_leaves_other_dtypes_and_shapes_to_numpy():

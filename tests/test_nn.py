@@ -62,6 +62,27 @@ def test_state_dict_round_trip():
     assert not np.any(a.fc.bias.numpy() == 7)
 
 
+def test_conv2d_stores_its_filters_as_their_product_matrix():
+    """nn.Conv2d's weight is the (O, C, KH, KW) array PyTorch has, with the values drawn in that order,
+    stored as (KH, KW, C, O) (the CPU kernels read it in place); a training step keeps that layout, and
+    the weight's gradient comes in it too."""
+    minigrad.manual_seed(5)
+    conv = nn.Conv2d(3, 4, (3, 2), padding=1)
+    minigrad.manual_seed(5)
+    bound = 1 / np.sqrt(3 * 3 * 2)
+    drawn = minigrad.random.generator().uniform(-bound, bound, size=(4, 3, 3, 2)).astype(np.float32)
+    weight = conv.weight.data
+    assert weight.shape == (4, 3, 3, 2) and weight.transpose(2, 3, 1, 0).flags.c_contiguous
+    np.testing.assert_array_equal(weight, drawn)
+    optimizer = minigrad.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9)
+    conv(minigrad.randn(2, 3, 5, 5)).sum().backward()
+    assert conv.weight.grad.data.strides == weight.strides
+    optimizer.step()
+    assert conv.weight.data is weight and not np.array_equal(weight, drawn)
+    conv.load_state_dict(nn.Conv2d(3, 4, (3, 2), padding=1).state_dict())
+    assert conv.weight.data is weight                   # loaded into the same storage
+
+
 def test_load_state_dict_names_every_mismatch():
     model = Small()
     state = model.state_dict()

@@ -4,9 +4,11 @@ Every output pixel is one row of the column matrix, its columns ordered (kernel 
 channel c):
     cols[(b, oy, ox), (i, j, c)] = x[b, oy*SH - PH + i, ox*SW - PW + j, c]        (0 in the padding)
 so for one kernel row i, the valid kernel columns j read one contiguous run of the input: a single copy
-of (j1 - j0) * C values.  With the weight as (O, KH*KW*C) (OIHW permuted to OHWI),
-    y (N*OH*OW, O) = cols @ weight^T
-is exactly the channels-last output.  The columns are built a chunk of output rows at a time (a few MB,
+of (j1 - j0) * C values.  With the filters as their product's matrix B (KH*KW*C, O), rows in the same
+order (the weight (O, C, KH, KW) permuted to (KH, KW, C, O): _filter_matrix),
+    y (N*OH*OW, O) = cols @ B
+is exactly the channels-last output.  nn.Conv2d stores its weight so: B is read where it lies, and the
+weight gradient comes back in that layout.  The columns are built a chunk of output rows at a time (a few MB,
 still in cache for the GEMM that reads them), and the bias and ReLU are applied to each chunk's output
 right after its GEMM.  When a backward pass will follow that needs them (see below) and the columns are
 small, the forward builds them into one array and keeps them for it (`saved`).  A 1x1 convolution with stride 1 and no
@@ -127,43 +129,36 @@ def _finish_rows(y, o, rows, bias, has_bias, relu, zero):
 
 
 @kernel(inline=True)
-def _pack_flipped(weight, o, c, kh, kw, panels):
+def _pack_flipped(filters, o, c, kh, kw, panels):
     """panels = the filters of a forward's input gradient (a convolution with O outputs and C inputs),
-    from that forward's filters `weight`, flat (C, O, KH, KW): this convolution's filter (q, ci, i, j)
-    is their (ci, q, KH-1-i, KW-1-j).  In gemm.pack_panels' layout, as _pack_filters packs: panels of 64
-    output channels one after another, each (KH, KW, C, 64), then the rest.  A panel's 64 values for one
-    tap lie KH*KW apart in `weight`: a few lines, read in order."""
-    width = kh * kw * c
-    for first in range(0, o, gemm.PANEL):
-        count = min(gemm.PANEL, o - first)
-        for ci in range(c):
-            for i in range(kh):
-                for j in range(kw):
-                    src = ((ci * o + first) * kh + kh - 1 - i) * kw + kw - 1 - j
-                    dst = first * width + ((i * kw + j) * c + ci) * count
-                    out = panels[dst:dst + count]
-                    for q in range(count):
-                        out[q] = weight[src + q * kh * kw]
+    packed as gemm.pack_panels packs B, from that forward's filters as their product's matrix
+    (_filter_matrix: (KH, KW, O, C) flat, C that forward's outputs): this convolution's filter
+    (q, ci, i, j) is their (KH-1-i, KW-1-j, q, ci), so each tap's rows of B are the transpose of the
+    forward's block for the flipped tap."""
+    for i in range(kh):
+        for j in range(kw):
+            flipped = ((kh - 1 - i) * kw + kw - 1 - j) * o * c
+            gemm.pack_transposed(filters, flipped, c, o, kh * kw * c, (i * kw + j) * c, c, panels)
 
 
 @kernel(parallel=True)
 def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, filters, flip, packed, o, bias, has_bias, relu, y, plan):
     """The whole forward of a float32 convolution in minigrad's GEMM, 12 output pixels (one tile) at a
-    time: the tile's column rows into a small buffer (in cache), their product with the packed weights
+    time: the tile's column rows into a small buffer (in cache), their product with the filters
     (gemm.tile_product) over the tile's runs of columns, then each row into y with the bias and ReLU.
     The product never reads the column matrix from memory (nor does the backward: it builds its own, in
     cache, for the weight gradient).  `plan` (_Plan, from _tile_plan): the pixels' order, tile t its
     pixels order[12t:12t + 12]; the runs of columns that are not padding for every one of them; task s
     the tiles shares[s] to shares[s + 1], one buffer each.  A last tile of fewer than 12 pixels
     multiplies stale rows too, and leaves their products unused (a row of a product depends on its own
-    row of columns only).  The weights: packed[0], packed by _pack_filters; or with flip, a forward's
-    `filters` (flat) of which this is the input gradient, each task packing its own copy into
-    packed[task] (_pack_flipped: then they are in its core's cache)."""
+    row of columns only).  The filters: `filters`, their product's matrix (_filter_matrix, flat), read
+    where they lie; or with flip, those of a forward of which this is the input gradient, each task
+    packing the flipped filters into packed[task] (_pack_flipped: then they are in its core's cache)."""
     order, starts, group_box, box_runs, runs, shares, direct = plan
     width = kh * kw * c
     zero = y.dtype.type(0)
     for task in prange(shares.size - 1):
-        panels = packed[task] if flip else packed[0]
+        panels = packed[task] if flip else filters
         if flip:
             _pack_flipped(filters, o, c, kh, kw, panels)
         buffer = np.zeros(gemm.TILE_ROWS * width, y.dtype)
@@ -179,7 +174,8 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, filters, flip, packe
                 for i in range(kh):
                     k0 = i * kw * c
                     a0 = ((b * h + oy * sh - ph + i) * w + ox * sw - pw) * c
-                    gemm.tile_product(x, a0 - k0, sw * c, panels, y, order[first] * o, o, width, k0, k0 + kw * c, i > 0)
+                    gemm.tile_product(x, a0 - k0, sw * c, panels, flip, y, order[first] * o, o, width, k0, k0 + kw * c,
+                                      i > 0)
                 for r in range(rows):
                     _finish_row(y[(order[first] + r) * o:(order[first] + r + 1) * o], bias, has_bias, relu, zero)
                 continue
@@ -190,7 +186,8 @@ def _conv_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, filters, flip, packe
             if box_runs[box] == box_runs[box + 1]:            # every window of the tile lies in the padding
                 out[:] = 0
             for q in range(box_runs[box], box_runs[box + 1]):
-                gemm.tile_product(buffer, 0, width, panels, out, 0, o, width, runs[q, 0], runs[q, 1], q > box_runs[box])
+                gemm.tile_product(buffer, 0, width, panels, flip, out, 0, o, width, runs[q, 0], runs[q, 1],
+                                  q > box_runs[box])
             for r in range(rows):
                 row = y[order[first + r] * o:(order[first + r] + 1) * o]
                 row[:] = out[r * o:(r + 1) * o]
@@ -248,25 +245,32 @@ def _pointwise_weight_grad(x, g, o, c, pixel_shares, column_shares, block_rows, 
 
 
 @kernel(parallel=True)
-def _sum_partials(partials, o, c, kh, kw, out, tasks):
-    """out (O, C, KH, KW), flat = the sum of _weight_grad_tiles's partials, added in task order, their
-    columns (i, j, c) put in OIHW order in the same pass."""
-    padded = partials.shape[1] // o
-    width = kh * kw * c
+def _sum_partials(partials, o, width, out, tasks):
+    """out (width, O), flat = the sum of the partials (each (O, padded width) in its rows: a task's
+    product, _weight_grad_tiles's or _pointwise_weight_grad's), added in task order into the first, then
+    transposed: the weight gradient as its filters' matrix (_filter_matrix), the layout of the filters
+    it updates.  The tasks split out's rows (the partials' columns), 16 at a time, and transpose blocks
+    of 16 by 16 values (gemm.transpose_block)."""
+    parts, padded = partials.shape[0], partials.shape[1] // o
+    flat = partials.reshape(-1)
+    blocks = -(-width // gemm.LANES)
     for task in prange(tasks):
-        total = np.empty(width, partials.dtype)               # one row's sums, before they are reordered
-        for q in range(task * o // tasks, (task + 1) * o // tasks):
-            first = partials[0, q * padded:q * padded + width]
-            for p in range(width):
-                total[p] = first[p]
-            for part in range(1, partials.shape[0]):
-                more = partials[part, q * padded:q * padded + width]
-                for p in range(width):
+        first, last = task * blocks // tasks * gemm.LANES, min(width, (task + 1) * blocks // tasks * gemm.LANES)
+        for part in range(1, parts):                  # into the first partial: the task's columns of it
+            for q in range(o):
+                total = flat[q * padded + first:q * padded + last]
+                more = partials[part, q * padded + first:q * padded + last]
+                for p in range(last - first):
                     total[p] += more[p]
-            dst = out[q * width:(q + 1) * width]
-            for ci in range(c):
-                for tap in range(kh * kw):
-                    dst[ci * kh * kw + tap] = total[tap * c + ci]
+        for p0 in range(first, last, gemm.LANES):
+            pn = min(gemm.LANES, width - p0)
+            for q0 in range(0, o, gemm.LANES):
+                if pn == gemm.LANES and o - q0 >= gemm.LANES:
+                    gemm.transpose_block(flat, q0 * padded + p0, padded, out, p0 * o + q0, o)
+                else:
+                    for p in range(p0, p0 + pn):
+                        for q in range(q0, min(o, q0 + gemm.LANES)):
+                            out[p * o + q] = flat[q * padded + p]
 
 
 _BLOCK_ROWS = 256     # pixel rows per task of the gradient pass: its partial bias sums are one row of `partials`
@@ -291,25 +295,16 @@ def _gradient_rows(g, g_stride, mask, mask_stride, relu, rows, o, out, partials,
                 total[q] += dst[q]
 
 
-def _weight_rows(weight):
-    """OIHW -> (O, KH*KW*C), the order of a column-matrix row."""
-    o = weight.shape[0]
-    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(o, -1)
+def _filter_matrix(weight):
+    """The filters (O, C, KH, KW) as their product's matrix B, (KH*KW*C, O): y = columns @ B, rows in a
+    column row's order (i, j, c).  A view when they are stored that way, as minigrad.nn.Conv2d stores
+    them (then read in place, no copy), else a copy."""
+    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0)).reshape(-1, weight.shape[0])
 
 
-def _pack_filters(weight):
-    """gemm.pack_panels(_weight_rows(weight).T) in one copy: the (KH*KW*C, O) matrix a convolution's
-    product multiplies, its panels of 64 output channels one after another, each (KH, KW, C, 64).  The
-    filters may be any view of (O, C, KH, KW).  Measured (5b's 3x3, 2.65 MB): 0.31 ms against 0.42 in
-    two copies.  (The input gradient's flipped filters are packed by the tiles' tasks: _pack_flipped.)"""
-    o, c, kh, kw = weight.shape
-    width = kh * kw * c
-    wide = o // gemm.PANEL * gemm.PANEL
-    packed = np.empty(width * o, weight.dtype)
-    packed[:width * wide].reshape(wide // gemm.PANEL, kh, kw, c, gemm.PANEL)[...] = \
-        weight[:wide].reshape(wide // gemm.PANEL, gemm.PANEL, c, kh, kw).transpose(0, 3, 4, 2, 1)
-    packed[width * wide:].reshape(kh, kw, c, o - wide)[...] = weight[wide:].transpose(2, 3, 1, 0)
-    return packed
+def _filters_of(matrix, c, kh, kw):
+    """The inverse of _filter_matrix: the (O, C, KH, KW) view of a (KH*KW*C, O) matrix."""
+    return matrix.reshape(kh, kw, c, -1).transpose(3, 2, 0, 1)
 
 
 def _is_pointwise(kernel_size, stride, padding):
@@ -333,9 +328,10 @@ _KEEP_COLUMNS_BYTES = 16 * 2**20
 
 
 # The weight gradient grad_rows^T @ cols is an (O, width) GEMM.  With few output channels its M
-# dimension is tiny, and OpenBLAS's two threads split those few rows; as (cols^T @ grad_rows)^T they
-# split the width instead.  Measured at every GoogLeNet shape, batch 8 and 32, alternating: O <= 32
-# 1.00-1.74x faster (3a's 5x5 1.02-1.12x, its 5x5 reduction 1.36-1.74x); wider layers mixed, 0.92-1.19x.
+# dimension is tiny, and OpenBLAS's two threads split those few rows; as cols^T @ grad_rows (its
+# transpose, the filters' matrix) they split the width instead.  Measured at every GoogLeNet shape,
+# batch 8 and 32, alternating: O <= 32 1.00-1.74x faster (3a's 5x5 1.02-1.12x, its 5x5 reduction
+# 1.36-1.74x); wider layers mixed, 0.92-1.19x.
 _SWAP_WEIGHT_GRAD_MAX_O = 32
 
 
@@ -373,9 +369,9 @@ def runs_own_gemm(a, b):
                                    or a.shape[0] >= _OWN_GEMM_MIN_ROWS_WIDE)
 
 
-# On the Zen a 1x1 forward's product runs in minigrad's GEMM at any number of rows, its weights packed in
-# one copy (_pack_filters; through matmul's own packing, the transposed weights' strided copy made it
-# 0.88-0.96x OpenBLAS's speed at 392 rows).  Paired in-process at 7x7, batch 8 (5a and 5b's 1x1 layers):
+# On the Zen a 1x1 forward's product runs in minigrad's GEMM at any number of rows, its weights read in
+# place (_filter_matrix; when they were packed, through matmul's own packing, the transposed weights'
+# strided copy made it 0.88-0.96x OpenBLAS's speed at 392 rows).  Paired in-process at 7x7, batch 8 (5a and 5b's 1x1 layers):
 # 0.92-0.97x OpenBLAS's time.  Elsewhere, as every product: thin ones only (runs_own_gemm).
 def pointwise_forward_in_own_gemm(x_dtype, o):
     """Whether a 1x1 forward (stride 1, no padding) with o output channels runs in minigrad's GEMM at any
@@ -388,12 +384,12 @@ def _product(a, b, out=None):
     return gemm.matmul(a, b, out) if runs_own_gemm(a, b) else np.matmul(a, b, out=out)
 
 
-def _weight_grad_rows(grad_rows, cols):
-    """grad_rows^T @ cols, (O, width); Fortran-ordered when computed swapped (the caller copies it into
-    OIHW anyway)."""
+def _weight_grad_matrix(grad_rows, cols):
+    """cols^T @ grad_rows, (width, O): the weight gradient as its filters' matrix (_filter_matrix);
+    Fortran-ordered when computed as (grad_rows^T @ cols)^T (the caller copies it anyway)."""
     if grad_rows.shape[1] <= _SWAP_WEIGHT_GRAD_MAX_O:
-        return (cols.T @ grad_rows).T
-    return grad_rows.T @ cols
+        return cols.T @ grad_rows
+    return (grad_rows.T @ cols).T
 
 
 def weight_grad_in_tiles(x_dtype, o, width, pointwise):
@@ -404,16 +400,17 @@ def weight_grad_in_tiles(x_dtype, o, width, pointwise):
 
 
 def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows):
-    """grad_rows^T @ columns as the weight's gradient (O, C, KH, KW): by _weight_grad_tiles, the columns
-    built block by block in cache (never a column matrix), or, for a 1x1 layer with stride 1 and no
-    padding, by _pointwise_weight_grad from xs's pixel rows."""
+    """grad_rows^T @ columns as the weight's gradient (O, C, KH, KW), stored as its filters' matrix
+    (_filter_matrix): by _weight_grad_tiles, the columns built block by block in cache (never a column
+    matrix), or, for a 1x1 layer with stride 1 and no padding, by _pointwise_weight_grad from xs's pixel
+    rows; the tasks' partial sums added up and transposed in one pass (_sum_partials)."""
     n, h, w, c = xs.shape
     o = grad_rows.shape[1]
     tasks = get_num_threads()
     if _is_pointwise(kernel_size, stride, padding):
         # The tasks split the pixels, each adding into a matrix of its own, summed afterwards; with few
-        # pixels they split the columns instead, so that there is one matrix and no sum (that pass would
-        # cost more than the pixel rows each task then reads in full).
+        # pixels they split the columns instead, so that there is one matrix, only transposed by the sum
+        # pass (a sum of two would cost more than the pixel rows each task then reads in full).
         pixels, vectors = grad_rows.shape[0], c // gemm.LANES
         split_columns = pixels <= _POINTWISE_COLUMN_SPLIT_PIXELS and vectors >= tasks
         pixel_shares = [0, pixels] if split_columns else [pixels * t // tasks for t in range(tasks + 1)]
@@ -421,15 +418,16 @@ def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows)
         partials = np.zeros((len(pixel_shares) - 1, o * c), np.float32)
         _pointwise_weight_grad(xs.reshape(-1), grad_rows.reshape(-1), o, c, np.array(pixel_shares, np.intp),
                                np.array(column_shares, np.intp), _WEIGHT_GRAD_BLOCK_ROWS, partials)
-        return (partials[0] if split_columns else partials.sum(axis=0)).reshape(o, c, 1, 1)
-    padded = -(-kernel_size[0] * kernel_size[1] * c // gemm.LANES) * gemm.LANES
-    plan = _block_plan(n, h, w, c, o, *kernel_size, *stride, *padding, *out_size, padded, tasks)
-    partials = np.zeros((plan.shares.size - 1, o * padded), np.float32)
-    _weight_grad_tiles(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size, grad_rows.reshape(-1), o,
-                       partials, tuple(plan))
-    grad_weight = np.empty((o, c, *kernel_size), np.float32)
-    _sum_partials(partials, o, c, *kernel_size, grad_weight.reshape(-1), min(o, tasks))
-    return grad_weight
+    else:
+        padded = -(-kernel_size[0] * kernel_size[1] * c // gemm.LANES) * gemm.LANES
+        plan = _block_plan(n, h, w, c, o, *kernel_size, *stride, *padding, *out_size, padded, tasks)
+        partials = np.zeros((plan.shares.size - 1, o * padded), np.float32)
+        _weight_grad_tiles(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size, grad_rows.reshape(-1),
+                           o, partials, tuple(plan))
+    width = kernel_size[0] * kernel_size[1] * c
+    grad_matrix = np.empty((width, o), np.float32)
+    _sum_partials(partials, o, width, grad_matrix.reshape(-1), min(-(-width // 16), tasks))
+    return _filters_of(grad_matrix, c, *kernel_size)
 
 
 def _chunks(units, bytes_per_unit, rows_per_unit=1):
@@ -624,12 +622,13 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, flip=False):
     y = np.empty((n, oh, ow, o), xs.dtype)
     has_bias = bias is not None
     plan = _tile_plan(n, h, w, c, o, kh, kw, *stride, *padding, oh, ow, get_num_threads())
-    # The input gradient's filters: each task packs its own copy, in its core's cache.  Paired against one
-    # NumPy copy of the flipped view (_pack_filters) read by both: backward 0.87x the time on 5b's 3x3,
-    # 0.96-0.97x on 5a's and 4e's, 1.00x on larger images.  The forward's filters: one NumPy copy (packed
-    # the same way in the tasks, 64 filters KH*KW*C apart per tap: forward 1.02-1.07x the time).
-    packed = np.empty((plan.shares.size - 1, kh * kw * c * o), xs.dtype) if flip else _pack_filters(weight)[None]
-    filters = np.ascontiguousarray(weight).reshape(-1) if flip else packed[0]     # (unread without flip)
+    # The forward reads its filters where they lie (stored as their product's matrix): against packing
+    # them into panels first, 0.70-0.77x the time on the 7x7 layers' forwards, 0.98-1.0x on larger images.
+    # The input gradient's flipped filters must be packed: each task packs its own copy, in its core's
+    # cache.  Paired against one NumPy copy read by both: backward 0.87x the time on 5b's 3x3, 0.96-0.97x
+    # on 5a's and 4e's, 1.00x on larger images.
+    filters = _filter_matrix(weight).reshape(-1)
+    packed = np.empty((plan.shares.size - 1, kh * kw * c * o) if flip else (1, 1), xs.dtype)
     _conv_tiles(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, filters, flip, packed, o,
                 np.ascontiguousarray(bias) if has_bias else y.reshape(-1)[:1], has_bias, relu, y.reshape(-1), tuple(plan))
     return y
@@ -664,17 +663,17 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     # (float32 with O a multiple of 16: its weight gradient runs in tiles, so no columns are kept)
     if forward_in_tiles(x.dtype, weight.shape, stride, padding):
         return nchw(_convolve_in_tiles(xs, weight, bias, stride, padding, relu))
-    weight_rows = _weight_rows(weight)
+    filters = _filter_matrix(weight)
     y = np.empty((n, oh, ow, o), x.dtype)
     y_rows = y.reshape(-1, o)
     if _is_pointwise((kh, kw), stride, padding):
         x_rows = xs.reshape(-1, c)
-        panels = _pack_filters(weight) if pointwise_forward_in_own_gemm(x.dtype, o) else None
+        own_gemm = pointwise_forward_in_own_gemm(x.dtype, o)
         for start, stop in _chunks(n * h * w, o * x.dtype.itemsize):
-            if panels is not None and gemm.handles(x_rows[start:stop], weight_rows.T):
-                gemm.matmul(x_rows[start:stop], weight_rows.T, y_rows[start:stop], panels)
+            if own_gemm and gemm.handles(x_rows[start:stop], filters):
+                gemm.matmul(x_rows[start:stop], filters, y_rows[start:stop])
             else:
-                _product(x_rows[start:stop], weight_rows.T, y_rows[start:stop])
+                _product(x_rows[start:stop], filters, y_rows[start:stop])
             _finish(y_rows[start:stop], bias, relu)
         return nchw(y)
     # columns that are kept leave the cache anyway: then one chunk, one GEMM (measured 1.06-1.11x faster)
@@ -685,7 +684,7 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
         if cols is None:
             cols = np.empty(rows * width, x.dtype)
         _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, cols)
-        _product(cols[:rows * width].reshape(rows, width), weight_rows.T, y_rows[u0 * ow:u1 * ow])
+        _product(cols[:rows * width].reshape(rows, width), filters, y_rows[u0 * ow:u1 * ow])
         _finish(y_rows[u0 * ow:u1 * ow], bias, relu)
     if keep:
         saved["columns"] = cols.reshape(-1, width)
@@ -714,8 +713,8 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
         if weight_grad_in_tiles(x.dtype, o, c, True):
             grad_weight = _weight_grad_in_tiles(xs, (1, 1), stride, padding, (oh, ow), grad_rows)
         else:      # the pixel rows are the columns
-            grad_weight = np.ascontiguousarray(_weight_grad_rows(grad_rows, xs.reshape(-1, c))).reshape(weight.shape)
-        grad_x = nchw(_product(grad_rows, _weight_rows(weight)).reshape(n, h, w, c)) if need_input_grad else None
+            grad_weight = _filters_of(np.ascontiguousarray(_weight_grad_matrix(grad_rows, xs.reshape(-1, c))), c, 1, 1)
+        grad_x = nchw(_product(grad_rows, _filter_matrix(weight).T).reshape(n, h, w, c)) if need_input_grad else None
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
     grad_x = None
@@ -727,17 +726,17 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
                                          (kh - 1 - padding[0], kw - 1 - padding[1]), False, flip=True))
     by_columns = need_input_grad and grad_x is None          # grad_rows @ weight, then col2im, chunk by chunk
     kept = saved.get("columns") if saved else None
-    grad_weight = grad_weight_rows = None
+    grad_weight = grad_matrix = None
     if weight_grad_in_tiles(x.dtype, o, width, False):
         grad_weight = _weight_grad_in_tiles(xs, (kh, kw), stride, padding, (oh, ow), grad_rows)
     elif kept is not None:            # with the forward's columns, the weight gradient is one GEMM over the batch
-        grad_weight_rows = _weight_grad_rows(grad_rows, kept)
+        grad_matrix = _weight_grad_matrix(grad_rows, kept)
     dx = np.zeros((n, h, w, c), x.dtype) if by_columns else None
-    weight_rows = _weight_rows(weight) if by_columns else None
+    weight_rows = _filter_matrix(weight).T if by_columns else None
     cols = grad_cols = None
     # the chunks rebuild the columns (for a weight gradient not yet computed) and turn the gradient into
     # the input's (if wanted)
-    rebuild = grad_weight is None and grad_weight_rows is None
+    rebuild = grad_weight is None and grad_matrix is None
     chunks = _chunks(n * oh, ow * width * x.dtype.itemsize, ow) if rebuild or by_columns else []
     for u0, u1 in chunks:
         rows = (u1 - u0) * ow
@@ -745,11 +744,11 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
         if rebuild:
             cols = np.empty(rows * width, x.dtype) if cols is None else cols
             _im2col(xs.reshape(-1), h, w, c, kh, kw, *stride, *padding, oh, ow, u0, u1, cols)
-            chunk_weight_grad = _weight_grad_rows(chunk_grad, cols[:rows * width].reshape(rows, width))
-            if grad_weight_rows is None:
-                grad_weight_rows = chunk_weight_grad
+            chunk_weight_grad = _weight_grad_matrix(chunk_grad, cols[:rows * width].reshape(rows, width))
+            if grad_matrix is None:
+                grad_matrix = chunk_weight_grad
             else:
-                grad_weight_rows += chunk_weight_grad
+                grad_matrix += chunk_weight_grad
         if by_columns:
             grad_cols = np.empty(rows * width, x.dtype) if grad_cols is None else grad_cols
             _product(chunk_grad, weight_rows, grad_cols[:rows * width].reshape(rows, width))
@@ -757,5 +756,5 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     if by_columns:
         grad_x = nchw(dx)
     if grad_weight is None:
-        grad_weight = np.ascontiguousarray(grad_weight_rows.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+        grad_weight = _filters_of(np.ascontiguousarray(grad_matrix), c, kh, kw)
     return grad_x, grad_weight, grad_bias

@@ -147,17 +147,24 @@ _PARALLEL_SGD = 2**17     # elements from which both cores pay (measured crossov
 
 
 def sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov):
-    """kernels.reference.sgd_update, in one pass when param (and the buffer) are contiguous float arrays
-    of one dtype and shape; else, and for small arrays (a launch costs more), the reference's NumPy."""
-    if param.size < _SUM_BLOCK or not reference.fits_one_pass(param, grad, buffer):
+    """kernels.reference.sgd_update, in one pass when param (and the buffer) are dense float arrays of one
+    dtype, shape and layout; else, and for small arrays (a launch costs more), the reference's NumPy.
+    The arrays are seen in param's memory order: a convolution's filters, stored as (KH, KW, C, O) behind
+    their (O, C, KH, KW) shape (minigrad.nn.Conv2d), are then contiguous (the buffer is made like param,
+    and their gradient comes in their layout)."""
+    order = sorted(range(param.ndim), key=lambda axis: -param.strides[axis])
+    flat_param, flat_grad, flat_buffer = (None if a is None else a.transpose(order) for a in (param, grad, buffer))
+    if param.size < _SUM_BLOCK or not reference.fits_one_pass(flat_param, flat_grad, flat_buffer):
         return reference.sgd_update(param, grad, buffer, lr, momentum, weight_decay, nesterov)
     first_step = momentum != 0 and buffer is None
     if first_step:
-        buffer = np.empty_like(param)
+        buffer = np.empty_like(param)                  # param's layout
+        flat_buffer = buffer.transpose(order)
     real = param.dtype.type
     update = _sgd_update if param.size >= _PARALLEL_SGD else _sgd_update_serial
-    update(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), (buffer if momentum else param).reshape(-1),
-           real(lr), real(momentum), real(weight_decay), momentum != 0, bool(nesterov), first_step)
+    update(flat_param.reshape(-1), np.ascontiguousarray(flat_grad).reshape(-1),
+           (flat_buffer if momentum else flat_param).reshape(-1), real(lr), real(momentum), real(weight_decay),
+           momentum != 0, bool(nesterov), first_step)
     return param, (buffer if momentum else None)
 
 

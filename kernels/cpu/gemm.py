@@ -9,7 +9,8 @@ on such shapes here (BENCHMARKS.md).
 This kernel computes C in tiles of 12 rows by up to 64 columns.  A tile keeps all its sums in 512-bit
 registers (16 floats each) through the whole k loop.  Per step of k it loads one row of B's panel
 (1-4 vectors) and broadcasts one number from each of A's rows to a vector; then one fused multiply-add
-per (row, vector).  B is packed first, panel by panel, so that a tile reads its panel in order.
+per (row, vector).  B is read where it lies when it is row-major (a convolution's filters are stored
+so); any other B is packed first, panel by panel, so that a tile reads its panel in order.
 
 Numba's own loops don't compile to this (measured: 3-144 GFLOP/s, BENCHMARKS.md):
 - LLVM prefers 256-bit vectors on this CPU;
@@ -173,18 +174,24 @@ def _panel(a, a0, lda, b, b0, ldb, c, c0, ldc, k, vectors, add):
 
 
 @kernel(inline=True)
-def tile_product(a, a0, lda, panels, c, c0, n, k, k0, k1, add):
+def tile_product(a, a0, lda, b, packed, c, c0, n, k, k0, k1, add):
     """One tile: C's 12 rows at c0 (rows n apart) = A's 12 rows at a0 (rows lda apart) @ B over the run
-    [k0, k1) of k, i.e. A[:, k0:k1] @ B[k0:k1] (all of k: 0, k), where `panels` is B (k, n) packed by
-    pack_panels; with add, added into C.  A's rows may overlap (lda < k: a direct convolution's windows
-    of one image row, conv.py).  The tile runs along the row in panels of 64 columns, then one of 16,
-    32 or 48."""
+    [k0, k1) of k, i.e. A[:, k0:k1] @ B[k0:k1] (all of k: 0, k); with add, added into C.  B (k, n) is
+    `b` flat: packed by pack_panels, or (not packed) as it is, row-major.  A's rows may overlap (lda < k:
+    a direct convolution's windows of one image row, conv.py).  The tile runs along the row in panels of
+    64 columns, then one of 16, 32 or 48."""
     wide = n // PANEL * PANEL
     for j in range(0, wide, PANEL):
-        _panel(a, a0 + k0, lda, panels, j * k + k0 * PANEL, PANEL, c, c0 + j, n, k1 - k0, 4, add)
+        if packed:
+            _panel(a, a0 + k0, lda, b, j * k + k0 * PANEL, PANEL, c, c0 + j, n, k1 - k0, 4, add)
+        else:
+            _panel(a, a0 + k0, lda, b, k0 * n + j, n, c, c0 + j, n, k1 - k0, 4, add)
     if n > wide:
         tail = n - wide
-        _panel(a, a0 + k0, lda, panels, wide * k + k0 * tail, tail, c, c0 + wide, n, k1 - k0, tail // LANES, add)
+        if packed:
+            _panel(a, a0 + k0, lda, b, wide * k + k0 * tail, tail, c, c0 + wide, n, k1 - k0, tail // LANES, add)
+        else:
+            _panel(a, a0 + k0, lda, b, k0 * n + wide, n, c, c0 + wide, n, k1 - k0, tail // LANES, add)
 
 
 @kernel(inline=True)
@@ -203,20 +210,76 @@ def add_transposed_product(a, a0, lda, m, b, b0, ldb, n, c, c0, ldc, k):
 
 
 @kernel(parallel=True)
-def _gemm_tiles(a, panels, c, m, n, k):
-    """C (m rows, n columns, a multiple of 16): one task per tile of 12 rows.  The rows past the last full
-    tile are copied into a zero-padded tile of their own (a row of C depends on its own row of A only)."""
+def _gemm_tiles(a, b, packed, c, m, n, k):
+    """C (m rows, n columns, a multiple of 16): one task per tile of 12 rows; B packed by pack_panels or
+    (not packed) row-major.  The rows past the last full tile are copied into a zero-padded tile of their
+    own (a row of C depends on its own row of A only)."""
     for t in prange(-(-m // TILE_ROWS)):
         first = t * TILE_ROWS
         if m - first >= TILE_ROWS:
-            tile_product(a, first * k, k, panels, c, first * n, n, k, 0, k, False)
+            tile_product(a, first * k, k, b, packed, c, first * n, n, k, 0, k, False)
         else:
             rows = m - first
             a_tail = np.zeros(TILE_ROWS * k, a.dtype)
             c_tail = np.empty(TILE_ROWS * n, c.dtype)
             a_tail[:rows * k] = a[first * k:m * k]
-            tile_product(a_tail, 0, k, panels, c_tail, 0, n, k, 0, k, False)
+            tile_product(a_tail, 0, k, b, packed, c_tail, 0, n, k, 0, k, False)
             c[first * n:m * n] = c_tail[:rows * n]
+
+
+@intrinsic
+def transpose_block(typingctx, src, s0, lds, dst, d0, ldd):
+    """dst[d0 + r*ldd + q] = src[s0 + q*lds + r] for r, q < 16: a 16 by 16 block of float32 transposed in
+    registers: its 16 rows loaded as vectors, then four rounds of shuffles, each swapping the off-diagonal
+    halves of blocks of 8, 4, 2, then 1 row (a value and its mirror trade places), then 16 stores.
+    Numba's loops move one value at a time here (measured: a scalar transpose of the 7x7 layers' filters
+    0.3-0.6 ms, about a value a cycle)."""
+    signature = types.void(src, types.intp, types.intp, dst, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        src, s0, lds, dst, d0, ldd = args
+        ps, pd = (context.make_array(t)(context, builder, v).data for t, v in ((sig.args[0], src), (sig.args[3], dst)))
+        pointer = _VECTOR.as_pointer()
+        rows = [builder.load(builder.bitcast(builder.gep(ps, [builder.add(s0, builder.mul(ir.Constant(_I64, q), lds))]),
+                                             pointer), align=4) for q in range(LANES)]
+        for half in (8, 4, 2, 1):
+            # rows i and i + half (i's `half` bit clear): each keeps the columns whose `half` bit matches
+            # its own and takes the others from its partner, shifted by `half`
+            upper = ir.Constant(ir.VectorType(_I32, LANES), [c + LANES - half if c & half else c for c in range(LANES)])
+            lower = ir.Constant(ir.VectorType(_I32, LANES), [c + LANES if c & half else c + half for c in range(LANES)])
+            for i in range(LANES):
+                if not i & half:
+                    rows[i], rows[i + half] = (builder.shuffle_vector(rows[i], rows[i + half], upper),
+                                               builder.shuffle_vector(rows[i], rows[i + half], lower))
+        for r in range(LANES):
+            builder.store(rows[r], builder.bitcast(builder.gep(pd, [builder.add(d0, builder.mul(ir.Constant(_I64, r), ldd))]),
+                                                   pointer), align=4)
+        return context.get_dummy_value()
+    return signature, codegen
+
+
+@kernel(inline=True)
+def pack_transposed(bt, bt0, ldt, n, k, r0, rows, panels):
+    """Rows [r0, r0 + rows) of B (k, n) into `panels`, in pack_panels' layout, from B's
+    transpose: B[r0 + r, q] = bt[bt0 + q*ldt + r].  In blocks of 16 by 16 values (transpose_block).
+    Measured on 5b's 3x3 (its input gradient's filters, 663K values): 0.36 ms against 0.56-0.59 value by
+    value (in order on either side), in a loop of packs."""
+    wide = n // PANEL * PANEL
+    whole = rows // LANES * LANES
+    for j in range(0, n, PANEL):
+        width = PANEL if j < wide else n - wide
+        dst = j * k + r0 * width                          # the panel's rows r0 on: `width` values each
+        for r1 in range(0, whole, LANES):                 # 16 whole rows of the panel, in order
+            for q0 in range(j, j + width, LANES):
+                if q0 + LANES <= j + width:
+                    transpose_block(bt, bt0 + q0 * ldt + r1, ldt, panels, dst + r1 * width + q0 - j, width)
+                else:                                     # the last columns, fewer than 16
+                    for r in range(r1, r1 + LANES):
+                        for q in range(q0, j + width):
+                            panels[dst + r * width + q - j] = bt[bt0 + q * ldt + r]
+        for r in range(whole, rows):                      # the last rows, fewer than 16
+            for q in range(j, j + width):
+                panels[dst + r * width + q - j] = bt[bt0 + q * ldt + r]
 
 
 def pack_panels(b):
@@ -241,9 +304,12 @@ def handles(a, b):
             and a.shape[0] >= TILE_ROWS)
 
 
-def matmul(a, b, out=None, panels=None):
-    """a @ b, into `out` (a C-ordered float32 (m, n) array) if given; `panels`: b already packed by
-    pack_panels (or in its layout), if the caller has it."""
+def matmul(a, b, out=None):
+    """a @ b, into `out` (a C-ordered float32 (m, n) array) if given.  A row-major b is read where it
+    lies; any other is packed first (pack_panels).  Read in place, a convolution's filters (stored as
+    this product's B: (KH*KW*C, O), see minigrad.nn.Conv2d) cost no copy.  Packed panels are read 3-5%
+    faster (they stream in order) but the copy costs more than that: measured on the 7x7 layers (5a, 5b),
+    a forward reading its filters in place 0.70-0.77x the time of packing them first (BENCHMARKS.md)."""
     if not handles(a, b):
         raise ValueError(f"gemm.matmul: needs float32 matrices (m, k) @ (k, n) with m >= {TILE_ROWS}, k >= 1 and n "
                          f"a multiple of {LANES}; got {a.dtype} {a.shape} @ {b.dtype} {b.shape}")
@@ -254,10 +320,7 @@ def matmul(a, b, out=None, panels=None):
     elif out.shape != (m, n) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"gemm.matmul: out must be a C-contiguous float32 array of shape {(m, n)}; got "
                          f"{out.dtype} {out.shape}{'' if out.flags.c_contiguous else ', not C-contiguous'}")
-    if panels is None:
-        panels = pack_panels(b)
-    elif panels.shape != (k * n,) or panels.dtype != np.float32 or not panels.flags.c_contiguous:
-        raise ValueError(f"gemm.matmul: panels must be a contiguous float32 array of {k * n} values (b {b.shape} "
-                         f"packed); got {panels.dtype} {panels.shape}")
-    _gemm_tiles(np.ascontiguousarray(a).reshape(-1), panels, out.reshape(-1), m, n, k)
+    in_place = b.flags.c_contiguous
+    _gemm_tiles(np.ascontiguousarray(a).reshape(-1), b.reshape(-1) if in_place else pack_panels(b), not in_place,
+                out.reshape(-1), m, n, k)
     return out
