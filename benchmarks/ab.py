@@ -10,7 +10,9 @@ slow phase of the machine falls on both calls of a pair.  Numba compiles the rev
 first run (into NUMBA_CACHE_DIR like any kernel) and reuses them after.
 
 Each layer is a float32 convolution with ReLU, channels-last, stride 1, padding k // 2 (GoogLeNet's):
-`C,O,K,SIDE` (input channels, output channels, kernel size, image side), at batch --batch.
+`C,O,K,SIDE` (input channels, output channels, kernel size, image side), at batch --batch.  Each version
+gets the filters stored as its nn.Conv2d stores them: as their product's matrix (KH, KW, C, O) for kernels
+that read them so (those with conv._filter_matrix), else contiguous (O, C, KH, KW).
 """
 
 from __future__ import annotations
@@ -93,6 +95,14 @@ def paired(new, old, pairs, warmup=3):
     return statistics.median(ratios), min(new_times), min(old_times)
 
 
+def _filters_as_stored(backend, w):
+    """w stored as the backend's engine stores a convolution's filters (see the module's docstring)."""
+    from minigrad.nn import _stored_as_filter_matrix
+
+    conv = importlib.import_module(f"{backend.__name__}.conv")
+    return _stored_as_filter_matrix(w) if hasattr(conv, "_filter_matrix") else w
+
+
 def compare(old, layers, batch, pairs, passes=("forward", "backward")):
     """Rows (layer, pass, ratio, new ms, old ms) for each layer and pass."""
     rows = []
@@ -103,8 +113,9 @@ def compare(old, layers, batch, pairs, passes=("forward", "backward")):
         b = np.zeros(o, np.float32)
         g = rng.standard_normal((batch, side, side, o), dtype=np.float32).transpose(0, 3, 1, 2)
         pad = (k // 2, k // 2)
-        calls = {"forward": lambda m: (lambda: m.conv2d_forward(x, w, b, (1, 1), pad, True)),
-                 "backward": lambda m: (lambda: m.conv2d_backward(x, w, g, (1, 1), pad, True, g))}
+        stored = {m: _filters_as_stored(m, w) for m in (current, old)}
+        calls = {"forward": lambda m: (lambda: m.conv2d_forward(x, stored[m], b, (1, 1), pad, True)),
+                 "backward": lambda m: (lambda: m.conv2d_backward(x, stored[m], g, (1, 1), pad, True, g))}
         for name in passes:
             ratio, t_new, t_old = paired(calls[name](current), calls[name](old), pairs)
             rows.append((f"{k}x{k} {c}->{o} at {side}x{side}", name, ratio, t_new * 1e3, t_old * 1e3))
