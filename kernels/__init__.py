@@ -23,10 +23,14 @@ import sys
 # So, unless the user chose otherwise, both pools spin only briefly: OpenBLAS's
 # threads sleep almost at once (read when OpenBLAS loads, so this must run before
 # NumPy is imported; `import minigrad` does it first), and Numba's OpenMP threads
-# spin 1000 rounds (GOMP's default is 300,000) before sleeping.  Numba's workqueue
+# spin 10,000 rounds (GOMP's default is 300,000) before sleeping: about 100 us, the
+# Python between two kernels of a step, while a sleeping thread takes 25-50 us to wake
+# for each parallel launch (measured; a module's step has about 50).  With 1,000
+# rounds (about 20 us), alternating fresh processes five times: modules 3a-5b 1.02-1.12x
+# and GoogLeNet's batch-8 forward and step 1.08x the time (BENCHMARKS.md).  Numba's workqueue
 # layer sleeps too but costs ~170 us per parallel launch, hundreds per training step.
 # MINIGRAD_THREAD_SETTINGS=off leaves the environment alone.
-THREAD_SETTINGS = {"OPENBLAS_THREAD_TIMEOUT": "4", "GOMP_SPINCOUNT": "1000"}
+THREAD_SETTINGS = {"OPENBLAS_THREAD_TIMEOUT": "4", "GOMP_SPINCOUNT": "10000"}
 SET_HERE = [name for name in THREAD_SETTINGS if name not in os.environ   # what the user had not chosen
             and os.environ.get("MINIGRAD_THREAD_SETTINGS", "on") != "off"]
 for _name in SET_HERE:
