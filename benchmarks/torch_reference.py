@@ -30,8 +30,8 @@ def to_torch(module):
 
     tnn = torch.nn
 
-    def param(t):
-        return tnn.Parameter(torch.from_numpy(np.array(t.numpy(), copy=True)))
+    def param(t):         # in PyTorch's own (contiguous) layout, whatever minigrad's storage
+        return tnn.Parameter(torch.from_numpy(np.array(t.numpy(), copy=True, order="C")))
 
     def convert(m):
         if isinstance(m, nn.Conv2d):
