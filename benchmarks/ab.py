@@ -97,10 +97,10 @@ def paired(new, old, pairs, warmup=3):
 
 def _filters_as_stored(backend, w):
     """w stored as the backend's engine stores a convolution's filters (see the module's docstring)."""
-    from minigrad.nn import _stored_as_filter_matrix
+    from minigrad.nn import stored_filters
 
     conv = importlib.import_module(f"{backend.__name__}.conv")
-    return _stored_as_filter_matrix(w) if hasattr(conv, "_filter_matrix") else w
+    return stored_filters(w) if hasattr(conv, "_filter_matrix") else w
 
 
 def compare(old, layers, batch, pairs, passes=("forward", "backward")):

@@ -127,9 +127,10 @@ def child_minigrad(task):
             grad = _channels_last((n, o, side, side), 9)
             if kind == "pool":
                 return (lambda: F.max_pool2d(x, 3, 1, 1)), (lambda: F.max_pool2d(x, 3, 1, 1).backward(grad)), None
-            w = minigrad.Tensor(np.random.default_rng(1).standard_normal((o, c, k, k)).astype(np.float32) * 0.1,
-                                requires_grad=True)
-            b = minigrad.Tensor(np.zeros(o, np.float32), requires_grad=True)
+            layer = minigrad.nn.Conv2d(c, o, k, padding=k // 2)                # its weight stored as it stores it
+            layer.weight.data[...] = np.random.default_rng(1).standard_normal((o, c, k, k)).astype(np.float32) * 0.1
+            layer.bias.data[...] = 0
+            w, b = layer.weight, layer.bias
 
             def forward():
                 with minigrad.no_grad():

@@ -32,6 +32,7 @@ import kernels
 import minigrad
 from benchmarks.timing import machine_header, measure_alternating, verdict
 from kernels.geometry import conv_out_size
+from minigrad.nn import stored_filters
 
 
 def steady_state_allocation():
@@ -134,7 +135,7 @@ def conv_rows(cpu, batch, repeat, rng):
     rows = []
     for name, c, o, k, s, p, side in CONV_LAYERS:
         x = rng.standard_normal((batch, side, side, c), dtype=np.float32).transpose(0, 3, 1, 2)
-        w = rng.standard_normal((o, c, k, k), dtype=np.float32)
+        w = stored_filters(rng.standard_normal((o, c, k, k), dtype=np.float32))     # as nn.Conv2d stores them
         b = rng.standard_normal(o, dtype=np.float32)
         out = conv_out_size(side, k, s, p)
         flops = 2 * batch * o * c * k * k * out * out

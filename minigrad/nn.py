@@ -156,12 +156,17 @@ def _uniform_parameter(shape, bound, dtype):
     return Parameter(random.generator().uniform(-bound, bound, size=shape).astype(dtype))
 
 
-def _stored_as_filter_matrix(values):
-    """A convolution's filters (O, C, KH, KW), stored as (KH, KW, C, O): the matrix B of its product
-    y = columns @ B, which the CPU kernels then read where it lies, with no copy (kernels/cpu/conv.py:
-    a forward on GoogLeNet's 7x7 layers 0.70-0.77x the time of packing the filters first).  Users see the
-    (O, C, KH, KW) array PyTorch has, as its channels_last keeps (O, KH, KW, C) behind the same shape;
-    the weight gradient comes back in the same layout, so the optimizer's update is one pass."""
+def stored_filters(values):
+    """A convolution's filters (O, C, KH, KW) with these values, stored as Conv2d stores its weight: as
+    (KH, KW, C, O), the matrix B of its product y = columns @ B, which the CPU kernels then read where
+    it lies, with no copy (on GoogLeNet's 7x7 layers a forward takes 0.73-0.81x the time it took when
+    it packed the filters first; BENCHMARKS.md).  Users see the (O, C, KH, KW) array PyTorch has, as
+    its channels_last keeps (O, KH, KW, C) behind the same shape; the weight gradient comes back in the
+    same layout, so the optimizer's update is one pass.  Filters in any other layout work too (the
+    kernels copy them first)."""
+    values = np.asarray(values)
+    if values.ndim != 4:
+        raise ValueError(f"stored_filters: values must be 4-D filters (O, C, KH, KW); got shape {values.shape}")
     o, c, kh, kw = values.shape
     stored = np.empty((kh, kw, c, o), values.dtype).transpose(3, 2, 0, 1)
     stored[...] = values
@@ -186,7 +191,7 @@ class Conv2d(Module):
         self.padding = as_pair("Conv2d", "padding", padding, 0)
         bound = 1 / math.sqrt(in_channels * self.kernel_size[0] * self.kernel_size[1])
         self.weight = _uniform_parameter((out_channels, in_channels, *self.kernel_size), bound, dtype)
-        self.weight.data = _stored_as_filter_matrix(self.weight.data)
+        self.weight.data = stored_filters(self.weight.data)
         self.bias = _uniform_parameter((out_channels,), bound, dtype) if bias else None
 
     def forward(self, x, relu=False):

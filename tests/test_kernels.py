@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import kernels
 from kernels import reference as ref
 from kernels.geometry import conv_out_size, pool_out_size
+from minigrad.nn import stored_filters
 
 from backends import BACKENDS, LAUNCH_SHAPES, get_backend
 from conftest import examples
@@ -54,15 +55,6 @@ def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, keep, 
     x, w = normal(x_shape, seed, dtype), normal(w_shape, seed + 1, dtype)
     b = normal(w_shape[0], seed + 2, dtype) if with_bias else None
     check_conv2d(k, x, w, b, stride, padding, relu, {} if keep else None, need_input_grad, dtype, seed)
-
-
-def stored_as_filter_matrix(w):
-    """The filters w (O, C, KH, KW) with the same values, stored as minigrad.nn.Conv2d stores them: as
-    their product's matrix (KH*KW*C, O)."""
-    o, c, kh, kw = w.shape
-    stored = np.empty((kh, kw, c, o), w.dtype).transpose(3, 2, 0, 1)
-    stored[...] = w
-    return stored
 
 
 def check_conv2d(k, x, w, b, stride, padding, relu, saved, need_input_grad, dtype, seed):
@@ -191,7 +183,7 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
     x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
     if seed % 2:                    # stored as nn.Conv2d stores them: read in place (else copied first)
-        w = stored_as_filter_matrix(w)
+        w = stored_filters(w)
     b = normal(o, seed + 2, np.float32) if with_bias else None
     calls, matmul, tiles, weight_tiles, pointwise_weight = [], gemm.matmul, conv._conv_tiles, conv._weight_grad_tiles, \
         conv._pointwise_weight_grad
@@ -483,7 +475,7 @@ def test_numba_sgd_update_runs_in_one_pass_on_filters_stored_as_their_matrix(mon
     values; a gradient in another layout is read through a copy."""
     k = get_backend("numba")
     shape = (64, 32, 3, 3)
-    param, grad, buffer = (stored_as_filter_matrix(normal(shape, i, np.float32)) for i in range(3))
+    param, grad, buffer = (stored_filters(normal(shape, i, np.float32)) for i in range(3))
     if grad_layout == "contiguous":
         grad = np.ascontiguousarray(grad)
     want = ref.sgd_update(np.array(param), grad, np.array(buffer), 0.01, 0.9, 5e-4, False)

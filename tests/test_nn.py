@@ -81,6 +81,10 @@ def test_conv2d_stores_its_filters_as_their_product_matrix():
     assert conv.weight.data is weight and not np.array_equal(weight, drawn)
     conv.load_state_dict(nn.Conv2d(3, 4, (3, 2), padding=1).state_dict())
     assert conv.weight.data is weight                   # loaded into the same storage
+    stored = nn.stored_filters(drawn)                   # the same layout, for filters made elsewhere
+    assert stored.strides == weight.strides and np.array_equal(stored, drawn)
+    with pytest.raises(ValueError, match=r"stored_filters: values must be 4-D .* got shape \(4, 3\)"):
+        nn.stored_filters(np.zeros((4, 3)))
 
 
 def test_load_state_dict_names_every_mismatch():
