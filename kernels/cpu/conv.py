@@ -623,7 +623,7 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, flip=False):
     has_bias = bias is not None
     plan = _tile_plan(n, h, w, c, o, kh, kw, *stride, *padding, oh, ow, get_num_threads())
     # The forward reads its filters where they lie (stored as their product's matrix): against packing
-    # them into panels first, 0.70-0.77x the time on the 7x7 layers' forwards, 0.98-1.0x on larger images.
+    # them into panels first, 0.73-0.81x the time on the 7x7 layers' forwards, 0.94-1.0x on larger images.
     # The input gradient's flipped filters must be packed: each task packs its own copy, in its core's
     # cache.  Paired against one NumPy copy read by both: backward 0.87x the time on 5b's 3x3, 0.96-0.97x
     # on 5a's and 4e's, 1.00x on larger images.

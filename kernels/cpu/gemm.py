@@ -309,7 +309,7 @@ def matmul(a, b, out=None):
     lies; any other is packed first (pack_panels).  Read in place, a convolution's filters (stored as
     this product's B: (KH*KW*C, O), see minigrad.nn.Conv2d) cost no copy.  Packed panels are read 3-5%
     faster (they stream in order) but the copy costs more than that: measured on the 7x7 layers (5a, 5b),
-    a forward reading its filters in place 0.70-0.77x the time of packing them first (BENCHMARKS.md)."""
+    a forward reading its filters in place 0.73-0.85x the time of packing them first (BENCHMARKS.md)."""
     if not handles(a, b):
         raise ValueError(f"gemm.matmul: needs float32 matrices (m, k) @ (k, n) with m >= {TILE_ROWS}, k >= 1 and n "
                          f"a multiple of {LANES}; got {a.dtype} {a.shape} @ {b.dtype} {b.shape}")
