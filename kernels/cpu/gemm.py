@@ -181,17 +181,10 @@ def tile_product(a, a0, lda, b, packed, c, c0, n, k, k0, k1, add):
     a direct convolution's windows of one image row, conv.py).  The tile runs along the row in panels of
     64 columns, then one of 16, 32 or 48."""
     wide = n // PANEL * PANEL
-    for j in range(0, wide, PANEL):
-        if packed:
-            _panel(a, a0 + k0, lda, b, j * k + k0 * PANEL, PANEL, c, c0 + j, n, k1 - k0, 4, add)
-        else:
-            _panel(a, a0 + k0, lda, b, k0 * n + j, n, c, c0 + j, n, k1 - k0, 4, add)
-    if n > wide:
-        tail = n - wide
-        if packed:
-            _panel(a, a0 + k0, lda, b, wide * k + k0 * tail, tail, c, c0 + wide, n, k1 - k0, tail // LANES, add)
-        else:
-            _panel(a, a0 + k0, lda, b, k0 * n + wide, n, c, c0 + wide, n, k1 - k0, tail // LANES, add)
+    for j in range(0, n, PANEL):
+        width = PANEL if j < wide else n - wide            # 64, or the last panel's 16, 32 or 48
+        b0, ldb = (j * k + k0 * width, width) if packed else (k0 * n + j, n)
+        _panel(a, a0 + k0, lda, b, b0, ldb, c, c0 + j, n, k1 - k0, width // LANES, add)
 
 
 @kernel(inline=True)
