@@ -250,7 +250,7 @@ def _sum_partials(partials, o, width, out, tasks):
     product, _weight_grad_tiles's or _pointwise_weight_grad's), added in task order into the first, then
     transposed: the weight gradient as its filters' matrix (_filter_matrix), the layout of the filters
     it updates.  The tasks split out's rows (the partials' columns), 16 at a time, and transpose blocks
-    of 16 by 16 values (gemm.transpose_block)."""
+    of 16 by 16 values (gemm.transpose_tile)."""
     parts, padded = partials.shape[0], partials.shape[1] // o
     flat = partials.reshape(-1)
     blocks = -(-width // gemm.LANES)
@@ -263,14 +263,9 @@ def _sum_partials(partials, o, width, out, tasks):
                 for p in range(last - first):
                     total[p] += more[p]
         for p0 in range(first, last, gemm.LANES):
-            pn = min(gemm.LANES, width - p0)
             for q0 in range(0, o, gemm.LANES):
-                if pn == gemm.LANES and o - q0 >= gemm.LANES:
-                    gemm.transpose_block(flat, q0 * padded + p0, padded, out, p0 * o + q0, o)
-                else:
-                    for p in range(p0, p0 + pn):
-                        for q in range(q0, min(o, q0 + gemm.LANES)):
-                            out[p * o + q] = flat[q * padded + p]
+                gemm.transpose_tile(flat, q0 * padded + p0, padded, out, p0 * o + q0, o, min(gemm.LANES, width - p0),
+                                    min(gemm.LANES, o - q0))
 
 
 _BLOCK_ROWS = 256     # pixel rows per task of the gradient pass: its partial bias sums are one row of `partials`

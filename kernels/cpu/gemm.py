@@ -252,27 +252,31 @@ def transpose_block(typingctx, src, s0, lds, dst, d0, ldd):
 
 
 @kernel(inline=True)
+def transpose_tile(src, s0, lds, dst, d0, ldd, rows, columns):
+    """dst[d0 + r*ldd + q] = src[s0 + q*lds + r] for r < rows and q < columns (each at most 16):
+    transpose_block for a whole block, value by value for one cut short by an edge."""
+    if rows == LANES and columns == LANES:
+        transpose_block(src, s0, lds, dst, d0, ldd)
+    else:
+        for r in range(rows):
+            for q in range(columns):
+                dst[d0 + r * ldd + q] = src[s0 + q * lds + r]
+
+
+@kernel(inline=True)
 def pack_transposed(bt, bt0, ldt, n, k, r0, rows, panels):
     """Rows [r0, r0 + rows) of B (k, n) into `panels`, in pack_panels' layout, from B's
-    transpose: B[r0 + r, q] = bt[bt0 + q*ldt + r].  In blocks of 16 by 16 values (transpose_block).
-    Measured on 5b's 3x3 (its input gradient's filters, 663K values): 0.36 ms against 0.56-0.59 value by
-    value (in order on either side), in a loop of packs."""
+    transpose: B[r0 + r, q] = bt[bt0 + q*ldt + r].  In blocks of 16 by 16 values (transpose_tile), 16
+    whole rows of a panel at a time.  Measured on 5b's 3x3 (its input gradient's filters, 663K values):
+    0.36 ms against 0.56-0.59 value by value (in order on either side), in a loop of packs."""
     wide = n // PANEL * PANEL
-    whole = rows // LANES * LANES
     for j in range(0, n, PANEL):
         width = PANEL if j < wide else n - wide
         dst = j * k + r0 * width                          # the panel's rows r0 on: `width` values each
-        for r1 in range(0, whole, LANES):                 # 16 whole rows of the panel, in order
+        for r1 in range(0, rows, LANES):
             for q0 in range(j, j + width, LANES):
-                if q0 + LANES <= j + width:
-                    transpose_block(bt, bt0 + q0 * ldt + r1, ldt, panels, dst + r1 * width + q0 - j, width)
-                else:                                     # the last columns, fewer than 16
-                    for r in range(r1, r1 + LANES):
-                        for q in range(q0, j + width):
-                            panels[dst + r * width + q - j] = bt[bt0 + q * ldt + r]
-        for r in range(whole, rows):                      # the last rows, fewer than 16
-            for q in range(j, j + width):
-                panels[dst + r * width + q - j] = bt[bt0 + q * ldt + r]
+                transpose_tile(bt, bt0 + q0 * ldt + r1, ldt, panels, dst + r1 * width + q0 - j, width,
+                               min(LANES, rows - r1), min(LANES, j + width - q0))
 
 
 def pack_panels(b):
