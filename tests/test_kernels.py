@@ -161,23 +161,27 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
 
 @settings(max_examples=examples(40))
 @given(conv_geometry(max_channels=8), st.sampled_from([16, 32]), st.sampled_from([8, 16, 24, 32, 48, 64, 80]),
-       st.booleans(), st.booleans(), st.booleans(), seeds)
-@example(((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1)), 16, 16, True, True, True, 0)     # 25 pixels: two tiles and a tail
-@example(((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0)), 32, 80, True, False, False, 1)   # 1 pixel, 1x1
-@example(((3, 1, 9, 7), (1, 1, 1, 1), (1, 1), (0, 0)), 16, 24, False, True, True, 2)    # 1x1: 16-wide weight tiles
-@example(((2, 1, 7, 7), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, 3)    # 5b's 5x5: 9 classes of windows
-@example(((1, 1, 3, 4), (1, 1, 1, 2), (1, 2), (2, 1)), 32, 16, True, False, True, 4)    # windows wholly in the padding
-@example(((1, 1, 28, 28), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, 5)  # 3a's 5x5: 2 direct tiles a row
-@example(((2, 1, 27, 29), (1, 1, 3, 3), (2, 2), (1, 1)), 32, 48, False, False, True, 6)  # direct tiles, rows 2C apart
-def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, seed):
+       st.booleans(), st.booleans(), st.booleans(), st.booleans(), seeds)
+@example(((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1)), 16, 16, True, True, True, False, 0)  # 25 pixels: two tiles, a tail
+@example(((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0)), 32, 80, True, False, False, True, 1)  # 1 pixel, 1x1
+@example(((3, 1, 9, 7), (1, 1, 1, 1), (1, 1), (0, 0)), 16, 24, False, True, True, False, 2)  # 1x1: 16-wide weight tiles
+@example(((2, 1, 7, 7), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, True, 3)   # 5b's 5x5: 9 classes of windows
+@example(((2, 1, 7, 7), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, False, 3)
+@example(((1, 1, 3, 4), (1, 1, 1, 2), (1, 2), (2, 1)), 32, 16, True, False, True, True, 4)   # windows wholly in the padding
+@example(((1, 1, 28, 28), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, False, 5)  # 3a's 5x5: 2 direct tiles a row
+@example(((2, 1, 27, 29), (1, 1, 3, 3), (2, 2), (1, 1)), 32, 48, False, False, True, True, 6)  # direct tiles, rows 2C apart
+@example(((1, 1, 4, 9), (1, 1, 3, 5), (2, 1), (1, 2)), 32, 32, False, False, True, True, 7)   # columns split mid kernel row
+def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, split_columns, seed):
     """float32 layers with 8-80 output channels, against the reference.  The forward of a kxk layer
     with a multiple of 16 outputs runs whole in tiles (_conv_tiles, any number of pixels: the last tile
     may be short; only the taps inside the image for some pixel of a tile; direct tiles, reading the
     image itself, where 12 whole windows lie side by side in a row), and so does its input
     gradient at stride 1 (a convolution with the flipped filters).  Every weight gradient runs in
     _weight_grad_tiles (its columns built block by block; no columns kept for it), a 1x1 layer's in
-    _pointwise_weight_grad.  A 1x1 layer's forward and the other input gradients run in gemm.matmul
-    where the product has a 12-row tile and a side of at most 64."""
+    _pointwise_weight_grad; with split_columns, whatever its size, a kxk layer's with a multiple of 16
+    outputs runs in _weight_grad_columns (its tasks split the columns; in GoogLeNet the wide layers at
+    7x7 and 14x14).  A 1x1 layer's forward and the other input gradients run in gemm.matmul where the
+    product has a 12-row tile and a side of at most 64."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
     conv, gemm = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.gemm")
     (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
@@ -185,8 +189,8 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     if seed % 2:                    # stored as nn.Conv2d stores them: read in place (else copied first)
         w = stored_filters(w)
     b = normal(o, seed + 2, np.float32) if with_bias else None
-    calls, matmul, tiles, weight_tiles, pointwise_weight = [], gemm.matmul, conv._conv_tiles, conv._weight_grad_tiles, \
-        conv._pointwise_weight_grad
+    calls, matmul, tiles, weight_tiles, pointwise_weight, weight_columns = [], gemm.matmul, conv._conv_tiles, \
+        conv._weight_grad_tiles, conv._pointwise_weight_grad, conv._weight_grad_columns
 
     def counted(name, function):
         return lambda *args: calls.append(name) or function(*args)
@@ -195,6 +199,10 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         patch.setattr(conv, "_conv_tiles", counted("tiles", tiles))
         patch.setattr(conv, "_weight_grad_tiles", counted("weight", weight_tiles))
         patch.setattr(conv, "_pointwise_weight_grad", counted("pointwise weight", pointwise_weight))
+        patch.setattr(conv, "_weight_grad_columns", counted("weight columns", weight_columns))
+        if split_columns:                       # at any size and any number of pixels
+            patch.setattr(conv, "_COLUMN_SPLIT_MIN_BYTES", 0)
+            patch.setattr(conv, "_COLUMN_SPLIT_MAX_PIXELS", np.inf)
         saved = {} if keep else None
         grad_w = check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, np.float32, seed)[1]
     assert np.shares_memory(conv._filter_matrix(grad_w), grad_w)      # the weight gradient: stored as the filters
@@ -214,7 +222,10 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         expected = ["tiles"] if o % gemm.LANES == 0 else forward_in_gemm
         if need_input_grad and input_grad_in_tiles:
             expected = expected + ["tiles"]
-        expected = expected + ["weight"] + (input_in_gemm if need_input_grad and not input_grad_in_tiles else [])
+        tasks = importlib.import_module("numba").get_num_threads()
+        by_columns = split_columns and o % gemm.LANES == 0 and -(-width // gemm.LANES) >= tasks > 1
+        expected = expected + ["weight columns" if by_columns else "weight"] + \
+            (input_in_gemm if need_input_grad and not input_grad_in_tiles else [])
     assert calls == expected, (rows, width, o)
     assert not saved                                   # the backward builds its columns itself
 

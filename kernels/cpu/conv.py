@@ -67,6 +67,33 @@ def _column_row(x, h, w, c, kh, kw, sh, sw, ph, pw, b, oy, ox, cols, row):
             cols[dst + j1 * c:dst + span] = 0
 
 
+@kernel(inline=True)
+def _column_range(x, h, w, c, kh, kw, sh, sw, ph, pw, b, oy, ox, lo, hi, cols, row):
+    """Columns [lo, hi) of output pixel (b, oy, ox)'s column row, into cols[row:row + hi - lo]: the
+    weight gradient's tasks split the columns (_weight_grad_columns).  _column_row's copy with the
+    range's bounds; it stays on its own because those bounds cost the whole row 2-4% (paired: the stem's
+    and 3a's 5x5 forwards and backwards)."""
+    span = kw * c                                  # one kernel row's columns
+    x0 = ox * sw - pw
+    j0, j1 = max(0, -x0), min(kw, w - x0)          # the kernel columns that land inside the image
+    for i in range(lo // span, min(kh, -(-hi // span))):
+        y = oy * sh - ph + i
+        s0, s1 = max(lo, i * span), min(hi, (i + 1) * span)           # this kernel row's part of the range
+        v0, v1 = max(s0, i * span + j0 * c), min(s1, i * span + j1 * c)  # of it, the part inside the image
+        if y < 0 or y >= h or v1 <= v0:
+            cols[row + s0 - lo:row + s1 - lo] = 0
+            continue
+        if v0 > s0:
+            cols[row + s0 - lo:row + v0 - lo] = 0
+        src = ((b * h + y) * w + x0) * c + v0 - i * span
+        out = cols[row + v0 - lo:row + v1 - lo]
+        inp = x[src:src + v1 - v0]
+        for q in range(v1 - v0):
+            out[q] = inp[q]
+        if v1 < s1:
+            cols[row + v1 - lo:row + s1 - lo] = 0
+
+
 @kernel(parallel=True)
 def _im2col(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, u0, u1, cols):
     """cols rows for the output rows u = b*OH + oy in [u0, u1); x and cols flat.  One task per output row."""
@@ -223,6 +250,40 @@ def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, partial
             for q in range(box_runs[box], box_runs[box + 1]):
                 start, stop = runs[q, 0], runs[q, 1]
                 gemm.add_transposed_product(g_rows, 0, o, o, buffer, start, padded, stop - start, total, start, padded, rows)
+
+
+@kernel(parallel=True)
+def _weight_grad_columns(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, column_shares, out, plan):
+    """The weight gradient as its filters' matrix, columns^T @ grad_rows (padded width, O), added into out
+    (zeros): the tasks split its rows, the columns (task t: columns column_shares[t] to [t + 1], multiples
+    of 16), each going through every block of pixels (`plan`, _block_plan's for one task) and building
+    only its columns of their column rows.  Against _weight_grad_tiles's split of the pixels: no sum of
+    the tasks' parts and no transpose after, and each task's part of the product is half as large, so
+    it stays in the core's cache across the blocks (see _splits_columns)."""
+    order, starts, group_box, box_runs, runs, _, _ = plan
+    block_rows = np.max(starts[1:] - starts[:-1])
+    for task in prange(column_shares.size - 1):
+        lo, hi = column_shares[task], column_shares[task + 1]
+        buffer = np.zeros(block_rows * (hi - lo), g.dtype)    # the columns past the width stay zero
+        g_rows = np.empty(block_rows * o, g.dtype)
+        for s in range(starts.size - 1):
+            first, rows = starts[s], starts[s + 1] - starts[s]
+            box = group_box[s]
+            mine = False                                  # does any of its runs of columns reach this task's?
+            for q in range(box_runs[box], box_runs[box + 1]):
+                mine = mine or (runs[q, 0] < hi and runs[q, 1] > lo)
+            if not mine:
+                continue
+            for r in range(rows):
+                b, pixel = order[first + r] // (oh * ow), order[first + r] % (oh * ow)
+                _column_range(x, h, w, c, kh, kw, sh, sw, ph, pw, b, pixel // ow, pixel % ow, lo, hi, buffer,
+                              r * (hi - lo))
+                g_rows[r * o:(r + 1) * o] = g[order[first + r] * o:(order[first + r] + 1) * o]
+            for q in range(box_runs[box], box_runs[box + 1]):
+                start, stop = max(runs[q, 0], lo), min(runs[q, 1], hi)
+                if start < stop:
+                    gemm.add_transposed_product(buffer, start - lo, hi - lo, stop - start, g_rows, 0, o, o, out, start * o,
+                                                o, rows)
 
 
 @kernel(parallel=True)
@@ -398,7 +459,8 @@ def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows)
     """grad_rows^T @ columns as the weight's gradient (O, C, KH, KW), stored as its filters' matrix
     (_filter_matrix): by _weight_grad_tiles, the columns built block by block in cache (never a column
     matrix), or, for a 1x1 layer with stride 1 and no padding, by _pointwise_weight_grad from xs's pixel
-    rows; the tasks' partial sums added up and transposed in one pass (_sum_partials)."""
+    rows; the tasks' partial sums added up and transposed in one pass (_sum_partials).  Or, where the
+    tasks split the columns (_splits_columns), by _weight_grad_columns, in the filters' layout at once."""
     n, h, w, c = xs.shape
     o = grad_rows.shape[1]
     tasks = get_num_threads()
@@ -415,6 +477,14 @@ def _weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows)
                                np.array(column_shares, np.intp), _WEIGHT_GRAD_BLOCK_ROWS, partials)
     else:
         padded = -(-kernel_size[0] * kernel_size[1] * c // gemm.LANES) * gemm.LANES
+        if _splits_columns(grad_rows.shape[0], o, padded, tasks):
+            vectors = padded // gemm.LANES
+            column_shares = np.array([vectors * t // tasks * gemm.LANES for t in range(tasks + 1)], np.intp)
+            plan = _block_plan(n, h, w, c, o, *kernel_size, *stride, *padding, *out_size, padded, 1)
+            grad_matrix = np.zeros((padded, o), np.float32)
+            _weight_grad_columns(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size,
+                                 grad_rows.reshape(-1), o, column_shares, grad_matrix.reshape(-1), tuple(plan))
+            return _filters_of(grad_matrix[:kernel_size[0] * kernel_size[1] * c], c, *kernel_size)
         plan = _block_plan(n, h, w, c, o, *kernel_size, *stride, *padding, *out_size, padded, tasks)
         partials = np.zeros((plan.shares.size - 1, o * padded), np.float32)
         _weight_grad_tiles(xs.reshape(-1), h, w, c, *kernel_size, *stride, *padding, *out_size, grad_rows.reshape(-1),
@@ -581,6 +651,26 @@ _WEIGHT_GRAD_MIN_ROWS = 32
 # with the column split everywhere, alternating processes, 14x14 (1568 pixels) 1.05-1.2x and 28x28 and
 # 56x56 1.2-1.8x (each task reads every pixel row).
 _POINTWISE_COLUMN_SPLIT_PIXELS = 1024
+
+
+# A weight gradient in tiles whose tasks split the pixels (_weight_grad_tiles) adds into one (O, padded
+# width) part per task, loaded and stored for every block of pixels; where those parts outgrow the core's
+# cache (1 MB of L2 on the Zen), or where the pixels are few (at 7x7 most of them lie in small classes of
+# edge windows: many blocks), the tasks split the columns instead (_weight_grad_columns): half the product
+# each, and no sum of parts.  Measured at GoogLeNet's shapes, old and new interleaved in one process
+# (BENCHMARKS.md): batch 8, 7x7 0.64-0.78x the time, 14x14 with parts of 400 KB or more 0.80-0.97x;
+# batch 32, 7x7 0.83-0.93x, 14x14 with parts over 1 MB 0.90-0.97x.  Not below 256 KB (the 5x5s with 16-32
+# channels, the stem: 1.02-1.23x) nor with many pixels and parts under 1 MB (28x28 and 56x56: 0.98-1.04x).
+_COLUMN_SPLIT_MIN_BYTES = 2**18
+_COLUMN_SPLIT_MAX_PIXELS = 2048
+_COLUMN_SPLIT_ANY_PIXELS_BYTES = 2**20
+
+
+def _splits_columns(pixels, o, padded, tasks):
+    """Whether a (non-1x1) weight gradient in tiles runs in _weight_grad_columns: see above."""
+    part = o * padded * 4
+    return (o % gemm.LANES == 0 and padded // gemm.LANES >= tasks > 1 and part >= _COLUMN_SPLIT_MIN_BYTES
+            and (pixels <= _COLUMN_SPLIT_MAX_PIXELS or part > _COLUMN_SPLIT_ANY_PIXELS_BYTES))
 
 
 @functools.lru_cache(maxsize=64)
