@@ -181,7 +181,7 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     _pointwise_weight_grad; with split_columns, whatever its size, a kxk layer's with a multiple of 16
     outputs runs in _weight_grad_columns (its tasks split the columns; in GoogLeNet the wide layers at
     7x7 and 14x14).  A 1x1 layer's forward and the other input gradients run in gemm.matmul where the
-    product has a 12-row tile and a side of at most 64."""
+    product has a 12-row tile and a side of at most 64 (on the Zen, a 1x1 layer's at any size)."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
     conv, gemm = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.gemm")
     (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
@@ -212,8 +212,10 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     thin = rows >= gemm.TILE_ROWS and (min(width, o) <= conv._OWN_GEMM_MAX_THIN or rows >= conv._OWN_GEMM_MIN_ROWS_WIDE)
     input_in_gemm = ["matmul"] if thin else []                       # (rows, o) @ (o, width): width % 16 == 0
     forward_in_gemm = input_in_gemm if o % gemm.LANES == 0 else []   # (rows, width) @ (width, o)
-    if pointwise and rows >= gemm.TILE_ROWS and conv.pointwise_forward_in_own_gemm(np.float32, o):
+    if pointwise and rows >= gemm.TILE_ROWS and conv.pointwise_in_own_gemm(np.float32, o):
         forward_in_gemm = ["matmul"]                                 # at any number of rows, on the Zen
+    if pointwise and rows >= gemm.TILE_ROWS and conv.pointwise_in_own_gemm(np.float32, c):
+        input_in_gemm = ["matmul"]                                   # likewise (its B packed from the transpose)
     # stride 1, padding < kernel: the input gradient is a convolution too, in tiles (c is 16 or 32)
     input_grad_in_tiles = not pointwise and stride == (1, 1) and padding[0] < kh and padding[1] < kw
     if pointwise:
@@ -244,6 +246,17 @@ def test_pack_flipped_packs_the_input_gradients_filters(o, c, kh, kw, seed):
     conv._pack_flipped(conv._filter_matrix(forward).reshape(-1), o, c, kh, kw, panels)
     flipped = forward[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
     np.testing.assert_array_equal(panels, gemm.pack_panels(conv._filter_matrix(flipped)))
+
+
+@settings(max_examples=examples(30))
+@given(st.integers(1, 150), st.integers(1, 150), seeds)
+@example(192, 832, 0)                        # 5b's 1x1 832->192: its input gradient's B, the filters transposed
+def test_pack_panels_packs_a_transpose_as_its_copy(k, n, seed):
+    """pack_panels packs a float32 B (k, n) that is the transpose of a C-ordered array (in 16x16 register
+    transposes, the threads splitting its rows) exactly as it packs a C-ordered copy of it."""
+    gemm = pytest.importorskip("kernels.cpu.gemm", reason="numba is not installed")
+    bt = normal((n, k), seed, np.float32)
+    np.testing.assert_array_equal(gemm.pack_panels(bt.T), gemm.pack_panels(np.ascontiguousarray(bt.T)))
 
 
 @settings(max_examples=examples(60))

@@ -425,14 +425,16 @@ def runs_own_gemm(a, b):
                                    or a.shape[0] >= _OWN_GEMM_MIN_ROWS_WIDE)
 
 
-# On the Zen a 1x1 forward's product runs in minigrad's GEMM at any number of rows, its weights read in
-# place (_filter_matrix; when they were packed, through matmul's own packing, the transposed weights'
-# strided copy made it 0.88-0.96x OpenBLAS's speed at 392 rows).  Paired in-process at 7x7, batch 8 (5a and 5b's 1x1 layers):
-# 0.92-0.97x OpenBLAS's time.  Elsewhere, as every product: thin ones only (runs_own_gemm).
-def pointwise_forward_in_own_gemm(x_dtype, o):
-    """Whether a 1x1 forward (stride 1, no padding) with o output channels runs in minigrad's GEMM at any
-    number of rows (chunks of fewer than 12 rows excepted)."""
-    return gemm.ON_ZEN and x_dtype == np.float32 and o % gemm.LANES == 0
+# On the Zen a 1x1 layer's products run in minigrad's GEMM at any number of rows.  The forward reads its
+# weights in place (_filter_matrix): paired in-process at 7x7, batch 8 (5a and 5b's 1x1 layers), 0.92-0.97x
+# OpenBLAS's time.  The input gradient's B, the filters' matrix transposed, is packed in register
+# transposes (gemm.pack_panels; NumPy's strided copy had made it 0.88-0.96x OpenBLAS's speed at 392 rows).
+# Elsewhere, as every product: thin ones only (runs_own_gemm).
+def pointwise_in_own_gemm(x_dtype, n):
+    """Whether a 1x1 layer's (stride 1, no padding) product with n columns, its forward's (n = O) or its
+    input gradient's (n = C), runs in minigrad's GEMM at any number of rows (chunks of fewer than 12 rows
+    excepted)."""
+    return gemm.ON_ZEN and x_dtype == np.float32 and n % gemm.LANES == 0
 
 
 def _product(a, b, out=None):
@@ -753,7 +755,7 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     y_rows = y.reshape(-1, o)
     if _is_pointwise((kh, kw), stride, padding):
         x_rows = xs.reshape(-1, c)
-        own_gemm = pointwise_forward_in_own_gemm(x.dtype, o)
+        own_gemm = pointwise_in_own_gemm(x.dtype, o)
         for start, stop in _chunks(n * h * w, o * x.dtype.itemsize):
             if own_gemm and gemm.handles(x_rows[start:stop], filters):
                 gemm.matmul(x_rows[start:stop], filters, y_rows[start:stop])
@@ -799,7 +801,11 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
             grad_weight = _weight_grad_in_tiles(xs, (1, 1), stride, padding, (oh, ow), grad_rows)
         else:      # the pixel rows are the columns
             grad_weight = _filters_of(np.ascontiguousarray(_weight_grad_matrix(grad_rows, xs.reshape(-1, c))), c, 1, 1)
-        grad_x = nchw(_product(grad_rows, _filter_matrix(weight).T).reshape(n, h, w, c)) if need_input_grad else None
+        grad_x = None
+        if need_input_grad:
+            filters_t = _filter_matrix(weight).T
+            own_gemm = pointwise_in_own_gemm(x.dtype, c) and gemm.handles(grad_rows, filters_t)
+            grad_x = nchw((gemm.matmul if own_gemm else _product)(grad_rows, filters_t).reshape(n, h, w, c))
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
     grad_x = None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import binding, ir
-from numba import config, prange, types
+from numba import config, get_num_threads, prange, types
 from numba.extending import intrinsic
 
 from ._jit import kernel
@@ -279,12 +279,29 @@ def pack_transposed(bt, bt0, ldt, n, k, r0, rows, panels):
                                min(LANES, rows - r1), min(LANES, j + width - q0))
 
 
+@kernel(parallel=True)
+def _pack_from_transpose(bt, n, k, tasks, panels):
+    """pack_panels of B (k, n) from its transpose bt (n, k), C-ordered, flat: the tasks split B's rows,
+    16 at a time."""
+    blocks = -(-k // LANES)
+    for task in prange(tasks):
+        r0, r1 = task * blocks // tasks * LANES, min(k, (task + 1) * blocks // tasks * LANES)
+        pack_transposed(bt, r0, k, n, k, r0, r1 - r0, panels)
+
+
 def pack_panels(b):
     """B (k, n) as its column panels one after another, each contiguous, so that a tile reads its panel
     in order (a copy of B: B is the small operand here, weights or their transpose).  The panel of
-    columns [j, j + width) is a (k, width) block at j*k."""
+    columns [j, j + width) is a (k, width) block at j*k.  A float32 B that is the transpose of a C-ordered
+    array (the filters' matrix, for a 1x1 layer's input gradient) is packed in 16x16 register transposes
+    (pack_transposed), both threads: at 7x7 and 14x14 (batch 8) its product took 0.80-0.95x the time of
+    NumPy's strided copy and the tiles (BENCHMARKS.md)."""
     k, n = b.shape
     wide = n // PANEL * PANEL
+    if b.dtype == np.float32 and b.T.flags.c_contiguous and not b.flags.c_contiguous:
+        packed = np.empty(k * n, b.dtype)
+        _pack_from_transpose(b.T.reshape(-1), n, k, min(get_num_threads(), -(-k // LANES)), packed)
+        return packed
     if n <= PANEL:
         return np.ascontiguousarray(b).reshape(-1)            # one panel: B itself
     packed = np.empty(k * n, b.dtype)
