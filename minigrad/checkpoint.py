@@ -46,7 +46,9 @@ def load(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # the file opened here, so that it is closed whatever np.load raises (a truncated zip left
+        # NumPy's own handle open: a ResourceWarning in the tests)
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
             if HEADER not in data.files:
                 raise CheckpointError(f"{path}: not a minigrad checkpoint (no header)")
             header = json.loads(bytes(data[HEADER]).decode())

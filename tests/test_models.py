@@ -119,7 +119,8 @@ def test_paper_table_copy_matches_the_shared_facts():
     path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "paper", "table1.json")
     if not os.path.exists(path):
         pytest.skip("../shared/paper/table1.json is not beside the repository")
-    printed = {row[0]: (row[11], row[12]) for row in json.load(open(path))["rows"] if row[11] is not None}
+    with open(path) as f:
+        printed = {row[0]: (row[11], row[12]) for row in json.load(f)["rows"] if row[11] is not None}
     assert printed == PAPER_TABLE1
 
 

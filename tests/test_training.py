@@ -290,7 +290,8 @@ def small_npz(tmp_path):
 
 
 def history(out):
-    return json.load(open(os.path.join(out, "report.json")))["history"]
+    with open(os.path.join(out, "report.json")) as f:
+        return json.load(f)["history"]
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, small_npz):
