@@ -294,8 +294,9 @@ def pack_panels(b):
     in order (a copy of B: B is the small operand here, weights or their transpose).  The panel of
     columns [j, j + width) is a (k, width) block at j*k.  A float32 B that is the transpose of a C-ordered
     array (the filters' matrix, for a 1x1 layer's input gradient) is packed in 16x16 register transposes
-    (pack_transposed), both threads: at 7x7 and 14x14 (batch 8) its product took 0.80-0.95x the time of
-    NumPy's strided copy and the tiles (BENCHMARKS.md)."""
+    (pack_transposed), both threads: the product with GoogLeNet's 1x1 layers' transposed filters (batch 8,
+    7x7 to 28x28) took 0.82-0.95x the time it took after NumPy's strided copy, but 1.13x at 832->128
+    (BENCHMARKS.md)."""
     k, n = b.shape
     wide = n // PANEL * PANEL
     if b.dtype == np.float32 and b.T.flags.c_contiguous and not b.flags.c_contiguous:
