@@ -663,6 +663,7 @@ _POINTWISE_COLUMN_SPLIT_PIXELS = 1024
 # (BENCHMARKS.md): batch 8, 7x7 0.64-0.78x the time, 14x14 with parts of 400 KB or more 0.80-0.97x;
 # batch 32, 7x7 0.83-0.93x, 14x14 with parts over 1 MB 0.90-0.97x.  Not below 256 KB (the 5x5s with 16-32
 # channels, the stem: 1.02-1.23x) nor with many pixels and parts under 1 MB (28x28 and 56x56: 0.98-1.04x).
+# Measured on the Zen only, not on the Intel (2 MB of L2), where the same rule applies unmeasured.
 _COLUMN_SPLIT_MIN_BYTES = 2**18
 _COLUMN_SPLIT_MAX_PIXELS = 2048
 _COLUMN_SPLIT_ANY_PIXELS_BYTES = 2**20
