@@ -437,9 +437,11 @@ def pointwise_in_own_gemm(x_dtype, n):
     return gemm.ON_ZEN and x_dtype == np.float32 and n % gemm.LANES == 0
 
 
-def _product(a, b, out=None):
-    """a @ b, into out if given, in the GEMM that runs_own_gemm picks."""
-    return gemm.matmul(a, b, out) if runs_own_gemm(a, b) else np.matmul(a, b, out=out)
+def _product(a, b, out=None, any_rows=False):
+    """a @ b, into out if given, in the GEMM that runs_own_gemm picks; with any_rows (a 1x1 layer's
+    product where pointwise_in_own_gemm holds), in minigrad's GEMM wherever it takes the shapes."""
+    own = gemm.handles(a, b) if any_rows else runs_own_gemm(a, b)
+    return gemm.matmul(a, b, out) if own else np.matmul(a, b, out=out)
 
 
 def _weight_grad_matrix(grad_rows, cols):
@@ -756,12 +758,9 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     y_rows = y.reshape(-1, o)
     if _is_pointwise((kh, kw), stride, padding):
         x_rows = xs.reshape(-1, c)
-        own_gemm = pointwise_in_own_gemm(x.dtype, o)
+        any_rows = pointwise_in_own_gemm(x.dtype, o)
         for start, stop in _chunks(n * h * w, o * x.dtype.itemsize):
-            if own_gemm and gemm.handles(x_rows[start:stop], filters):
-                gemm.matmul(x_rows[start:stop], filters, y_rows[start:stop])
-            else:
-                _product(x_rows[start:stop], filters, y_rows[start:stop])
+            _product(x_rows[start:stop], filters, y_rows[start:stop], any_rows)
             _finish(y_rows[start:stop], bias, relu)
         return nchw(y)
     # columns that are kept leave the cache anyway: then one chunk, one GEMM (measured 1.06-1.11x faster)
@@ -804,9 +803,8 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
             grad_weight = _filters_of(np.ascontiguousarray(_weight_grad_matrix(grad_rows, xs.reshape(-1, c))), c, 1, 1)
         grad_x = None
         if need_input_grad:
-            filters_t = _filter_matrix(weight).T
-            own_gemm = pointwise_in_own_gemm(x.dtype, c) and gemm.handles(grad_rows, filters_t)
-            grad_x = nchw((gemm.matmul if own_gemm else _product)(grad_rows, filters_t).reshape(n, h, w, c))
+            grad_x = nchw(_product(grad_rows, _filter_matrix(weight).T, any_rows=pointwise_in_own_gemm(x.dtype, c))
+                          .reshape(n, h, w, c))
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
     grad_x = None
