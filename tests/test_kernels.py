@@ -161,22 +161,33 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
 
 @settings(max_examples=examples(40))
 @given(conv_geometry(max_channels=8), st.sampled_from([16, 32]), st.sampled_from([8, 16, 24, 32, 48, 64, 80]),
-       st.booleans(), st.booleans(), st.booleans(), st.booleans(), seeds)
-@example(((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1)), 16, 16, True, True, True, False, 0)  # 25 pixels: two tiles, a tail
-@example(((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0)), 32, 80, True, False, False, True, 1)  # 1 pixel, 1x1
-@example(((3, 1, 9, 7), (1, 1, 1, 1), (1, 1), (0, 0)), 16, 24, False, True, True, False, 2)  # 1x1: 16-wide weight tiles
-@example(((2, 1, 7, 7), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, True, 3)   # 5b's 5x5: 9 classes of windows
-@example(((2, 1, 7, 7), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, False, 3)
-@example(((1, 1, 3, 4), (1, 1, 1, 2), (1, 2), (2, 1)), 32, 16, True, False, True, True, 4)   # windows wholly in the padding
-@example(((1, 1, 28, 28), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, False, 5)  # 3a's 5x5: 2 direct tiles a row
-@example(((2, 1, 27, 29), (1, 1, 3, 3), (2, 2), (1, 1)), 32, 48, False, False, True, True, 6)  # direct tiles, rows 2C apart
-@example(((1, 1, 4, 9), (1, 1, 3, 5), (2, 1), (1, 2)), 32, 32, False, False, True, True, 7)   # columns split mid kernel row
-def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, split_columns, seed):
+       st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(), seeds)
+# 25 pixels: two tiles, a tail
+@example(((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1)), 16, 16, True, True, True, False, False, 0)
+# 9 Winograd tiles, 5 on an edge
+@example(((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (1, 1)), 16, 16, True, True, True, False, True, 0)
+@example(((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0)), 32, 80, True, False, False, True, True, 1)  # 1 pixel, 1x1
+@example(((3, 1, 9, 7), (1, 1, 1, 1), (1, 1), (0, 0)), 16, 24, False, True, True, False, True, 2)  # 1x1: 16-wide weight tiles
+# 5b's 5x5: 9 classes of windows
+@example(((2, 1, 7, 7), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, True, True, 3)
+@example(((2, 1, 7, 7), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, False, True, 3)
+# windows wholly in the padding
+@example(((1, 1, 3, 4), (1, 1, 1, 2), (1, 2), (2, 1)), 32, 16, True, False, True, True, True, 4)
+# 3a's 5x5: 2 direct tiles a row
+@example(((1, 1, 28, 28), (1, 1, 5, 5), (1, 1), (2, 2)), 16, 32, True, False, True, False, True, 5)
+# direct tiles, rows 2C apart
+@example(((2, 1, 27, 29), (1, 1, 3, 3), (2, 2), (1, 1)), 32, 48, False, False, True, True, True, 6)
+# columns split mid kernel row
+@example(((1, 1, 4, 9), (1, 1, 3, 5), (2, 1), (1, 2)), 32, 32, False, False, True, True, True, 7)
+def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, split_columns,
+                                              use_winograd, seed):
     """float32 layers with 8-80 output channels, against the reference.  The forward of a kxk layer
     with a multiple of 16 outputs runs whole in tiles (_conv_tiles, any number of pixels: the last tile
     may be short; only the taps inside the image for some pixel of a tile; direct tiles, reading the
     image itself, where 12 whole windows lie side by side in a row), and so does its input
-    gradient at stride 1 (a convolution with the flipped filters).  Every weight gradient runs in
+    gradient at stride 1 (a convolution with the flipped filters); with use_winograd, a 3x3 layer's at
+    stride 1 with a multiple of 16 outputs runs by Winograd's F(2x2, 3x3) instead, its weight gradient
+    too.  Every other weight gradient runs in
     _weight_grad_tiles (its columns built block by block; no columns kept for it), a 1x1 layer's in
     _pointwise_weight_grad; with split_columns, whatever its size, a kxk layer's with a multiple of 16
     outputs runs in _weight_grad_columns (its tasks split the columns; in GoogLeNet the wide layers at
@@ -184,6 +195,7 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     product has a 12-row tile and a side of at most 64 (on the Zen, a 1x1 layer's at any size)."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
     conv, gemm = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.gemm")
+    winograd = importlib.import_module("kernels.cpu.winograd")
     (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
     x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
     if seed % 2:                    # stored as nn.Conv2d stores them: read in place (else copied first)
@@ -200,6 +212,10 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         patch.setattr(conv, "_weight_grad_tiles", counted("weight", weight_tiles))
         patch.setattr(conv, "_pointwise_weight_grad", counted("pointwise weight", pointwise_weight))
         patch.setattr(conv, "_weight_grad_columns", counted("weight columns", weight_columns))
+        patch.setattr(winograd, "_winograd_tiles", counted("winograd", winograd._winograd_tiles))
+        patch.setattr(winograd, "_winograd_weight_grad", counted("winograd weight", winograd._winograd_weight_grad))
+        if not use_winograd:
+            patch.setattr(conv, "by_winograd", lambda *args: False)
         if split_columns:                       # at any size and any number of pixels
             patch.setattr(conv, "_COLUMN_SPLIT_MIN_BYTES", 0)
             patch.setattr(conv, "_COLUMN_SPLIT_MAX_PIXELS", np.inf)
@@ -218,18 +234,49 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         input_in_gemm = ["matmul"]                                   # likewise (its B packed from the transpose)
     # stride 1, padding < kernel: the input gradient is a convolution too, in tiles (c is 16 or 32)
     input_grad_in_tiles = not pointwise and stride == (1, 1) and padding[0] < kh and padding[1] < kw
+    by_winograd = use_winograd and (kh, kw, *stride) == (3, 3, 1, 1) and max(padding) <= 2 and o % gemm.LANES == 0
     if pointwise:
         expected = forward_in_gemm + ["pointwise weight"] + (input_in_gemm if need_input_grad else [])
     else:
-        expected = ["tiles"] if o % gemm.LANES == 0 else forward_in_gemm
-        if need_input_grad and input_grad_in_tiles:
-            expected = expected + ["tiles"]
+        expected = ["winograd"] if by_winograd else ["tiles"] if o % gemm.LANES == 0 else forward_in_gemm
+        if need_input_grad and (by_winograd or input_grad_in_tiles):
+            expected = expected + ["winograd" if by_winograd else "tiles"]
         tasks = importlib.import_module("numba").get_num_threads()
         by_columns = split_columns and o % gemm.LANES == 0 and -(-width // gemm.LANES) >= tasks > 1
-        expected = expected + ["weight columns" if by_columns else "weight"] + \
-            (input_in_gemm if need_input_grad and not input_grad_in_tiles else [])
+        weight = "winograd weight" if by_winograd else "weight columns" if by_columns else "weight"
+        expected = expected + [weight] + \
+            (input_in_gemm if need_input_grad and not (by_winograd or input_grad_in_tiles) else [])
     assert calls == expected, (rows, width, o)
     assert not saved                                   # the backward builds its columns itself
+
+
+@settings(max_examples=examples(30))
+@given(st.integers(1, 3), st.integers(1, 30), st.integers(1, 30), st.integers(0, 2), st.integers(0, 2),
+       st.sampled_from([16, 32, 48]), st.sampled_from([16, 32, 64, 80]), st.booleans(), st.booleans(), seeds)
+@example(2, 7, 7, 1, 1, 32, 64, True, True, 0)       # a 7x7 image: 4x4 tiles, the last row and column cut short
+@example(1, 28, 28, 1, 1, 16, 16, False, True, 1)    # 196 tiles: blocks on both threads, a short last block
+@example(1, 1, 1, 2, 2, 16, 16, True, False, 2)      # one pixel padded by 2: a 3x3 output from a patch of zeros
+@example(3, 3, 9, 0, 2, 48, 80, True, True, 3)       # unpadded rows, columns padded by 2: a 1x11 output
+def test_numba_conv2d_by_winograd(n, h, w, ph, pw, c, o, with_bias, need_input_grad, seed):
+    """3x3 layers at stride 1 with multiples of 16 channels (by_winograd): forward, weight gradient and
+    input gradient by Winograd's F(2x2, 3x3), against the reference; odd and even output sizes (tiles cut
+    short at the edges), every padding it takes (0-2 on each side; the input gradient's convolution is
+    padded by 2 minus it), patches wholly or partly in the padding, 48 channels (split 16/32 between
+    two threads in the weight gradient)."""
+    cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
+    conv, winograd = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.winograd")
+    assume(h + 2 * ph >= 3 and w + 2 * pw >= 3)
+    x, wt = normal((n, c, h, w), seed, np.float32), normal((o, c, 3, 3), seed + 1, np.float32)
+    if seed % 2:
+        wt = stored_filters(wt)
+    b = normal(o, seed + 2, np.float32) if with_bias else None
+    assert conv.by_winograd(np.float32, wt.shape, (1, 1), (ph, pw))
+    calls, tiles, weight_grad = [], winograd._winograd_tiles, winograd._winograd_weight_grad
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd, "_winograd_tiles", lambda *args: calls.append("tiles") or tiles(*args))
+        patch.setattr(winograd, "_winograd_weight_grad", lambda *args: calls.append("weight") or weight_grad(*args))
+        check_conv2d(cpu, x, wt, b, (1, 1), (ph, pw), True, {}, need_input_grad, np.float32, seed)
+    assert calls == ["tiles"] + ["tiles"] * need_input_grad + ["weight"]
 
 
 @settings(max_examples=examples(30))
