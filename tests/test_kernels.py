@@ -25,6 +25,10 @@ from conftest import examples
 from strategies import conv_geometry, distinct_values, pool_geometry, seeds
 
 TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+# Winograd's float32 rounding error, as a multiple of a direct convolution's, by tile (kernels/cpu/winograd.py):
+# its transforms' coefficients grow with the tile (F(4x4, 3x3)'s B^T has 4s and 5s, its A^T 8s).  Twice what
+# the examples of test_numba_conv2d_by_winograd need (F(2x2, 5x5) fails them at 1x, passes at 5x).
+WINOGRAD_GROWTH = {(2, 3): 2.0, (4, 3): 10.0, (2, 5): 10.0}
 dtypes = st.sampled_from([np.float32, np.float64])
 launches = st.sampled_from(LAUNCH_SHAPES)          # (threads per block, most blocks), for the CUDA emulation
 
@@ -57,10 +61,11 @@ def test_conv2d(backend_name, geometry, with_bias, need_input_grad, relu, keep, 
     check_conv2d(k, x, w, b, stride, padding, relu, {} if keep else None, need_input_grad, dtype, seed)
 
 
-def check_conv2d(k, x, w, b, stride, padding, relu, saved, need_input_grad, dtype, seed):
-    """Backend k's conv2d forward and backward against the reference; returns k's gradients."""
+def check_conv2d(k, x, w, b, stride, padding, relu, saved, need_input_grad, dtype, seed, growth=1.0):
+    """Backend k's conv2d forward and backward against the reference; returns k's gradients.  growth: how
+    many times the usual absolute error to allow (Winograd's larger tiles, WINOGRAD_GROWTH)."""
     y = k.conv2d_forward(x, w, b, stride, padding, relu, saved)
-    scale = np.sqrt(np.prod(w.shape[1:]))          # float32 error grows with the length of each dot product
+    scale = growth * np.sqrt(np.prod(w.shape[1:]))  # float32 error grows with the length of each dot product
     y_ref = ref.conv2d_forward(x, w, b, stride, padding, relu)
     close(y, y_ref, dtype, scale)
     g = normal(y.shape, seed + 3, dtype)
@@ -71,8 +76,8 @@ def check_conv2d(k, x, w, b, stride, padding, relu, saved, need_input_grad, dtyp
         close(got[0], want[0], dtype, scale)
     else:
         assert got[0] is None
-    close(got[1], want[1], dtype, np.sqrt(y.size))
-    close(got[2], want[2], dtype, np.sqrt(y.size))
+    close(got[1], want[1], dtype, growth * np.sqrt(y.size))
+    close(got[2], want[2], dtype, growth * np.sqrt(y.size))
     # New arrays, none a view of another or of an input: the engine keeps them as the leaves' .grad
     # without a copy (Function.fresh_grads)
     arrays = [a for a in (x, w, b, g, relu_output, *got) if a is not None]
@@ -201,6 +206,9 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     if seed % 2:                    # stored as nn.Conv2d stores them: read in place (else copied first)
         w = stored_filters(w)
     b = normal(o, seed + 2, np.float32) if with_bias else None
+    out_size = (conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w_, kw, stride[1], padding[1]))
+    size, weight_size = ((conv.winograd_size(np.float32, (o, c, kh, kw), stride, padding, out_size, weight_grad)
+                          if use_winograd else None) for weight_grad in (False, True))
     calls, matmul, tiles, weight_tiles, pointwise_weight, weight_columns = [], gemm.matmul, conv._conv_tiles, \
         conv._weight_grad_tiles, conv._pointwise_weight_grad, conv._weight_grad_columns
 
@@ -215,12 +223,13 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         patch.setattr(winograd, "_winograd_tiles", counted("winograd", winograd._winograd_tiles))
         patch.setattr(winograd, "_winograd_weight_grad", counted("winograd weight", winograd._winograd_weight_grad))
         if not use_winograd:
-            patch.setattr(conv, "by_winograd", lambda *args: False)
+            patch.setattr(conv, "winograd_size", lambda *args, **kwargs: None)
         if split_columns:                       # at any size and any number of pixels
             patch.setattr(conv, "_COLUMN_SPLIT_MIN_BYTES", 0)
             patch.setattr(conv, "_COLUMN_SPLIT_MAX_PIXELS", np.inf)
         saved = {} if keep else None
-        grad_w = check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, np.float32, seed)[1]
+        growth = max(WINOGRAD_GROWTH.get(size, 1.0), WINOGRAD_GROWTH.get(weight_size, 1.0))
+        grad_w = check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, np.float32, seed, growth)[1]
     assert np.shares_memory(conv._filter_matrix(grad_w), grad_w)      # the weight gradient: stored as the filters
     rows = n * conv_out_size(h, kh, stride[0], padding[0]) * conv_out_size(w_, kw, stride[1], padding[1])
     width = c * kh * kw
@@ -234,49 +243,77 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         input_in_gemm = ["matmul"]                                   # likewise (its B packed from the transpose)
     # stride 1, padding < kernel: the input gradient is a convolution too, in tiles (c is 16 or 32)
     input_grad_in_tiles = not pointwise and stride == (1, 1) and padding[0] < kh and padding[1] < kw
-    by_winograd = use_winograd and (kh, kw, *stride) == (3, 3, 1, 1) and max(padding) <= 2 and o % gemm.LANES == 0
     if pointwise:
         expected = forward_in_gemm + ["pointwise weight"] + (input_in_gemm if need_input_grad else [])
     else:
-        expected = ["winograd"] if by_winograd else ["tiles"] if o % gemm.LANES == 0 else forward_in_gemm
-        if need_input_grad and (by_winograd or input_grad_in_tiles):
-            expected = expected + ["winograd" if by_winograd else "tiles"]
+        expected = ["winograd"] if size else ["tiles"] if o % gemm.LANES == 0 else forward_in_gemm
+        if need_input_grad and (size or input_grad_in_tiles):
+            expected = expected + ["winograd" if size else "tiles"]
         tasks = importlib.import_module("numba").get_num_threads()
         by_columns = split_columns and o % gemm.LANES == 0 and -(-width // gemm.LANES) >= tasks > 1
-        weight = "winograd weight" if by_winograd else "weight columns" if by_columns else "weight"
+        weight = "winograd weight" if weight_size else "weight columns" if by_columns else "weight"
         expected = expected + [weight] + \
-            (input_in_gemm if need_input_grad and not (by_winograd or input_grad_in_tiles) else [])
+            (input_in_gemm if need_input_grad and not (size or input_grad_in_tiles) else [])
     assert calls == expected, (rows, width, o)
     assert not saved                                   # the backward builds its columns itself
 
 
 @settings(max_examples=examples(30))
-@given(st.integers(1, 3), st.integers(1, 30), st.integers(1, 30), st.integers(0, 2), st.integers(0, 2),
-       st.sampled_from([16, 32, 48]), st.sampled_from([16, 32, 64, 80]), st.booleans(), st.booleans(), seeds)
-@example(2, 7, 7, 1, 1, 32, 64, True, True, 0)       # a 7x7 image: 4x4 tiles, the last row and column cut short
-@example(1, 28, 28, 1, 1, 16, 16, False, True, 1)    # 196 tiles: blocks on both threads, a short last block
-@example(1, 1, 1, 2, 2, 16, 16, True, False, 2)      # one pixel padded by 2: a 3x3 output from a patch of zeros
-@example(3, 3, 9, 0, 2, 48, 80, True, True, 3)       # unpadded rows, columns padded by 2: a 1x11 output
-def test_numba_conv2d_by_winograd(n, h, w, ph, pw, c, o, with_bias, need_input_grad, seed):
-    """3x3 layers at stride 1 with multiples of 16 channels (by_winograd): forward, weight gradient and
-    input gradient by Winograd's F(2x2, 3x3), against the reference; odd and even output sizes (tiles cut
-    short at the edges), every padding it takes (0-2 on each side; the input gradient's convolution is
-    padded by 2 minus it), patches wholly or partly in the padding, 48 channels (split 16/32 between
-    two threads in the weight gradient)."""
+@given(st.sampled_from([(2, 3), (4, 3), (2, 5)]), st.integers(1, 3), st.integers(1, 30), st.integers(1, 30),
+       st.integers(0, 4), st.integers(0, 4), st.sampled_from([16, 32, 48]), st.sampled_from([16, 32, 64, 80]),
+       st.booleans(), st.booleans(), seeds)
+@example((2, 3), 2, 7, 7, 1, 1, 32, 64, True, True, 0)    # a 7x7 output: 4x4 tiles, the last row and column cut short
+@example((4, 3), 1, 28, 28, 1, 1, 16, 16, False, True, 1)  # 49 tiles of 4x4: on both threads
+@example((2, 3), 1, 28, 28, 1, 1, 16, 16, False, True, 1)  # 196 tiles: blocks on both threads, a short last block
+@example((2, 5), 1, 1, 1, 4, 4, 16, 16, True, False, 2)    # one pixel padded by 4: a 5x5 output from a patch of zeros
+@example((4, 3), 3, 3, 9, 0, 2, 48, 80, True, True, 3)     # unpadded rows, columns padded by 2: a 1x11 output
+@example((2, 5), 2, 14, 14, 2, 2, 32, 128, True, True, 4)  # 4e's 5x5, batch 2
+def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_input_grad, seed):
+    """Layers that winograd.py can take (winograd_size: float32 3x3 or 5x5 filters at stride 1, multiples
+    of 16 channels), each F(m x m, r x r) forced whatever the layer's size: forward, weight gradient and
+    input gradient against the reference, within WINOGRAD_GROWTH times the usual float32 error.  Output
+    sizes that are and are not multiples of the tile (tiles cut short at the edges), every padding it
+    takes (0 to r - 1 on each side; the input gradient's convolution is padded by r - 1 minus it),
+    patches wholly or partly in the padding, 48 channels (split 16/32 between two threads in the weight
+    gradient)."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
     conv, winograd = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.winograd")
-    assume(h + 2 * ph >= 3 and w + 2 * pw >= 3)
-    x, wt = normal((n, c, h, w), seed, np.float32), normal((o, c, 3, 3), seed + 1, np.float32)
+    r = size[1]
+    ph, pw = ph % r, pw % r
+    assume(h + 2 * ph >= r and w + 2 * pw >= r)
+    x, wt = normal((n, c, h, w), seed, np.float32), normal((o, c, r, r), seed + 1, np.float32)
     if seed % 2:
         wt = stored_filters(wt)
     b = normal(o, seed + 2, np.float32) if with_bias else None
-    assert conv.by_winograd(np.float32, wt.shape, (1, 1), (ph, pw))
+    assert conv.winograd_size(np.float32, wt.shape, (1, 1), (ph, pw), (28, 28))    # its shapes, at a size it picks
     calls, tiles, weight_grad = [], winograd._winograd_tiles, winograd._winograd_weight_grad
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(winograd, "_winograd_tiles", lambda *args: calls.append("tiles") or tiles(*args))
-        patch.setattr(winograd, "_winograd_weight_grad", lambda *args: calls.append("weight") or weight_grad(*args))
-        check_conv2d(cpu, x, wt, b, (1, 1), (ph, pw), True, {}, need_input_grad, np.float32, seed)
-    assert calls == ["tiles"] + ["tiles"] * need_input_grad + ["weight"]
+        patch.setattr(conv, "winograd_size", lambda *args, **kwargs: size)
+        patch.setattr(winograd, "_winograd_tiles", lambda *args: calls.append(("tiles", args[:3])) or tiles(*args))
+        patch.setattr(winograd, "_winograd_weight_grad",
+                      lambda *args: calls.append(("weight", args[:3])) or weight_grad(*args))
+        check_conv2d(cpu, x, wt, b, (1, 1), (ph, pw), True, {}, need_input_grad, np.float32, seed, WINOGRAD_GROWTH[size])
+    variant = (winograd.SIZES.index(size), *size)
+    assert calls == [("tiles", variant)] * (1 + need_input_grad) + [("weight", variant)]
+
+
+def test_winograd_matrices_are_the_papers():
+    """_matrices derives F(2x2, 3x3)'s transforms as Lavin and Gray print them (up to the sign of the
+    last row of B^T and column of A^T, which cancel), and every size's computes a correlation exactly
+    (float64, one tile: A^T [(G g G^T) * (B^T d B)] A against the direct sums)."""
+    winograd = pytest.importorskip("kernels.cpu.winograd", reason="numba is not installed")
+    assert winograd._B_T23 == ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, -1, 0, 1))
+    assert winograd._G23 == ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
+    assert winograd._A_T23 == ((1, 1, 1, 0), (0, 1, -1, 1))
+    rng = np.random.default_rng(0)
+    for (m, r), (b_t, g_, a_t) in zip(winograd.SIZES, [(winograd._B_T23, winograd._G23, winograd._A_T23),
+                                                       (winograd._B_T43, winograd._G43, winograd._A_T43),
+                                                       (winograd._B_T25, winograd._G25, winograd._A_T25)]):
+        b_t, g_, a_t = (np.array(t, dtype=float) for t in (b_t, g_, a_t))
+        d, g = rng.standard_normal((m + r - 1, m + r - 1)), rng.standard_normal((r, r))
+        y = a_t @ ((g_ @ g @ g_.T) * (b_t @ d @ b_t.T)) @ a_t.T
+        direct = [[np.sum(d[i:i + r, j:j + r] * g) for j in range(m)] for i in range(m)]
+        np.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=examples(30))

@@ -724,16 +724,32 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, flip=False):
     return y
 
 
-def by_winograd(x_dtype, weight_shape, stride, padding):
-    """Whether a layer's forward and, at stride 1, its input gradient run by Winograd's F(2x2, 3x3)
-    (winograd.py): float32 3x3 filters at stride 1, input and output channels multiples of 16 (whole
-    vectors for the transforms, whole panels for the products), padding at most 2 on each side (the
-    input gradient's convolution is padded by 2 minus it).  Measured alone, batch 8, on the Zen, against
-    the tiles (BENCHMARKS.md): GoogLeNet's 3x3 layers at 14x14 to 56x56 0.51-0.93x the time, forward and
-    input gradient; at 7x7 (a 7x7 output is 4x4 tiles of 2x2, 64 outputs for 49) 0.88-1.05x."""
+# Which F(m x m, r x r) runs a layer (winograd.py), measured on the Zen, batch 8, GoogLeNet's layers
+# (BENCHMARKS.md).  Each pass alone, against the tiles: 3x3 F(4x4, 3x3) forward 0.36x the time, gradients
+# 0.42x at 28x28 and 56x56; F(2x2, 3x3) 0.52-0.69x at 14x14; 5x5 F(2x2, 5x5) 0.45-0.75x from 14x14, except
+# the weight gradient of 16 input channels (1.1-1.5x).  Whole modules, alternating the rule's choices in one
+# process: F(4x4, 3x3) at 28x28 0.89x (3a, 3b), at 14x14 1.01-1.04x of F(2x2, 3x3)'s time (4a-4e: its
+# transforms and products, 36 of them, no longer fit the core's 1 MB cache beside each other); at 7x7 (a
+# 7x7 output is 4x4 tiles of 2x2, 64 outputs for 49) no Winograd was 0.95-1.01x (5a, 5b).
+_WINOGRAD_MIN_SIDE = 14
+_WINOGRAD_LARGE_TILE_MIN_SIDE = 28
+_WINOGRAD_5X5_WEIGHT_GRAD_MIN_CHANNELS = 32
+
+
+def winograd_size(x_dtype, weight_shape, stride, padding, out_size, weight_grad=False):
+    """(m, r): the F(m x m, r x r) by which a layer's forward and input gradient (or with weight_grad,
+    its weight gradient) run (winograd.py), or None.  It takes float32 3x3 and 5x5 filters at stride 1,
+    input and output channels multiples of 16 (whole vectors for the transforms, whole panels for the
+    products), padding at most r - 1 on each side (the input gradient's convolution is padded by r - 1
+    minus it); which tile, and where the tiles are faster: the measured rule above."""
     o, c, kh, kw = weight_shape
-    return (x_dtype == np.float32 and (kh, kw) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2
-            and min(padding) >= 0 and c % gemm.LANES == 0 and o % gemm.LANES == 0)
+    if (x_dtype != np.float32 or kh != kw or kh not in (3, 5) or tuple(stride) != (1, 1)
+            or max(padding) > kh - 1 or min(padding) < 0 or c % gemm.LANES or o % gemm.LANES):
+        return None
+    side = min(out_size)
+    if side < _WINOGRAD_MIN_SIDE or (kh == 5 and weight_grad and c < _WINOGRAD_5X5_WEIGHT_GRAD_MIN_CHANNELS):
+        return None
+    return (4 if kh == 3 and side >= _WINOGRAD_LARGE_TILE_MIN_SIDE else 2), kh
 
 
 def forward_in_tiles(x_dtype, weight_shape, stride, padding):
@@ -763,9 +779,10 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     keep = (saved is not None and n * oh * ow * width * x.dtype.itemsize <= _KEEP_COLUMNS_BYTES
             and not weight_grad_in_tiles(x.dtype, o, width, False))        # that backward builds its own, in cache
     # (float32 with O a multiple of 16: its weight gradient runs in tiles, so no columns are kept)
-    if by_winograd(x.dtype, weight.shape, stride, padding):
-        u = winograd.transform_filters(_filter_matrix(weight), c, o)
-        return nchw(winograd.convolve(xs, u, o, padding, bias, relu))
+    size = winograd_size(x.dtype, weight.shape, stride, padding, (oh, ow))
+    if size:
+        u = winograd.transform_filters(size, _filter_matrix(weight), c, o)
+        return nchw(winograd.convolve(size, xs, u, o, padding, bias, relu))
     if forward_in_tiles(x.dtype, weight.shape, stride, padding):
         return nchw(_convolve_in_tiles(xs, weight, bias, stride, padding, relu))
     filters = _filter_matrix(weight)
@@ -823,10 +840,13 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
         return grad_x, grad_weight, grad_bias
     width = kh * kw * c
     grad_x = None
-    if need_input_grad and by_winograd(x.dtype, weight.shape, stride, padding):
+    size = winograd_size(x.dtype, weight.shape, stride, padding, (oh, ow))
+    weight_size = winograd_size(x.dtype, weight.shape, stride, padding, (oh, ow), weight_grad=True)
+    if need_input_grad and size:
         # the input gradient's convolution (below), by Winograd: its filters transformed from the turned ones
-        u = winograd.transform_filters(_filter_matrix(weight), c, o, flip=True)
-        grad_x = nchw(winograd.convolve(grad_rows.reshape(n, oh, ow, o), u, c, (2 - padding[0], 2 - padding[1])))
+        u = winograd.transform_filters(size, _filter_matrix(weight), c, o, flip=True)
+        grad_x = nchw(winograd.convolve(size, grad_rows.reshape(n, oh, ow, o), u, c,
+                                        (kh - 1 - padding[0], kw - 1 - padding[1])))
     elif need_input_grad and _input_grad_in_tiles(x.dtype, weight.shape, stride, padding):
         # With stride 1 the input gradient is itself a convolution: of the output gradient with the
         # filters flipped and their two channel axes swapped, padded by KH-1-PH (and KW-1-PW).  So it
@@ -836,8 +856,8 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     by_columns = need_input_grad and grad_x is None          # grad_rows @ weight, then col2im, chunk by chunk
     kept = saved.get("columns") if saved else None
     grad_weight = grad_matrix = None
-    if by_winograd(x.dtype, weight.shape, stride, padding):
-        grad_weight = _filters_of(winograd.weight_grad(xs, grad_rows, padding, (oh, ow)), c, kh, kw)
+    if weight_size:
+        grad_weight = _filters_of(winograd.weight_grad(weight_size, xs, grad_rows, padding, (oh, ow)), c, kh, kw)
     elif weight_grad_in_tiles(x.dtype, o, width, False):
         grad_weight = _weight_grad_in_tiles(xs, (kh, kw), stride, padding, (oh, ow), grad_rows)
     elif kept is not None:            # with the forward's columns, the weight gradient is one GEMM over the batch

@@ -1,35 +1,44 @@
-"""3x3 convolutions at stride 1 by Winograd's minimal filtering F(2x2, 3x3), float32, channels-last.
+"""Stride-1 convolutions by Winograd's minimal filtering F(m x m, r x r), float32, channels-last.
 
-A 2x2 block of outputs of a 3x3 filter reads a 4x4 patch of the input.  Computed directly, that is
-4 x 9 = 36 multiply-adds per input channel and filter; Winograd's algorithm (Lavin and Gray, "Fast
-Algorithms for Convolutional Neural Networks") needs 16:
+An m x m block of outputs of an r x r filter reads an a x a patch of the input, a = m + r - 1.
+Computed directly, that is m^2 r^2 multiply-adds per input channel and filter; Winograd's algorithm
+(Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks") needs a^2:
 
-    Y = A^T [ (G g G^T) * (B^T d B) ] A          (* elementwise, over 4x4)
+    Y = A^T [ (G g G^T) * (B^T d B) ] A          (* elementwise, over a x a)
 
-with d the 4x4 input patch, g the 3x3 filter and
+with d the a x a input patch and g the r x r filter.  For F(2x2, 3x3):
 
     B^T = [1  0 -1  0]     G = [ 1    0    0 ]     A^T = [1  1  1  0]
-          [0  1  1  0]         [1/2  1/2  1/2]           [0  1 -1 -1]
+          [0  1  1  0]         [1/2  1/2  1/2]           [0  1 -1  1]
           [0 -1  1  0]         [1/2 -1/2  1/2]
-          [0  1  0 -1]         [ 0    0    1 ]
+          [0 -1  0  1]         [ 0    0    1 ]
 
-Summed over the input channels, each of the 16 elementwise products becomes one matrix product: for
-a block of T patches (tiles), V_e (T, C) @ U_e (C, O) = M_e (T, O), e = 0..15, where V_e holds element
-e of every tile's transformed patch B^T d B and U_e element e of every filter's G g G^T.  The 16
-products do 16 C O multiply-adds per tile, against im2col's 36 C O: 2.25x fewer, at the price of the
-two transforms (additions only) and, at the image's bottom and right edges when the output size is
-odd, a tile's outputs past the edge computed and dropped (a 7x7 output is 4x4 tiles, 64 outputs for
-49).
+(`_matrices` derives them, and those of the other sizes, from the points where the Toom-Cook
+algorithm evaluates its polynomials.)  Summed over the input channels, each of the a^2 elementwise
+products becomes one matrix product: for a block of T patches (tiles), V_e (T, C) @ U_e (C, O) =
+M_e (T, O), where V_e holds element e of every tile's transformed patch B^T d B and U_e element e of
+every filter's G g G^T.  Multiply-adds per output, per channel pair:
+
+    F(2x2, 3x3): 16/4 = 4 against 9;  F(4x4, 3x3): 36/16 = 2.25 against 9;  F(2x2, 5x5): 36/4 = 9 against 25
+
+at the price of the transforms (a few additions per value) and, at the image's bottom and right
+edges when the output's size is not a multiple of m, a tile's outputs past the edge computed and
+dropped (a 7x7 output is 4x4 tiles of 2x2, or 2x2 tiles of 4x4: 64 outputs for 49).  The larger the
+tile, the larger the transforms' coefficients and the float32 rounding error: F(4x4, 3x3)'s is about
+ten times F(2x2, 3x3)'s (measured: 1e-5 against 1e-6 of the outputs' largest value, C = 192).
 
 `_winograd_tiles` does a block of tiles at a time in each thread, so that the block's transformed
-patches V (16, T, C) and products M (16, T, O) stay in the core's cache: transform the patches, run
-the 16 products in minigrad's GEMM (gemm.tile_product), transform the products into outputs with the
+patches V (a^2, T, C) and products M (a^2, T, O) stay in the core's cache: transform the patches, run
+the products in minigrad's GEMM (gemm.tile_product), transform the products into outputs with the
 bias and ReLU.  Neither the patches nor the products go through memory.  The input gradient of such a
-layer is the same convolution of the output gradient with the filters flipped and their two channel
-axes swapped (conv.py): `transform_filters` with flip builds that U.
+layer is the same convolution of the output gradient with the filters turned by 180 degrees and
+their two channel axes swapped (conv.py): `transform_filters` with flip builds that U.  The weight
+gradient (`_winograd_weight_grad`) adds V_e^T @ (A dY A^T)_e over the tiles, then G^T dU G.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 from llvmlite import ir
@@ -43,24 +52,40 @@ LANES = gemm.LANES
 _VECTOR = ir.VectorType(ir.FloatType(), LANES)
 _I64 = ir.IntType(64)
 
-TILES = 2 * gemm.TILE_ROWS        # tiles per block: the rows of each of a block's 16 products
+TILES = 2 * gemm.TILE_ROWS        # tiles per block in a forward: the rows of each of a block's products
 
 
-# The three transforms, each a 1-D map L applied to a square block of values along both its axes,
-# L d L^T: B^T (4x4) to the input patches, G (4x3) to the filters, A^T (2x4) to the products.
-_B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
-_G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
-_A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
+def _matrices(m, r, points):
+    """B^T (a, a), G (a, r) and A^T (m, a) of F(m, r), a = m + r - 1, from a - 1 finite points and
+    infinity.  Toom-Cook computes a product of polynomials of m and r coefficients by evaluating both at
+    the points (matrices E_m, E_r: rows (1, p, p^2, ...), and (0, ..., 0, 1) for infinity, the leading
+    coefficient), multiplying, and interpolating the a coefficients back (E_a^-1).  A convolution's
+    output is that map transposed: y = E_m^T [(E_r g) * (E_a^-T d)], so A^T = E_m^T, G = E_r, B^T = E_a^-T;
+    then each row of B^T is scaled to integers, and G's row by the inverse."""
+    a = m + r - 1
+
+    def evaluation(size):
+        infinity = [Fraction(int(k == size - 1)) for k in range(size)]
+        return [[Fraction(p) ** k for k in range(size)] for p in points] + [infinity]
+    inverse = np.linalg.inv(np.array(evaluation(a), dtype=float))
+    b_t = [[Fraction(v).limit_denominator(10**6) for v in column] for column in inverse.T]
+    g = evaluation(r)
+    for j in range(a):
+        scale = int(np.lcm.reduce([v.denominator for v in b_t[j]]))
+        b_t[j], g[j] = [v * scale for v in b_t[j]], [v / scale for v in g[j]]
+    a_t = [list(column) for column in zip(*evaluation(m))]
+    return tuple(map(tuple, b_t)), tuple(map(tuple, g)), tuple(map(tuple, a_t))
 
 
 def _sandwich(matrix, bias=False, relu=False):
-    """An intrinsic: L d L^T for L = `matrix` (p, r), over 16 channels at once (one 512-bit vector per
-    element): d[i, j] = src[s0 + i*s_row + j*s_col : +16], the result's element (a, b) into
-    dst[d0 + a*d_row + b*d_col : +16]; with bias, plus bias[b0 : b0 + 16]; with relu, then max(., 0) (NaN
-    passes, as in conv.py's ReLU).  Written in LLVM IR, as gemm's tiles are: as a Numba loop over the
-    channels, the 16 to 25 streams it reads and writes were too many for LLVM's checks that they do
-    not overlap, and it stayed scalar (measured: the filters' transform 2.5 ms for 5b's 3x3)."""
-    p, r = len(matrix), len(matrix[0])
+    """An intrinsic: L d L^T for L = `matrix` (p, q), over 16 channels at once (one 512-bit vector per
+    element): d[i, j] = src[s0 + i*s_row + j*s_col : +16] (i, j < q), the result's element (i, j) into
+    dst[d0 + i*d_row + j*d_col : +16] (i, j < p); with bias, plus bias[b0 : b0 + 16]; with relu, then
+    max(., 0) (NaN passes, as in conv.py's ReLU).  Written in LLVM IR, as gemm's tiles are: as a Numba
+    loop over the channels, the 16 to 25 streams it reads and writes were too many for LLVM's checks
+    that they do not overlap, and it stayed scalar (measured: F(2x2, 3x3)'s filter transform 2.5 ms for
+    5b's 3x3, 0.2 ms in vectors)."""
+    p, q = len(matrix), len(matrix[0])
 
     def combine(builder, coefficients, values):
         total = None
@@ -83,23 +108,22 @@ def _sandwich(matrix, bias=False, relu=False):
 
         def at(base, start, row, col, i, j):
             offset = builder.add(builder.mul(ir.Constant(_I64, i), row), builder.mul(ir.Constant(_I64, j), col))
-            offset = builder.add(start, offset)
-            return builder.bitcast(builder.gep(base, [offset]), pointer)
-        d = [[builder.load(at(ps, s0, s_row, s_col, i, j), align=4) for j in range(r)] for i in range(r)]
-        rows = [[combine(builder, matrix[a], [d[i][j] for i in range(r)]) for j in range(r)] for a in range(p)]
+            return builder.bitcast(builder.gep(base, [builder.add(start, offset)]), pointer)
+        d = [[builder.load(at(ps, s0, s_row, s_col, i, j), align=4) for j in range(q)] for i in range(q)]
+        rows = [[combine(builder, matrix[i], [d[k][j] for k in range(q)]) for j in range(q)] for i in range(p)]
         shift = None
         if bias:
             pb = context.make_array(sig.args[8])(context, builder, args[8]).data
             shift = builder.load(builder.bitcast(builder.gep(pb, [args[9]]), pointer), align=4)
         zero = ir.Constant(_VECTOR, [0.0] * LANES)
-        for a in range(p):
-            for b in range(p):
-                value = combine(builder, matrix[b], rows[a])
+        for i in range(p):
+            for j in range(p):
+                value = combine(builder, matrix[j], rows[i])
                 if shift is not None:
                     value = builder.fadd(value, shift)
                 if relu:
                     value = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
-                builder.store(value, at(pd, d0, d_row, d_col, a, b), align=4)
+                builder.store(value, at(pd, d0, d_row, d_col, i, j), align=4)
         return context.get_dummy_value()
 
     if bias:
@@ -113,192 +137,278 @@ def _sandwich(matrix, bias=False, relu=False):
     return sandwich
 
 
-_A = tuple(zip(*_A_T))
-_G_T = tuple(zip(*_G))
-_transform_patch = _sandwich(_B_T)
-_transform_filter = _sandwich(_G)
-_transform_product = _sandwich(_A_T, bias=True)
-_transform_product_relu = _sandwich(_A_T, bias=True, relu=True)
-# the weight gradient's: the output gradient's 2x2 tiles to their products' (A dY A^T), and the gradient
-# of the transformed filters back to the filters' (G^T dU G)
-_transform_gradient = _sandwich(_A)
-_transform_filter_grad = _sandwich(_G_T)
+# The sizes this module computes, (m, r), numbered as the kernels' `variant` argument.
+SIZES = ((2, 3), (4, 3), (2, 5))
+_POINTS = {4: (0, 1, -1), 6: (0, 1, -1, 2, -2)}          # by patch size a
+_B_T23, _G23, _A_T23 = _matrices(2, 3, _POINTS[4])
+_B_T43, _G43, _A_T43 = _matrices(4, 3, _POINTS[6])
+_B_T25, _G25, _A_T25 = _matrices(2, 5, _POINTS[6])         # the same B^T as F(4x4, 3x3)'s: same points
+
+
+def _transposed(matrix):
+    return tuple(zip(*matrix))
+
+
+# Per size, the five transforms: the input patches (B^T d B), the filters (G g G^T), the products
+# into outputs with the bias, and ReLU or not (A^T M A); for the weight gradient, the outputs'
+# gradient into the products' (A dY A^T) and the transformed filters' gradient into the filters'
+# (G^T dU G).
+_patch23, _patch43, _patch25 = _sandwich(_B_T23), _sandwich(_B_T43), _sandwich(_B_T25)
+_filter23, _filter43, _filter25 = _sandwich(_G23), _sandwich(_G43), _sandwich(_G25)
+_output23, _output43, _output25 = (_sandwich(_A_T23, bias=True), _sandwich(_A_T43, bias=True),
+                                   _sandwich(_A_T25, bias=True))
+_output_relu23, _output_relu43, _output_relu25 = (_sandwich(_A_T23, bias=True, relu=True),
+                                                  _sandwich(_A_T43, bias=True, relu=True),
+                                                  _sandwich(_A_T25, bias=True, relu=True))
+_gradient23, _gradient43, _gradient25 = (_sandwich(_transposed(_A_T23)), _sandwich(_transposed(_A_T43)),
+                                         _sandwich(_transposed(_A_T25)))
+_filter_grad23, _filter_grad43, _filter_grad25 = (_sandwich(_transposed(_G23)), _sandwich(_transposed(_G43)),
+                                                  _sandwich(_transposed(_G25)))
+
+
+@kernel(inline=True)
+def _transform_patch(variant, src, s0, s_row, s_col, dst, d0, d_row, d_col):
+    if variant == 0:
+        _patch23(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+    elif variant == 1:
+        _patch43(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+    else:
+        _patch25(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+
+
+@kernel(inline=True)
+def _transform_filter(variant, src, s0, s_row, s_col, dst, d0, d_row, d_col):
+    if variant == 0:
+        _filter23(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+    elif variant == 1:
+        _filter43(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+    else:
+        _filter25(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+
+
+@kernel(inline=True)
+def _transform_product(variant, relu, src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0):
+    if variant == 0 and relu:
+        _output_relu23(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
+    elif variant == 0:
+        _output23(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
+    elif variant == 1 and relu:
+        _output_relu43(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
+    elif variant == 1:
+        _output43(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
+    elif relu:
+        _output_relu25(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
+    else:
+        _output25(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
+
+
+@kernel(inline=True)
+def _transform_gradient(variant, src, s0, s_row, s_col, dst, d0, d_row, d_col):
+    if variant == 0:
+        _gradient23(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+    elif variant == 1:
+        _gradient43(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+    else:
+        _gradient25(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+
+
+@kernel(inline=True)
+def _transform_filter_grad(variant, src, s0, s_row, s_col, dst, d0, d_row, d_col):
+    if variant == 0:
+        _filter_grad23(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+    elif variant == 1:
+        _filter_grad43(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+    else:
+        _filter_grad25(src, s0, s_row, s_col, dst, d0, d_row, d_col)
 
 
 @kernel(parallel=True)
-def _transform_filters(f, c, o, flip, turned, u):
-    """The 16 matrices U_e, flat, e = 4a + b, from the filters' matrix f (9C, O) (conv.py's
+def _transform_filters(variant, r, a, f, c, o, flip, turned, u):
+    """The a^2 matrices U_e, flat, e = a*i + j, from the filters' matrix f (r*r*C, O) (conv.py's
     _filter_matrix), flat; C and O multiples of 16.
-    Without flip, each (C, O), row-major: U_e[ci, :] = (G g G^T)[a, b] for the filters g over (ci, :),
-    g[i, j] = f[(i*3 + j)*C + ci, :].
+    Without flip, each (C, O), row-major: U_e[ci, :] = (G g G^T)[i, j] for the filters g over (ci, :),
+    g[i, j] = f[(i*r + j)*C + ci, :].
     With flip, those of the input gradient's convolution, each (O, C), row-major: U_e[co, :] = (G g
-    G^T)[a, b] for g[i, j] = f[((2-i)*3 + 2-j)*C + :, co] (the filters turned by 180 degrees, their
-    channel axes swapped).  f is first transposed tap by tap into `turned` (9, O, C), in 16x16 register
-    blocks, so that the transform reads and writes whole vectors."""
+    G^T)[i, j] for g[i, j] = f[((r-1-i)*r + r-1-j)*C + :, co] (the filters turned by 180 degrees, their
+    channel axes swapped).  f is first transposed tap by tap into `turned` (r*r, O, C), in 16x16
+    register blocks, so that the transform reads and writes whole vectors."""
+    plane, last = c * o, r * r - 1
     if flip:
         blocks = (c // LANES) * (o // LANES)
-        for index in prange(9 * blocks):
+        for index in prange(r * r * blocks):
             tap, block = index // blocks, index % blocks
             ci, co = block // (o // LANES) * LANES, block % (o // LANES) * LANES
             gemm.transpose_block(f, (tap * c + ci) * o + co, o, turned, (tap * o + co) * c + ci, c)
         for co in prange(o):
             for q in range(0, c, LANES):
-                _transform_filter(turned, (8 * o + co) * c + q, -3 * o * c, -o * c, u, co * c + q, 4 * o * c, o * c)
+                _transform_filter(variant, turned, (last * o + co) * c + q, -r * plane, -plane, u, co * c + q,
+                                  a * plane, plane)
     else:
         for ci in prange(c):
             for q in range(0, o, LANES):
-                _transform_filter(f, ci * o + q, 3 * c * o, c * o, u, ci * o + q, 4 * c * o, c * o)
+                _transform_filter(variant, f, ci * o + q, r * plane, plane, u, ci * o + q, a * plane, plane)
 
 
 @kernel(inline=True)
-def _transform_patches(x, h, w, c, ph, pw, th, tw, first, count, q0, q1, v, plane, patch):
+def _transform_patches(variant, m, a, x, h, w, c, ph, pw, th, tw, first, count, q0, q1, v, plane, patch):
     """The input patches of tiles first to first + count, channels q0 to q1 (16 at a time), transformed
-    (B^T d B) into v: tile r's element e at v[e*plane + r*(q1 - q0) :], its channels in order.  Tile t
-    reads the 4x4 pixels from (2ty - ph, 2tx - pw) of image t // (TH*TW); a patch over the padding is
-    first copied into `patch` (16 pixels of C channels) with zeros around its pixels inside."""
+    (B^T d B) into v: tile t's element e at v[e*plane + t*(q1 - q0) :], its channels in order.  Tile t
+    reads the a x a pixels from (m*ty - ph, m*tx - pw) of image t // (TH*TW); a patch over the padding
+    is first copied into `patch` (a*a pixels of C channels) with zeros around its pixels inside."""
     width = q1 - q0
-    for r in range(count):
-        b, rest = (first + r) // (th * tw), (first + r) % (th * tw)
-        y0, x0 = rest // tw * 2 - ph, rest % tw * 2 - pw
-        if y0 >= 0 and x0 >= 0 and y0 + 4 <= h and x0 + 4 <= w:
+    for t in range(count):
+        b, rest = (first + t) // (th * tw), (first + t) % (th * tw)
+        y0, x0 = rest // tw * m - ph, rest % tw * m - pw
+        if y0 >= 0 and x0 >= 0 and y0 + a <= h and x0 + a <= w:
             for q in range(q0, q1, LANES):
-                _transform_patch(x, ((b * h + y0) * w + x0) * c + q, w * c, c, v, r * width + q - q0, 4 * plane, plane)
+                _transform_patch(variant, x, ((b * h + y0) * w + x0) * c + q, w * c, c, v, t * width + q - q0,
+                                 a * plane, plane)
         else:
             patch[:] = 0
-            for i in range(max(0, -y0), min(4, h - y0)):
-                for j in range(max(0, -x0), min(4, w - x0)):
+            for i in range(max(0, -y0), min(a, h - y0)):
+                for j in range(max(0, -x0), min(a, w - x0)):
                     start = ((b * h + y0 + i) * w + x0 + j) * c
-                    patch[(i * 4 + j) * c + q0:(i * 4 + j) * c + q1] = x[start + q0:start + q1]
+                    patch[(i * a + j) * c + q0:(i * a + j) * c + q1] = x[start + q0:start + q1]
             for q in range(q0, q1, LANES):
-                _transform_patch(patch, q, 4 * c, c, v, r * width + q - q0, 4 * plane, plane)
+                _transform_patch(variant, patch, q, a * c, c, v, t * width + q - q0, a * plane, plane)
 
 
 @kernel(parallel=True)
-def _winograd_tiles(x, h, w, c, ph, pw, oh, ow, u, o, bias, relu, y, block_tiles, shares):
-    """y (N, OH, OW, O) flat, channels-last = the 3x3 convolution of x (N, H, W, C) flat, padding (ph, pw),
-    stride 1, plus bias (O values), ReLU'd if relu; u: the transformed filters, 16 (C, O) matrices,
-    row-major (transform_filters).  Tile t covers the outputs (2ty, 2tx) to (2ty+1, 2tx+1) of image
-    t // (TH*TW), TH and TW the output's size halved, rounded up; task s does the blocks of block_tiles
-    tiles shares[s] to shares[s + 1], each in buffers of its own that stay in its core's cache."""
-    th, tw = (oh + 1) // 2, (ow + 1) // 2
+def _winograd_tiles(variant, m, r, x, h, w, c, ph, pw, oh, ow, u, o, bias, relu, y, block_tiles, shares):
+    """y (N, OH, OW, O) flat, channels-last = the r x r convolution of x (N, H, W, C) flat, padding
+    (ph, pw), stride 1, plus bias (O values), ReLU'd if relu, by F(m x m, r x r) (SIZES[variant]); u:
+    the transformed filters, a^2 (C, O) matrices, row-major (transform_filters).  Tile t covers the
+    outputs (m*ty, m*tx) to (m*ty + m-1, m*tx + m-1) of image t // (TH*TW), TH and TW the output's size
+    over m, rounded up; task s does the blocks of block_tiles tiles shares[s] to shares[s + 1], each in
+    buffers of its own that stay in its core's cache."""
+    a = m + r - 1
+    th, tw = (oh + m - 1) // m, (ow + m - 1) // m
     tiles = x.size // (h * w * c) * th * tw
     plane_v, plane_m = block_tiles * c, block_tiles * o
     for task in prange(shares.size - 1):
-        v = np.zeros(16 * plane_v, y.dtype)
-        m = np.empty(16 * plane_m, y.dtype)
-        patch = np.empty(16 * c, y.dtype)
-        edge = np.empty(4 * o, y.dtype)
+        v = np.zeros(a * a * plane_v, y.dtype)
+        products = np.empty(a * a * plane_m, y.dtype)
+        patch = np.empty(a * a * c, y.dtype)
+        edge = np.empty(m * m * o, y.dtype)
         for block in range(shares[task], shares[task + 1]):
             first = block * block_tiles
             count = min(block_tiles, tiles - first)       # the rows of a last, short block past it: stale, unused
-            _transform_patches(x, h, w, c, ph, pw, th, tw, first, count, 0, c, v, plane_v, patch)
-            for e in range(16):
+            _transform_patches(variant, m, a, x, h, w, c, ph, pw, th, tw, first, count, 0, c, v, plane_v, patch)
+            for e in range(a * a):
                 ue = u[e * c * o:(e + 1) * c * o]
-                for r in range(0, count, gemm.TILE_ROWS):
-                    gemm.tile_product(v, e * plane_v + r * c, c, ue, False, m, e * plane_m + r * o, o, c, 0, c, False)
-            for r in range(count):
-                b, rest = (first + r) // (th * tw), (first + r) % (th * tw)
-                oy, ox = rest // tw * 2, rest % tw * 2
+                for t in range(0, count, gemm.TILE_ROWS):
+                    gemm.tile_product(v, e * plane_v + t * c, c, ue, False, products, e * plane_m + t * o, o, c, 0, c,
+                                      False)
+            for t in range(count):
+                b, rest = (first + t) // (th * tw), (first + t) % (th * tw)
+                oy, ox = rest // tw * m, rest % tw * m
                 top = ((b * oh + oy) * ow + ox) * o
-                inside = oy + 1 < oh and ox + 1 < ow
-                for q in range(0, o, LANES):
-                    if inside and relu:
-                        _transform_product_relu(m, r * o + q, 4 * plane_m, plane_m, y, top + q, ow * o, o, bias, q)
-                    elif inside:
-                        _transform_product(m, r * o + q, 4 * plane_m, plane_m, y, top + q, ow * o, o, bias, q)
-                    elif relu:                      # at the bottom or right edge of an odd-sized output
-                        _transform_product_relu(m, r * o + q, 4 * plane_m, plane_m, edge, q, 2 * o, o, bias, q)
-                    else:
-                        _transform_product(m, r * o + q, 4 * plane_m, plane_m, edge, q, 2 * o, o, bias, q)
-                if not inside:
-                    for dy in range(min(2, oh - oy)):
-                        for dx in range(min(2, ow - ox)):
+                if oy + m <= oh and ox + m <= ow:
+                    for q in range(0, o, LANES):
+                        _transform_product(variant, relu, products, t * o + q, a * plane_m, plane_m, y, top + q, ow * o, o,
+                                           bias, q)
+                else:                               # at the bottom or right edge: only the outputs inside
+                    for q in range(0, o, LANES):
+                        _transform_product(variant, relu, products, t * o + q, a * plane_m, plane_m, edge, q, m * o, o,
+                                           bias, q)
+                    for dy in range(min(m, oh - oy)):
+                        for dx in range(min(m, ow - ox)):
                             pixel = top + (dy * ow + dx) * o
-                            y[pixel:pixel + o] = edge[(2 * dy + dx) * o:(2 * dy + dx + 1) * o]
+                            y[pixel:pixel + o] = edge[(dy * m + dx) * o:(dy * m + dx + 1) * o]
 
 
 @kernel(parallel=True)
-def _winograd_weight_grad(x, h, w, c, ph, pw, oh, ow, g, o, block_tiles, column_shares, grad_u, filters):
+def _winograd_weight_grad(variant, m, r, x, h, w, c, ph, pw, oh, ow, g, o, block_tiles, column_shares, grad_u,
+                          filters):
     """The weight gradient of _winograd_tiles' convolution, from the output's gradient g (N, OH, OW, O)
-    flat: for each tile, the gradient of its products A dY A^T (dY its 2x2 outputs' gradient, zero past
-    the edge), and grad_u[e] (C, O) += V_e^T @ that, over every tile; then the filters' gradient
-    G^T dU G into `filters`, their matrix (9C, O) flat (conv.py's _filter_matrix).  The tasks split the
-    channels: task s adds into rows column_shares[s] to column_shares[s + 1] of each grad_u[e], so no
-    two add into one sum (each transforms the gradient tiles itself)."""
-    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    flat: for each tile, the gradient of its products A dY A^T (dY its m x m outputs' gradient, zero
+    past the edge), and grad_u[e] (C, O) += V_e^T @ that, over every tile; then the filters' gradient
+    G^T dU G into `filters`, their matrix (r*r*C, O) flat (conv.py's _filter_matrix).  The tasks split
+    the channels: task s adds into rows column_shares[s] to column_shares[s + 1] of each grad_u[e], so
+    no two add into one sum (each transforms the gradient tiles itself)."""
+    a = m + r - 1
+    th, tw = (oh + m - 1) // m, (ow + m - 1) // m
     tiles = x.size // (h * w * c) * th * tw
     plane_m = block_tiles * o
     for task in prange(column_shares.size - 1):
         q0, q1 = column_shares[task], column_shares[task + 1]
         plane_v = block_tiles * (q1 - q0)
-        v = np.empty(16 * plane_v, g.dtype)
-        dm = np.empty(16 * plane_m, g.dtype)
-        patch = np.empty(16 * c, g.dtype)
-        edge = np.zeros(4 * o, g.dtype)
+        v = np.empty(a * a * plane_v, g.dtype)
+        products = np.empty(a * a * plane_m, g.dtype)
+        patch = np.empty(a * a * c, g.dtype)
+        edge = np.zeros(m * m * o, g.dtype)
         for first in range(0, tiles, block_tiles):
             count = min(block_tiles, tiles - first)
-            _transform_patches(x, h, w, c, ph, pw, th, tw, first, count, q0, q1, v, plane_v, patch)
-            for r in range(count):
-                b, rest = (first + r) // (th * tw), (first + r) % (th * tw)
-                oy, ox = rest // tw * 2, rest % tw * 2
+            _transform_patches(variant, m, a, x, h, w, c, ph, pw, th, tw, first, count, q0, q1, v, plane_v, patch)
+            for t in range(count):
+                b, rest = (first + t) // (th * tw), (first + t) % (th * tw)
+                oy, ox = rest // tw * m, rest % tw * m
                 top = ((b * oh + oy) * ow + ox) * o
-                if oy + 1 < oh and ox + 1 < ow:
+                if oy + m <= oh and ox + m <= ow:
                     for q in range(0, o, LANES):
-                        _transform_gradient(g, top + q, ow * o, o, dm, r * o + q, 4 * plane_m, plane_m)
+                        _transform_gradient(variant, g, top + q, ow * o, o, products, t * o + q, a * plane_m, plane_m)
                 else:                               # past the bottom or right edge: zeros
                     edge[:] = 0
-                    for dy in range(min(2, oh - oy)):
-                        for dx in range(min(2, ow - ox)):
+                    for dy in range(min(m, oh - oy)):
+                        for dx in range(min(m, ow - ox)):
                             pixel = top + (dy * ow + dx) * o
-                            edge[(2 * dy + dx) * o:(2 * dy + dx + 1) * o] = g[pixel:pixel + o]
+                            edge[(dy * m + dx) * o:(dy * m + dx + 1) * o] = g[pixel:pixel + o]
                     for q in range(0, o, LANES):
-                        _transform_gradient(edge, q, 2 * o, o, dm, r * o + q, 4 * plane_m, plane_m)
-            for e in range(16):
-                gemm.add_transposed_product(v, e * plane_v, q1 - q0, q1 - q0, dm, e * plane_m, o, o, grad_u,
+                        _transform_gradient(variant, edge, q, m * o, o, products, t * o + q, a * plane_m, plane_m)
+            for e in range(a * a):
+                gemm.add_transposed_product(v, e * plane_v, q1 - q0, q1 - q0, products, e * plane_m, o, o, grad_u,
                                             (e * c + q0) * o, o, count)
+    plane = c * o
     for ci in prange(c):
         for q in range(0, o, LANES):
-            _transform_filter_grad(grad_u, ci * o + q, 4 * c * o, c * o, filters, ci * o + q, 3 * c * o, c * o)
+            _transform_filter_grad(variant, grad_u, ci * o + q, a * plane, plane, filters, ci * o + q, r * plane, plane)
 
 
-def transform_filters(filters, c, o, flip=False):
-    """The 16 matrices U_e of the filters' matrix `filters` (9C, O) (conv.py's _filter_matrix), flat, each
-    row-major: (C, O); with flip, (O, C), those of the input gradient's convolution."""
-    u = np.empty(16 * c * o, np.float32)
-    turned = np.empty(9 * c * o if flip else 1, np.float32)
-    _transform_filters(np.ascontiguousarray(filters).reshape(-1), c, o, flip, turned, u)
+def transform_filters(size, filters, c, o, flip=False):
+    """The a^2 matrices U_e of F(size) (an (m, r) of SIZES) of the filters' matrix `filters` (r*r*C, O)
+    (conv.py's _filter_matrix), flat, each row-major: (C, O); with flip, (O, C), those of the input
+    gradient's convolution."""
+    m, r = size
+    a = m + r - 1
+    u = np.empty(a * a * c * o, np.float32)
+    turned = np.empty(r * r * c * o if flip else 1, np.float32)
+    _transform_filters(SIZES.index(size), r, a, np.ascontiguousarray(filters).reshape(-1), c, o, flip, turned, u)
     return u
 
 
-def weight_grad(xs, grad_rows, padding, out_size, block_tiles=128):
-    """The weight gradient of convolve's convolution of channels-last xs (N, H, W, C) with padding and
-    output size out_size, from its output's gradient as pixel rows (N*OH*OW, O), C-ordered: the
-    filters' matrix (9C, O) (conv.py's _filter_matrix).  The two threads split the channels, in
-    vectors of 16."""
+def convolve(size, xs, u, o, padding, bias=None, relu=False, block_tiles=TILES):
+    """The r x r, stride-1 convolution of channels-last xs (N, H, W, C), float32, by F(size) (an (m, r) of
+    SIZES) with its transformed filters u (transform_filters), as a channels-last (N, OH, OW, O) array;
+    C and O multiples of gemm.LANES."""
+    m, r = size
+    n, h, w, c = xs.shape
+    oh, ow = h + 2 * padding[0] - r + 1, w + 2 * padding[1] - r + 1
+    y = np.empty((n, oh, ow, o), np.float32)
+    blocks = -(-n * -(-oh // m) * -(-ow // m) // block_tiles)
+    if blocks <= 0:
+        return y
+    tasks = min(get_num_threads(), blocks)
+    shares = np.array([blocks * t // tasks for t in range(tasks + 1)], np.intp)
+    bias = np.zeros(o, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+    _winograd_tiles(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0], padding[1], oh,
+                    ow, u, o, bias, relu, y.reshape(-1), block_tiles, shares)
+    return y
+
+
+def weight_grad(size, xs, grad_rows, padding, out_size, block_tiles=128):
+    """The weight gradient of convolve's convolution (F(size)) of channels-last xs (N, H, W, C) with padding
+    and output size out_size, from its output's gradient as pixel rows (N*OH*OW, O), C-ordered: the
+    filters' matrix (r*r*C, O) (conv.py's _filter_matrix).  The threads split the channels, in vectors
+    of 16."""
+    m, r = size
+    a = m + r - 1
     n, h, w, c = xs.shape
     o = grad_rows.shape[1]
     vectors = c // LANES
     tasks = max(1, min(get_num_threads(), vectors))
     column_shares = np.array([vectors * t // tasks * LANES for t in range(tasks + 1)], np.intp)
-    grad_u = np.zeros(16 * c * o, np.float32)
-    filters = np.empty((9 * c, o), np.float32)
-    _winograd_weight_grad(np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0], padding[1], *out_size,
-                          grad_rows.reshape(-1), o, block_tiles, column_shares, grad_u, filters.reshape(-1))
+    grad_u = np.zeros(a * a * c * o, np.float32)
+    filters = np.empty((r * r * c, o), np.float32)
+    _winograd_weight_grad(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0], padding[1],
+                          *out_size, grad_rows.reshape(-1), o, block_tiles, column_shares, grad_u, filters.reshape(-1))
     return filters
-
-
-def convolve(xs, u, o, padding, bias=None, relu=False, block_tiles=TILES):
-    """The 3x3, stride-1 convolution of channels-last xs (N, H, W, C), float32, with transformed filters
-    u (transform_filters), as a channels-last (N, OH, OW, O) array; o a multiple of gemm.LANES."""
-    n, h, w, c = xs.shape
-    oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
-    y = np.empty((n, oh, ow, o), np.float32)
-    blocks = -(-n * ((oh + 1) // 2) * ((ow + 1) // 2) // block_tiles)
-    if blocks == 0:
-        return y
-    tasks = min(get_num_threads(), blocks)
-    shares = np.array([blocks * t // tasks for t in range(tasks + 1)], np.intp)
-    bias = np.zeros(o, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
-    _winograd_tiles(np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0], padding[1], oh, ow, u, o,
-                    bias, relu, y.reshape(-1), block_tiles, shares)
-    return y
