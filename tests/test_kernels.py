@@ -7,6 +7,7 @@ different order than the reference, so 1e-5 relative (scaled by the magnitude of
 values summed).
 """
 
+import functools
 import importlib
 import inspect
 
@@ -222,6 +223,9 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
         patch.setattr(conv, "_weight_grad_columns", counted("weight columns", weight_columns))
         patch.setattr(winograd, "_winograd_tiles", counted("winograd", winograd._winograd_tiles))
         patch.setattr(winograd, "_winograd_weight_grad", counted("winograd weight", winograd._winograd_weight_grad))
+        patch.setattr(winograd, "_winograd_by_element", counted("winograd", winograd._winograd_by_element))
+        patch.setattr(winograd, "_winograd_weight_grad_by_element",
+                      counted("winograd weight", winograd._winograd_weight_grad_by_element))
         if not use_winograd:
             patch.setattr(conv, "winograd_size", lambda *args, **kwargs: None)
         if split_columns:                       # at any size and any number of pixels
@@ -261,21 +265,22 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
 @settings(max_examples=examples(30))
 @given(st.sampled_from([(2, 3), (4, 3), (2, 5)]), st.integers(1, 3), st.integers(1, 30), st.integers(1, 30),
        st.integers(0, 4), st.integers(0, 4), st.sampled_from([16, 32, 48]), st.sampled_from([16, 32, 64, 80]),
-       st.booleans(), st.booleans(), seeds)
-@example((2, 3), 2, 7, 7, 1, 1, 32, 64, True, True, 0)    # a 7x7 output: 4x4 tiles, the last row and column cut short
-@example((4, 3), 1, 28, 28, 1, 1, 16, 16, False, True, 1)  # 49 tiles of 4x4: on both threads
-@example((2, 3), 1, 28, 28, 1, 1, 16, 16, False, True, 1)  # 196 tiles: blocks on both threads, a short last block
-@example((2, 5), 1, 1, 1, 4, 4, 16, 16, True, False, 2)    # one pixel padded by 4: a 5x5 output from a patch of zeros
-@example((4, 3), 3, 3, 9, 0, 2, 48, 80, True, True, 3)     # unpadded rows, columns padded by 2: a 1x11 output
-@example((2, 5), 2, 14, 14, 2, 2, 32, 128, True, True, 4)  # 4e's 5x5, batch 2
-def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_input_grad, seed):
+       st.booleans(), st.booleans(), st.booleans(), seeds)
+@example((2, 3), 2, 7, 7, 1, 1, 32, 64, True, True, False, 0)    # a 7x7 output: 4x4 tiles, the last cut short
+@example((4, 3), 2, 7, 7, 1, 1, 32, 64, True, True, True, 0)     # 5b's case: 2x2 tiles of 4x4, all in one pass
+@example((4, 3), 1, 28, 28, 1, 1, 16, 16, False, True, False, 1)  # 49 tiles of 4x4: on both threads
+@example((2, 3), 1, 28, 28, 1, 1, 16, 16, False, True, False, 1)  # 196 tiles: blocks on both threads, a short last
+@example((2, 5), 1, 1, 1, 4, 4, 16, 16, True, False, True, 2)    # one pixel padded by 4: a 5x5 output from zeros
+@example((4, 3), 3, 3, 9, 0, 2, 48, 80, True, True, True, 3)     # unpadded rows, columns padded by 2: 1x11 outputs
+@example((2, 5), 2, 14, 14, 2, 2, 32, 128, True, True, False, 4)  # 4e's 5x5, batch 2
+def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_input_grad, by_element, seed):
     """Layers that winograd.py can take (winograd_size: float32 3x3 or 5x5 filters at stride 1, multiples
-    of 16 channels), each F(m x m, r x r) forced whatever the layer's size: forward, weight gradient and
-    input gradient against the reference, within WINOGRAD_GROWTH times the usual float32 error.  Output
-    sizes that are and are not multiples of the tile (tiles cut short at the edges), every padding it
-    takes (0 to r - 1 on each side; the input gradient's convolution is padded by r - 1 minus it),
-    patches wholly or partly in the padding, 48 channels (split 16/32 between two threads in the weight
-    gradient)."""
+    of 16 channels), each F(m x m, r x r) forced whatever the layer's size, in blocks of tiles or (by_element)
+    all the batch's tiles at once: forward, weight gradient and input gradient against the reference,
+    within WINOGRAD_GROWTH times the usual float32 error.  Output sizes that are and are not multiples of
+    the tile (tiles cut short at the edges), every padding it takes (0 to r - 1 on each side; the input
+    gradient's convolution is padded by r - 1 minus it), patches wholly or partly in the padding, 48
+    channels (split 16/32 between two threads in the weight gradient's blocks)."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
     conv, winograd = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.winograd")
     r = size[1]
@@ -286,15 +291,20 @@ def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_i
         wt = stored_filters(wt)
     b = normal(o, seed + 2, np.float32) if with_bias else None
     assert conv.winograd_size(np.float32, wt.shape, (1, 1), (ph, pw), (28, 28))    # its shapes, at a size it picks
-    calls, tiles, weight_grad = [], winograd._winograd_tiles, winograd._winograd_weight_grad
+    calls = []
+    kernels_ = ["_winograd_tiles", "_winograd_weight_grad", "_winograd_by_element", "_winograd_weight_grad_by_element"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv, "winograd_size", lambda *args, **kwargs: size)
-        patch.setattr(winograd, "_winograd_tiles", lambda *args: calls.append(("tiles", args[:3])) or tiles(*args))
-        patch.setattr(winograd, "_winograd_weight_grad",
-                      lambda *args: calls.append(("weight", args[:3])) or weight_grad(*args))
+        patch.setattr(winograd, "BY_ELEMENT_MAX_TILES", 10**9 if by_element else 0)
+        def counted(name, function, *args):
+            calls.append((name, args[:3]))
+            return function(*args)
+        for name in kernels_:
+            patch.setattr(winograd, name, functools.partial(counted, name, getattr(winograd, name)))
         check_conv2d(cpu, x, wt, b, (1, 1), (ph, pw), True, {}, need_input_grad, np.float32, seed, WINOGRAD_GROWTH[size])
     variant = (winograd.SIZES.index(size), *size)
-    assert calls == [("tiles", variant)] * (1 + need_input_grad) + [("weight", variant)]
+    forward, weight = kernels_[2:] if by_element else kernels_[:2]
+    assert calls == [(forward, variant)] * (1 + need_input_grad) + [(weight, variant)]
 
 
 def test_winograd_matrices_are_the_papers():

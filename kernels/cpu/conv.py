@@ -726,13 +726,15 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, flip=False):
 
 # Which F(m x m, r x r) runs a layer (winograd.py), measured on the Zen, batch 8, GoogLeNet's layers
 # (BENCHMARKS.md).  Each pass alone, against the tiles: 3x3 F(4x4, 3x3) forward 0.36x the time, gradients
-# 0.42x at 28x28 and 56x56; F(2x2, 3x3) 0.52-0.69x at 14x14; 5x5 F(2x2, 5x5) 0.45-0.75x from 14x14, except
-# the weight gradient of 16 input channels (1.1-1.5x).  Whole modules, alternating the rule's choices in one
-# process: F(4x4, 3x3) at 28x28 0.89x (3a, 3b), at 14x14 1.01-1.04x of F(2x2, 3x3)'s time (4a-4e: its
-# transforms and products, 36 of them, no longer fit the core's 1 MB cache beside each other); at 7x7 (a
-# 7x7 output is 4x4 tiles of 2x2, 64 outputs for 49) no Winograd was 0.95-1.01x (5a, 5b).
-_WINOGRAD_MIN_SIDE = 14
-_WINOGRAD_LARGE_TILE_MIN_SIDE = 28
+# 0.42x at 28x28 and 56x56; at 7x7 (2x2 tiles of 4x4 an image, all the batch's in one pass:
+# winograd.BY_ELEMENT_MAX_TILES) forward and input gradient 0.42-0.48x, weight gradient 0.84-0.90x;
+# F(2x2, 3x3) 0.52-0.69x at 14x14.  5x5 F(2x2, 5x5) 0.45-0.75x at 14x14 and 28x28, except the weight
+# gradient of 16 input channels (1.1-1.5x); at 7x7 (4x4 tiles of 2x2, 64 outputs for 49) 0.8-1.3x.
+# Whole modules, alternating the rule's choices in one process: F(4x4, 3x3) at 28x28 0.89x (3a, 3b), at
+# 14x14 1.01-1.04x of F(2x2, 3x3)'s time (4a-4e: its 36 transforms and products no longer fit the core's
+# 1 MB cache beside each other).
+_WINOGRAD_3X3_SMALL_TILE_SIDES = range(14, 28)      # output sides where F(2x2, 3x3) runs, F(4x4, 3x3) elsewhere
+_WINOGRAD_5X5_MIN_SIDE = 14
 _WINOGRAD_5X5_WEIGHT_GRAD_MIN_CHANNELS = 32
 
 
@@ -747,9 +749,11 @@ def winograd_size(x_dtype, weight_shape, stride, padding, out_size, weight_grad=
             or max(padding) > kh - 1 or min(padding) < 0 or c % gemm.LANES or o % gemm.LANES):
         return None
     side = min(out_size)
-    if side < _WINOGRAD_MIN_SIDE or (kh == 5 and weight_grad and c < _WINOGRAD_5X5_WEIGHT_GRAD_MIN_CHANNELS):
+    if kh == 3:
+        return (2 if side in _WINOGRAD_3X3_SMALL_TILE_SIDES else 4), 3
+    if side < _WINOGRAD_5X5_MIN_SIDE or (weight_grad and c < _WINOGRAD_5X5_WEIGHT_GRAD_MIN_CHANNELS):
         return None
-    return (4 if kh == 3 and side >= _WINOGRAD_LARGE_TILE_MIN_SIDE else 2), kh
+    return 2, 5
 
 
 def forward_in_tiles(x_dtype, weight_shape, stride, padding):
