@@ -1,6 +1,5 @@
 """The benchmark commands: bad input is one line and exit 2; a small real run writes its files."""
 
-import importlib
 import json
 import os
 import subprocess
@@ -96,14 +95,13 @@ def test_kernels_benchmark_reports_every_row_against_its_reference(tmp_path):
             assert row["ratio"] > 0 and row["backward_ratio"] > 0
             assert combined["ratio_rounds"][number] == row["ratio"]
     assert [row["has_target"] for row in data["conv"]] == [False, True, True, True, True, True, False]
-    # which product each forward runs; minigrad's GEMM is also timed alone against numpy.matmul's
-    # (5b's 3x3, 2.6 MB of weights, in tiles only on a Zen: conv._TILE_WEIGHT_BYTES)
-    tiles, own = "tiles", "minigrad's GEMM"
-    wide = tiles if importlib.import_module("kernels.cpu.gemm").ON_ZEN else "numpy.matmul"
-    assert [row["forward_path"] for row in data["conv"]] == [tiles] * 5 + [wide, own]
-    assert [row["own_gemm_vs_numpy"] > 0 for row in data["conv"]] == [True] * 5 + [wide == tiles, True]
-    assert result.stdout.count("x numpy.matmul's speed) |") == 6 + (wide == tiles)
-    assert result.stdout.count("| numpy.matmul |") == (wide != tiles)
+    # which product each forward runs (Winograd's tiles for the 3x3 and 5x5 layers: conv.winograd_size);
+    # minigrad's GEMM is also timed alone against numpy.matmul's
+    f43, f23, f25 = "Winograd F(4x4, 3x3)", "Winograd F(2x2, 3x3)", "Winograd F(2x2, 5x5)"
+    assert [row["forward_path"] for row in data["conv"]] == ["tiles", f43, f43, f25, f23, f43, "minigrad's GEMM"]
+    assert result.stdout.count(", its products in minigrad's GEMM") == 5
+    assert all(row["own_gemm_vs_numpy"] > 0 for row in data["conv"])
+    assert result.stdout.count("x numpy.matmul's speed) |") == 7
     assert data["inception_3a"]["numba"] > 0 and data["inception_3a"]["reference"] > 0
     # every row with a target says in how many of the rounds it was met
     assert result.stdout.count(" of 2 rounds (") == 12 + 2 * 5 + 1
