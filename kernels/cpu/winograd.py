@@ -56,7 +56,7 @@ TILES = 2 * gemm.TILE_ROWS        # tiles per block in a forward: the rows of ea
 # Up to this many tiles, a convolution runs in _winograd_by_element and its weight gradient in
 # _winograd_weight_grad_by_element.  Measured with F(4x4, 3x3) at 7x7 (GoogLeNet's 5a and 5b), against the
 # blocks: batch 8 (32 tiles) forward and input gradient 0.71-0.75x the time, weight gradient 0.86-0.93x;
-# batch 32 (128 tiles) 0.92-1.10x and 0.86-0.87x.
+# batch 32 (128 tiles) 0.92-1.03x and 0.86-0.87x.
 BY_ELEMENT_MAX_TILES = 64
 
 
