@@ -307,6 +307,34 @@ def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_i
     assert calls == [(forward, variant)] * (1 + need_input_grad) + [(weight, variant)]
 
 
+def test_winograd_refuses_what_its_kernels_cannot_take():
+    """winograd.py's kernels do no bounds checks: every shape they cannot take is refused, naming the function
+    and the shapes, before a kernel runs (conv.py reaches them only through winograd_size)."""
+    winograd = pytest.importorskip("kernels.cpu.winograd", reason="numba is not installed")
+    xs, f = np.zeros((2, 7, 7, 32), np.float32), np.zeros((9 * 32, 16), np.float32)
+    u = winograd.transform_filters((2, 3), f, 32, 16)
+    g = np.zeros((2 * 7 * 7, 16), np.float32)
+    bad = [
+        (lambda: winograd.transform_filters((3, 3), f, 32, 16), r"transform_filters: size must be one of"),
+        (lambda: winograd.transform_filters((2, 3), f, 24, 16), r"transform_filters: .*got float32 \(288, 16\) for C=24"),
+        (lambda: winograd.transform_filters((2, 3), f.astype(np.float64), 32, 16), r"transform_filters: .*got float64"),
+        (lambda: winograd.convolve((2, 3), xs[..., :24], u, 16, (1, 1)), r"convolve: input and output channels .* 24 and 16"),
+        (lambda: winograd.convolve((2, 3), xs, u, 24, (1, 1)), r"convolve: input and output channels .* 32 and 24"),
+        (lambda: winograd.convolve((2, 3), xs.astype(np.float64), u, 16, (1, 1)), r"convolve: needs a float32"),
+        (lambda: winograd.convolve((2, 3), xs, u[:-1], 16, (1, 1)), r"convolve: u must be .* 8192 values"),
+        (lambda: winograd.convolve((2, 3), xs, u, 16, (-1, 1)), r"convolve: padding must be"),
+        (lambda: winograd.convolve((2, 3), xs[:, :1, :1], u, 16, (0, 0)), r"convolve: a 3x3 filter does not fit"),
+        (lambda: winograd.convolve((2, 3), xs, u, 16, (1, 1), np.zeros(8, np.float32)), r"convolve: bias must"),
+        (lambda: winograd.convolve((2, 3), xs, u, 16, (1, 1), block_tiles=10), r"convolve: block_tiles"),
+        (lambda: winograd.weight_grad((2, 3), xs, g, (1, 1), (7, 6)), r"weight_grad: .*out_size \(7, 6\)"),
+        (lambda: winograd.weight_grad((2, 3), xs, g[1:], (1, 1), (7, 7)), r"weight_grad: .*float32 \(97, 16\)"),
+        (lambda: winograd.weight_grad((2, 3), xs, g[:, :8], (1, 1), (7, 7)), r"weight_grad: input and output channels"),
+    ]
+    for call, message in bad:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
 def test_winograd_matrices_are_the_papers():
     """_matrices derives F(2x2, 3x3)'s transforms as Lavin and Gray print them (up to the sign of the
     last row of B^T and column of A^T, which cancel), and every size's computes a correlation exactly

@@ -443,12 +443,36 @@ def _winograd_weight_grad_by_element(variant, m, r, x, h, w, c, ph, pw, oh, ow, 
             _transform_filter_grad(variant, grad_u, ci * o + q, a * plane, plane, filters, ci * o + q, r * plane, plane)
 
 
+def _refuse_unless(ok, op, what):
+    if not ok:
+        raise ValueError(f"winograd.{op}: {what}")
+
+
+def _check_layer(op, size, xs, o, padding):
+    """The geometry every kernel here assumes (they do no bounds checks): a size of SIZES, a float32
+    channels-last (N, H, W, C) input, C and O whole vectors, paddings of two non-negative integers."""
+    _refuse_unless(size in SIZES, op, f"size must be one of {SIZES}, got {size!r}")
+    _refuse_unless(isinstance(xs, np.ndarray) and xs.dtype == np.float32 and xs.ndim == 4, op,
+                   f"needs a float32 (N, H, W, C) array, got {getattr(xs, 'dtype', type(xs))} "
+                   f"{getattr(xs, 'shape', '')}")
+    _refuse_unless(xs.shape[3] % LANES == 0 and xs.shape[3] > 0 and o % LANES == 0 and o > 0, op,
+                   f"input and output channels must be positive multiples of {LANES}, got {xs.shape[3]} and {o} "
+                   f"(input shape {xs.shape})")
+    _refuse_unless(len(padding) == 2 and all(int(p) == p and p >= 0 for p in padding), op,
+                   f"padding must be two non-negative integers, got {padding!r}")
+
+
 def transform_filters(size, filters, c, o, flip=False):
     """The a^2 matrices U_e of F(size) (an (m, r) of SIZES) of the filters' matrix `filters` (r*r*C, O)
     (conv.py's _filter_matrix), flat, each row-major: (C, O); with flip, (O, C), those of the input
     gradient's convolution."""
+    _refuse_unless(size in SIZES, "transform_filters", f"size must be one of {SIZES}, got {size!r}")
     m, r = size
     a = m + r - 1
+    _refuse_unless(c % LANES == 0 and o % LANES == 0 and c > 0 and o > 0 and filters.dtype == np.float32
+                   and filters.shape == (r * r * c, o), "transform_filters",
+                   f"needs the float32 filters' matrix ({r * r}*C, O) with C and O positive multiples of {LANES}; "
+                   f"got {filters.dtype} {filters.shape} for C={c}, O={o}")
     u = np.empty(a * a * c * o, np.float32)
     turned = np.empty(r * r * c * o if flip else 1, np.float32)
     _transform_filters(SIZES.index(size), r, a, np.ascontiguousarray(filters).reshape(-1), c, o, flip, turned, u)
@@ -458,10 +482,18 @@ def transform_filters(size, filters, c, o, flip=False):
 def convolve(size, xs, u, o, padding, bias=None, relu=False, block_tiles=TILES):
     """The r x r, stride-1 convolution of channels-last xs (N, H, W, C), float32, by F(size) (an (m, r) of
     SIZES) with its transformed filters u (transform_filters), as a channels-last (N, OH, OW, O) array;
-    C and O multiples of gemm.LANES."""
+    C and O multiples of gemm.LANES; block_tiles a multiple of gemm.TILE_ROWS."""
+    _check_layer("convolve", size, xs, o, padding)
     m, r = size
     n, h, w, c = xs.shape
+    _refuse_unless(isinstance(u, np.ndarray) and u.dtype == np.float32 and u.shape == ((m + r - 1) ** 2 * c * o,),
+                   "convolve", f"u must be the float32 transformed filters, {(m + r - 1) ** 2}*C*O = "
+                   f"{(m + r - 1) ** 2 * c * o} values; got {getattr(u, 'dtype', type(u))} {getattr(u, 'shape', '')}")
+    _refuse_unless(bias is None or np.shape(bias) == (o,), "convolve", f"bias must have shape ({o},), got {np.shape(bias)}")
+    _refuse_unless(block_tiles >= gemm.TILE_ROWS and block_tiles % gemm.TILE_ROWS == 0, "convolve",
+                   f"block_tiles must be a positive multiple of {gemm.TILE_ROWS}, got {block_tiles}")
     oh, ow = h + 2 * padding[0] - r + 1, w + 2 * padding[1] - r + 1
+    _refuse_unless(oh >= 1 and ow >= 1, "convolve", f"a {r}x{r} filter does not fit input {xs.shape} padded by {padding}")
     y = np.empty((n, oh, ow, o), np.float32)
     blocks = -(-n * -(-oh // m) * -(-ow // m) // block_tiles)
     if blocks <= 0:
@@ -487,10 +519,18 @@ def weight_grad(size, xs, grad_rows, padding, out_size, block_tiles=128):
     and output size out_size, from its output's gradient as pixel rows (N*OH*OW, O), C-ordered: the
     filters' matrix (r*r*C, O) (conv.py's _filter_matrix).  The threads split the channels, in vectors
     of 16."""
+    _check_layer("weight_grad", size, xs, grad_rows.shape[-1], padding)
     m, r = size
     a = m + r - 1
     n, h, w, c = xs.shape
     o = grad_rows.shape[1]
+    expected = (h + 2 * padding[0] - r + 1, w + 2 * padding[1] - r + 1)
+    _refuse_unless(tuple(out_size) == expected and min(expected) > 0 and grad_rows.dtype == np.float32
+                   and grad_rows.shape == (n * expected[0] * expected[1], o) and grad_rows.flags.c_contiguous,
+                   "weight_grad", f"needs the output gradient as C-ordered float32 pixel rows (N*OH*OW, O) with "
+                   f"(OH, OW) = {expected} for input {xs.shape} and padding {tuple(padding)}; got out_size "
+                   f"{tuple(out_size)} and {grad_rows.dtype} {grad_rows.shape}")
+    _refuse_unless(block_tiles >= 1, "weight_grad", f"block_tiles must be positive, got {block_tiles}")
     vectors = c // LANES
     tasks = max(1, min(get_num_threads(), vectors))
     column_shares = np.array([vectors * t // tasks * LANES for t in range(tasks + 1)], np.intp)
