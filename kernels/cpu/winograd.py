@@ -279,21 +279,20 @@ def _transform_patches(variant, m, a, x, h, w, c, ph, pw, th, tw, first, count, 
 
 
 @kernel(parallel=True)
-def _winograd_tiles(variant, m, r, x, h, w, c, ph, pw, oh, ow, u, o, bias, relu, y, block_tiles, shares, work):
+def _winograd_tiles(variant, m, r, x, h, w, c, ph, pw, oh, ow, u, o, bias, relu, y, block_tiles, shares):
     """y (N, OH, OW, O) flat, channels-last = the r x r convolution of x (N, H, W, C) flat, padding
     (ph, pw), stride 1, plus bias (O values), ReLU'd if relu, by F(m x m, r x r) (SIZES[variant]); u:
     the transformed filters, a^2 (C, O) matrices, row-major (transform_filters).  Tile t covers the
     outputs (m*ty, m*tx) to (m*ty + m-1, m*tx + m-1) of image t // (TH*TW), TH and TW the output's size
     over m, rounded up; task s does the blocks of block_tiles tiles shares[s] to shares[s + 1], each in
-    buffers of its own that stay in its core's cache: its share of `work` (_task_buffers, zeros)."""
+    buffers of its own that stay in its core's cache."""
     a = m + r - 1
     th, tw = (oh + m - 1) // m, (ow + m - 1) // m
     tiles = x.size // (h * w * c) * th * tw
     plane_v, plane_m = block_tiles * c, block_tiles * o
     for task in prange(shares.size - 1):
-        start = task * (work.size // (shares.size - 1))
-        v = work[start:start + a * a * plane_v]                    # zeros: a short block's stale rows stay finite
-        products = work[start + a * a * plane_v:start + a * a * (plane_v + plane_m)]
+        v = np.zeros(a * a * plane_v, y.dtype)
+        products = np.empty(a * a * plane_m, y.dtype)
         patch = np.empty(a * a * c, y.dtype)
         edge = np.empty(m * m * o, y.dtype)
         for block in range(shares[task], shares[task + 1]):
@@ -346,7 +345,7 @@ def _gradient_tile(variant, m, a, g, oh, ow, o, th, tw, t, products, p0, plane, 
 
 @kernel(parallel=True)
 def _winograd_weight_grad(variant, m, r, x, h, w, c, ph, pw, oh, ow, g, o, block_tiles, column_shares, grad_u,
-                          filters, work):
+                          filters):
     """The weight gradient of _winograd_tiles' convolution, from the output's gradient g (N, OH, OW, O)
     flat: for each tile, the gradient of its products A dY A^T (dY its m x m outputs' gradient, zero
     past the edge), and grad_u[e] (C, O) += V_e^T @ that, over every tile; then the filters' gradient
@@ -360,9 +359,8 @@ def _winograd_weight_grad(variant, m, r, x, h, w, c, ph, pw, oh, ow, g, o, block
     for task in prange(column_shares.size - 1):
         q0, q1 = column_shares[task], column_shares[task + 1]
         plane_v = block_tiles * (q1 - q0)
-        start = task * (work.size // (column_shares.size - 1))     # this task's buffers (_task_buffers)
-        v = work[start:start + a * a * plane_v]
-        products = work[start + a * a * plane_v:start + a * a * (plane_v + plane_m)]
+        v = np.empty(a * a * plane_v, g.dtype)
+        products = np.empty(a * a * plane_m, g.dtype)
         patch = np.empty(a * a * c, g.dtype)
         edge = np.zeros(m * m * o, g.dtype)
         for first in range(0, tiles, block_tiles):
@@ -455,13 +453,6 @@ def _aligned(size, zero=False):
     return raw[start:start + size]
 
 
-def _task_buffers(tasks, size):
-    """Zeroed buffers of `size` values for each of `tasks` tasks, one array, each task's share starting on a
-    64-byte boundary (_aligned)."""
-    share = -(-size // LANES) * LANES
-    return _aligned(tasks * share, zero=True)
-
-
 def _refuse_unless(ok, op, what):
     if not ok:
         raise ValueError(f"winograd.{op}: {what}")
@@ -528,9 +519,8 @@ def convolve(size, xs, u, o, padding, bias=None, relu=False, block_tiles=TILES):
         return y
     tasks = min(get_num_threads(), blocks)
     shares = np.array([blocks * t // tasks for t in range(tasks + 1)], np.intp)
-    work = _task_buffers(tasks, (m + r - 1) ** 2 * block_tiles * (c + o))
     _winograd_tiles(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0], padding[1], oh,
-                    ow, u, o, bias, relu, y.reshape(-1), block_tiles, shares, work)
+                    ow, u, o, bias, relu, y.reshape(-1), block_tiles, shares)
     return y
 
 
@@ -563,8 +553,6 @@ def weight_grad(size, xs, grad_rows, padding, out_size, block_tiles=128):
                                          padding[0], padding[1], *out_size, grad_rows.reshape(-1), o, v, products,
                                          min(get_num_threads(), tiles), grad_u, filters.reshape(-1))
         return filters
-    widest = int(np.max(np.diff(column_shares)))
-    work = _task_buffers(tasks, a * a * block_tiles * (widest + o))
     _winograd_weight_grad(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0], padding[1],
-                          *out_size, grad_rows.reshape(-1), o, block_tiles, column_shares, grad_u, filters.reshape(-1), work)
+                          *out_size, grad_rows.reshape(-1), o, block_tiles, column_shares, grad_u, filters.reshape(-1))
     return filters
