@@ -340,13 +340,12 @@ def test_winograd_matrices_are_the_papers():
     last row of B^T and column of A^T, which cancel), and every size's computes a correlation exactly
     (float64, one tile: A^T [(G g G^T) * (B^T d B)] A against the direct sums)."""
     winograd = pytest.importorskip("kernels.cpu.winograd", reason="numba is not installed")
-    assert winograd._B_T23 == ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, -1, 0, 1))
-    assert winograd._G23 == ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
-    assert winograd._A_T23 == ((1, 1, 1, 0), (0, 1, -1, 1))
+    b_t, g_, a_t = winograd.MATRICES[winograd.SIZES.index((2, 3))]
+    assert b_t == ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, -1, 0, 1))
+    assert g_ == ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
+    assert a_t == ((1, 1, 1, 0), (0, 1, -1, 1))
     rng = np.random.default_rng(0)
-    for (m, r), (b_t, g_, a_t) in zip(winograd.SIZES, [(winograd._B_T23, winograd._G23, winograd._A_T23),
-                                                       (winograd._B_T43, winograd._G43, winograd._A_T43),
-                                                       (winograd._B_T25, winograd._G25, winograd._A_T25)]):
+    for (m, r), (b_t, g_, a_t) in zip(winograd.SIZES, winograd.MATRICES):
         b_t, g_, a_t = (np.array(t, dtype=float) for t in (b_t, g_, a_t))
         d, g = rng.standard_normal((m + r - 1, m + r - 1)), rng.standard_normal((r, r))
         y = a_t @ ((g_ @ g @ g_.T) * (b_t @ d @ b_t.T)) @ a_t.T

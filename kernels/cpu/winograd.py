@@ -82,15 +82,15 @@ def _matrices(m, r, points):
     return tuple(map(tuple, b_t)), tuple(map(tuple, g)), tuple(map(tuple, a_t))
 
 
-def _sandwich(matrix, bias=False, relu=False):
-    """An intrinsic: L d L^T for L = `matrix` (p, q), over 16 channels at once (one 512-bit vector per
-    element): d[i, j] = src[s0 + i*s_row + j*s_col : +16] (i, j < q), the result's element (i, j) into
-    dst[d0 + i*d_row + j*d_col : +16] (i, j < p); with bias, plus bias[b0 : b0 + 16]; with relu, then
-    max(., 0) (NaN passes, as in conv.py's ReLU).  Written in LLVM IR, as gemm's tiles are: as a Numba
-    loop over the channels, the 16 to 25 streams it reads and writes were too many for LLVM's checks
-    that they do not overlap, and it stayed scalar (measured: F(2x2, 3x3)'s filter transform 2.5 ms for
-    5b's 3x3, 0.2 ms in vectors)."""
-    p, q = len(matrix), len(matrix[0])
+def _sandwich(matrices, product=False):
+    """An intrinsic: L d L^T for L = matrices[variant] (p, q), over 16 channels at once (one 512-bit vector
+    per element): d[i, j] = src[s0 + i*s_row + j*s_col : +16] (i, j < q), the result's element (i, j) into
+    dst[d0 + i*d_row + j*d_col : +16] (i, j < p).  Arguments (variant, src, s0, s_row, s_col, dst, d0,
+    d_row, d_col); with product (the products' transform into outputs), (variant, relu, ..., bias, b0):
+    plus bias[b0 : b0 + 16], then, if relu, max(., 0) (NaN passes, as in conv.py's ReLU).  Written in
+    LLVM IR, as gemm's tiles are, one branch per size: as a Numba loop over the channels, the 16 to 25
+    streams it reads and writes were too many for LLVM's checks that they do not overlap, and it stayed
+    scalar (measured: F(2x2, 3x3)'s filter transform 2.5 ms for 5b's 3x3, 0.2 ms in vectors)."""
 
     def combine(builder, coefficients, values):
         total = None
@@ -106,9 +106,11 @@ def _sandwich(matrix, bias=False, relu=False):
                 total = term if total is None else builder.fadd(total, term)
         return total
 
-    def codegen(context, builder, sig, args):
-        src, s0, s_row, s_col, dst, d0, d_row, d_col = args[:8]
-        ps, pd = (context.make_array(t)(context, builder, v).data for t, v in ((sig.args[0], src), (sig.args[4], dst)))
+    def transform(context, builder, sig, args, matrix):
+        p, q = len(matrix), len(matrix[0])
+        first = 2 if product else 1
+        src, s0, s_row, s_col, dst, d0, d_row, d_col = args[first:first + 8]
+        ps, pd = (context.make_array(sig.args[k])(context, builder, args[k]).data for k in (first, first + 4))
         pointer = _VECTOR.as_pointer()
 
         def at(base, start, row, col, i, j):
@@ -116,115 +118,65 @@ def _sandwich(matrix, bias=False, relu=False):
             return builder.bitcast(builder.gep(base, [builder.add(start, offset)]), pointer)
         d = [[builder.load(at(ps, s0, s_row, s_col, i, j), align=4) for j in range(q)] for i in range(q)]
         rows = [[combine(builder, matrix[i], [d[k][j] for k in range(q)]) for j in range(q)] for i in range(p)]
-        shift = None
-        if bias:
-            pb = context.make_array(sig.args[8])(context, builder, args[8]).data
-            shift = builder.load(builder.bitcast(builder.gep(pb, [args[9]]), pointer), align=4)
         zero = ir.Constant(_VECTOR, [0.0] * LANES)
+        if product:
+            pb = context.make_array(sig.args[first + 8])(context, builder, args[first + 8]).data
+            shift = builder.load(builder.bitcast(builder.gep(pb, [args[first + 9]]), pointer), align=4)
+            relu = builder.icmp_unsigned("!=", args[1], ir.Constant(args[1].type, 0))
         for i in range(p):
             for j in range(p):
                 value = combine(builder, matrix[j], rows[i])
-                if shift is not None:
+                if product:
                     value = builder.fadd(value, shift)
-                if relu:
-                    value = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
+                    clipped = builder.select(builder.fcmp_ordered("<", value, zero), zero, value)
+                    value = builder.select(relu, clipped, value)
                 builder.store(value, at(pd, d0, d_row, d_col, i, j), align=4)
+
+    def codegen(context, builder, sig, args):
+        done = builder.append_basic_block("transformed")
+        cases = [builder.append_basic_block(f"size{k}") for k in range(len(matrices))]
+        switch = builder.switch(args[0], cases[-1])
+        for k, (block, matrix) in enumerate(zip(cases, matrices)):
+            switch.add_case(ir.Constant(args[0].type, k), block)
+            builder.position_at_end(block)
+            transform(context, builder, sig, args, matrix)
+            builder.branch(done)
+        builder.position_at_end(done)
         return context.get_dummy_value()
 
-    if bias:
+    if product:
         @intrinsic
-        def sandwich(typingctx, src, s0, s_row, s_col, dst, d0, d_row, d_col, bias_array, b0):
-            return types.void(src, *[types.intp] * 3, dst, *[types.intp] * 3, bias_array, types.intp), codegen
+        def sandwich(typingctx, variant, relu, src, s0, s_row, s_col, dst, d0, d_row, d_col, bias_array, b0):
+            return types.void(types.intp, relu, src, *[types.intp] * 3, dst, *[types.intp] * 3, bias_array,
+                              types.intp), codegen
     else:
         @intrinsic
-        def sandwich(typingctx, src, s0, s_row, s_col, dst, d0, d_row, d_col):
-            return types.void(src, *[types.intp] * 3, dst, *[types.intp] * 3), codegen
+        def sandwich(typingctx, variant, src, s0, s_row, s_col, dst, d0, d_row, d_col):
+            return types.void(types.intp, src, *[types.intp] * 3, dst, *[types.intp] * 3), codegen
     return sandwich
 
 
-# The sizes this module computes, (m, r), numbered as the kernels' `variant` argument.
+# The sizes this module computes, (m, r), numbered as the kernels' `variant` argument, and their
+# matrices (B^T, G, A^T): points 0, 1, -1 for 4x4 patches, 0, +-1, +-2 for 6x6 (F(4x4, 3x3) and
+# F(2x2, 5x5) then share B^T).
 SIZES = ((2, 3), (4, 3), (2, 5))
-_POINTS = {4: (0, 1, -1), 6: (0, 1, -1, 2, -2)}          # by patch size a
-_B_T23, _G23, _A_T23 = _matrices(2, 3, _POINTS[4])
-_B_T43, _G43, _A_T43 = _matrices(4, 3, _POINTS[6])
-_B_T25, _G25, _A_T25 = _matrices(2, 5, _POINTS[6])         # the same B^T as F(4x4, 3x3)'s: same points
+_POINTS = {4: (0, 1, -1), 6: (0, 1, -1, 2, -2)}
+MATRICES = tuple(_matrices(m, r, _POINTS[m + r - 1]) for m, r in SIZES)
 
 
-def _transposed(matrix):
-    return tuple(zip(*matrix))
+def _each(pick):
+    return tuple(pick(*matrices) for matrices in MATRICES)
 
 
-# Per size, the five transforms: the input patches (B^T d B), the filters (G g G^T), the products
-# into outputs with the bias, and ReLU or not (A^T M A); for the weight gradient, the outputs'
+# The five transforms, each over every size: the input patches (B^T d B), the filters (G g G^T), the
+# products into outputs with the bias and ReLU (A^T M A); for the weight gradient, the outputs'
 # gradient into the products' (A dY A^T) and the transformed filters' gradient into the filters'
 # (G^T dU G).
-_patch23, _patch43, _patch25 = _sandwich(_B_T23), _sandwich(_B_T43), _sandwich(_B_T25)
-_filter23, _filter43, _filter25 = _sandwich(_G23), _sandwich(_G43), _sandwich(_G25)
-_output23, _output43, _output25 = (_sandwich(_A_T23, bias=True), _sandwich(_A_T43, bias=True),
-                                   _sandwich(_A_T25, bias=True))
-_output_relu23, _output_relu43, _output_relu25 = (_sandwich(_A_T23, bias=True, relu=True),
-                                                  _sandwich(_A_T43, bias=True, relu=True),
-                                                  _sandwich(_A_T25, bias=True, relu=True))
-_gradient23, _gradient43, _gradient25 = (_sandwich(_transposed(_A_T23)), _sandwich(_transposed(_A_T43)),
-                                         _sandwich(_transposed(_A_T25)))
-_filter_grad23, _filter_grad43, _filter_grad25 = (_sandwich(_transposed(_G23)), _sandwich(_transposed(_G43)),
-                                                  _sandwich(_transposed(_G25)))
-
-
-@kernel(inline=True)
-def _transform_patch(variant, src, s0, s_row, s_col, dst, d0, d_row, d_col):
-    if variant == 0:
-        _patch23(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-    elif variant == 1:
-        _patch43(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-    else:
-        _patch25(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-
-
-@kernel(inline=True)
-def _transform_filter(variant, src, s0, s_row, s_col, dst, d0, d_row, d_col):
-    if variant == 0:
-        _filter23(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-    elif variant == 1:
-        _filter43(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-    else:
-        _filter25(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-
-
-@kernel(inline=True)
-def _transform_product(variant, relu, src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0):
-    if variant == 0 and relu:
-        _output_relu23(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
-    elif variant == 0:
-        _output23(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
-    elif variant == 1 and relu:
-        _output_relu43(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
-    elif variant == 1:
-        _output43(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
-    elif relu:
-        _output_relu25(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
-    else:
-        _output25(src, s0, s_row, s_col, dst, d0, d_row, d_col, bias, b0)
-
-
-@kernel(inline=True)
-def _transform_gradient(variant, src, s0, s_row, s_col, dst, d0, d_row, d_col):
-    if variant == 0:
-        _gradient23(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-    elif variant == 1:
-        _gradient43(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-    else:
-        _gradient25(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-
-
-@kernel(inline=True)
-def _transform_filter_grad(variant, src, s0, s_row, s_col, dst, d0, d_row, d_col):
-    if variant == 0:
-        _filter_grad23(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-    elif variant == 1:
-        _filter_grad43(src, s0, s_row, s_col, dst, d0, d_row, d_col)
-    else:
-        _filter_grad25(src, s0, s_row, s_col, dst, d0, d_row, d_col)
+_transform_patch = _sandwich(_each(lambda b_t, g, a_t: b_t))
+_transform_filter = _sandwich(_each(lambda b_t, g, a_t: g))
+_transform_product = _sandwich(_each(lambda b_t, g, a_t: a_t), product=True)
+_transform_gradient = _sandwich(_each(lambda b_t, g, a_t: tuple(zip(*a_t))))
+_transform_filter_grad = _sandwich(_each(lambda b_t, g, a_t: tuple(zip(*g))))
 
 
 @kernel(parallel=True)
