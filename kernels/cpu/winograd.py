@@ -230,6 +230,26 @@ def _transform_patches(variant, m, a, x, h, w, c, ph, pw, th, tw, first, count, 
                 _transform_patch(variant, patch, q, a * c, c, v, t * width + q - q0, a * plane, plane)
 
 
+@kernel(inline=True)
+def _output_tile(variant, relu, m, a, products, p0, plane, bias, y, oh, ow, o, th, tw, t, edge):
+    """Tile t's m x m outputs, A^T M A plus the bias (ReLU'd if relu), from its products (element e at
+    products[p0 + e*plane :], O channels in order) into y (N, OH, OW, O) flat; a tile cut short by the
+    bottom or right edge goes through `edge` (m*m*O values), and only its outputs inside are copied."""
+    b, rest = t // (th * tw), t % (th * tw)
+    oy, ox = rest // tw * m, rest % tw * m
+    top = ((b * oh + oy) * ow + ox) * o
+    if oy + m <= oh and ox + m <= ow:
+        for q in range(0, o, LANES):
+            _transform_product(variant, relu, products, p0 + q, a * plane, plane, y, top + q, ow * o, o, bias, q)
+    else:
+        for q in range(0, o, LANES):
+            _transform_product(variant, relu, products, p0 + q, a * plane, plane, edge, q, m * o, o, bias, q)
+        for dy in range(min(m, oh - oy)):
+            for dx in range(min(m, ow - ox)):
+                pixel = top + (dy * ow + dx) * o
+                y[pixel:pixel + o] = edge[(dy * m + dx) * o:(dy * m + dx + 1) * o]
+
+
 @kernel(parallel=True)
 def _winograd_tiles(variant, m, r, x, h, w, c, ph, pw, oh, ow, u, o, bias, relu, y, block_tiles, shares):
     """y (N, OH, OW, O) flat, channels-last = the r x r convolution of x (N, H, W, C) flat, padding
@@ -257,21 +277,7 @@ def _winograd_tiles(variant, m, r, x, h, w, c, ph, pw, oh, ow, u, o, bias, relu,
                     gemm.tile_product(v, e * plane_v + t * c, c, ue, False, products, e * plane_m + t * o, o, c, 0, c,
                                       False)
             for t in range(count):
-                b, rest = (first + t) // (th * tw), (first + t) % (th * tw)
-                oy, ox = rest // tw * m, rest % tw * m
-                top = ((b * oh + oy) * ow + ox) * o
-                if oy + m <= oh and ox + m <= ow:
-                    for q in range(0, o, LANES):
-                        _transform_product(variant, relu, products, t * o + q, a * plane_m, plane_m, y, top + q, ow * o, o,
-                                           bias, q)
-                else:                               # at the bottom or right edge: only the outputs inside
-                    for q in range(0, o, LANES):
-                        _transform_product(variant, relu, products, t * o + q, a * plane_m, plane_m, edge, q, m * o, o,
-                                           bias, q)
-                    for dy in range(min(m, oh - oy)):
-                        for dx in range(min(m, ow - ox)):
-                            pixel = top + (dy * ow + dx) * o
-                            y[pixel:pixel + o] = edge[(dy * m + dx) * o:(dy * m + dx + 1) * o]
+                _output_tile(variant, relu, m, a, products, t * o, plane_m, bias, y, oh, ow, o, th, tw, first + t, edge)
 
 
 @kernel(inline=True)
@@ -352,21 +358,7 @@ def _winograd_by_element(variant, m, r, x, h, w, c, ph, pw, oh, ow, u, o, bias, 
         first, last = tiles * task // tasks, tiles * (task + 1) // tasks
         edge = np.empty(m * m * o, y.dtype)
         for t in range(first, last):
-            b, rest = t // (th * tw), t % (th * tw)
-            oy, ox = rest // tw * m, rest % tw * m
-            top = ((b * oh + oy) * ow + ox) * o
-            if oy + m <= oh and ox + m <= ow:
-                for q in range(0, o, LANES):
-                    _transform_product(variant, relu, products, t * o + q, a * rows * o, rows * o, y, top + q, ow * o, o,
-                                       bias, q)
-            else:
-                for q in range(0, o, LANES):
-                    _transform_product(variant, relu, products, t * o + q, a * rows * o, rows * o, edge, q, m * o, o,
-                                       bias, q)
-                for dy in range(min(m, oh - oy)):
-                    for dx in range(min(m, ow - ox)):
-                        pixel = top + (dy * ow + dx) * o
-                        y[pixel:pixel + o] = edge[(dy * m + dx) * o:(dy * m + dx + 1) * o]
+            _output_tile(variant, relu, m, a, products, t * o, rows * o, bias, y, oh, ow, o, th, tw, t, edge)
 
 
 @kernel(parallel=True)
