@@ -725,14 +725,14 @@ def _convolve_in_tiles(xs, weight, bias, stride, padding, relu, flip=False):
 
 
 # Which F(m x m, r x r) runs a layer (winograd.py), measured on the Zen, batch 8, GoogLeNet's layers
-# (BENCHMARKS.md).  Each pass alone, against the tiles: 3x3 F(4x4, 3x3) forward 0.36x the time, gradients
-# 0.42x at 28x28 and 56x56; at 7x7 (2x2 tiles of 4x4 an image, all the batch's in one pass:
-# winograd.BY_ELEMENT_MAX_TILES) forward and input gradient 0.42-0.48x, weight gradient 0.84-0.90x;
-# F(2x2, 3x3) 0.52-0.69x at 14x14.  5x5 F(2x2, 5x5) 0.45-0.75x at 14x14 and 28x28, except the weight
-# gradient of 16 input channels (1.1-1.5x); at 7x7 (4x4 tiles of 2x2, 64 outputs for 49) 0.8-1.3x.
-# Whole modules, alternating the rule's choices in one process: F(4x4, 3x3) at 28x28 0.89x (3a, 3b), at
-# 14x14 1.01-1.04x of F(2x2, 3x3)'s time (4a-4e: its 36 transforms and products no longer fit the core's
-# 1 MB cache beside each other).
+# (BENCHMARKS.md, "The Winograd session").  Each layer against the tiles, forward / backward: F(4x4, 3x3)
+# at 28x28 and 56x56 0.35-0.41x / 0.40-0.54x, at 7x7 (2x2 tiles of 4x4 an image, all the batch's in one
+# pass: winograd.BY_ELEMENT_MAX_TILES) 0.61-0.77x / 0.71-0.84x; F(2x2, 3x3) at 14x14 0.56-0.61x /
+# 0.60-0.71x; F(2x2, 5x5) from 14x14 0.50-0.79x / 0.63-0.88x, but alone 1.1-1.5x for the weight gradient
+# of 16 input channels and 1.0-1.45x at 7x7 (4x4 tiles of 2x2, 64 outputs for 49), which keep the tiles.
+# Whole modules, alternating the choices in one process: F(4x4, 3x3) at 28x28 0.89-0.90x of F(2x2, 3x3)'s
+# time (3a, 3b), at 14x14 0.99-1.04x (4a-4e: its 36 transformed patches and products no longer fit the
+# core's 1 MB cache beside each other), at 7x7 0.94-0.98x of no Winograd (5a, 5b).
 _WINOGRAD_3X3_SMALL_TILE_SIDES = range(14, 28)      # output sides where F(2x2, 3x3) runs, F(4x4, 3x3) elsewhere
 _WINOGRAD_5X5_MIN_SIDE = 14
 _WINOGRAD_5X5_WEIGHT_GRAD_MIN_CHANNELS = 32

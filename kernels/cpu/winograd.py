@@ -33,7 +33,9 @@ the products in minigrad's GEMM (gemm.tile_product), transform the products into
 bias and ReLU.  Neither the patches nor the products go through memory.  The input gradient of such a
 layer is the same convolution of the output gradient with the filters turned by 180 degrees and
 their two channel axes swapped (conv.py): `transform_filters` with flip builds that U.  The weight
-gradient (`_winograd_weight_grad`) adds V_e^T @ (A dY A^T)_e over the tiles, then G^T dU G.
+gradient (`_winograd_weight_grad`) adds V_e^T @ (A dY A^T)_e over the tiles, then G^T dU G.  A batch
+with few tiles (7x7 images) runs in one pass instead, its threads splitting the products rather than
+the tiles (`_winograd_by_element`, `_winograd_weight_grad_by_element`).
 """
 
 from __future__ import annotations
