@@ -335,6 +335,28 @@ def test_winograd_refuses_what_its_kernels_cannot_take():
             call()
 
 
+def test_minigrad_winograd_turns_winograd_off(monkeypatch):
+    """MINIGRAD_WINOGRAD=0: no layer runs by Winograd (its float32 results then match the reference within
+    the usual tolerance); '1' or unset: the measured rule; anything else: an error naming the variable."""
+    cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
+    conv, winograd = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.winograd")
+    shape = (32, 16, 3, 3)
+    monkeypatch.delenv("MINIGRAD_WINOGRAD", raising=False)
+    assert conv.winograd_size(np.float32, shape, (1, 1), (1, 1), (28, 28)) == (4, 3)
+    monkeypatch.setenv("MINIGRAD_WINOGRAD", "1")
+    assert conv.winograd_size(np.float32, shape, (1, 1), (1, 1), (14, 14)) == (2, 3)
+    monkeypatch.setenv("MINIGRAD_WINOGRAD", "0")
+    assert conv.winograd_size(np.float32, shape, (1, 1), (1, 1), (28, 28)) is None
+    calls = []
+    monkeypatch.setattr(winograd, "_winograd_tiles", lambda *args: calls.append(args))
+    x, w = normal((1, 16, 28, 28), 0, np.float32), normal(shape, 1, np.float32)
+    check_conv2d(cpu, x, w, None, (1, 1), (1, 1), True, {}, True, np.float32, 2)
+    assert not calls
+    monkeypatch.setenv("MINIGRAD_WINOGRAD", "off")
+    with pytest.raises(ValueError, match=r"MINIGRAD_WINOGRAD='off': expected '1'"):
+        conv.winograd_size(np.float32, shape, (1, 1), (1, 1), (28, 28))
+
+
 def test_winograd_matrices_are_the_papers():
     """_matrices derives F(2x2, 3x3)'s transforms as Lavin and Gray print them (up to the sign of the
     last row of B^T and column of A^T, which cancel), and every size's computes a correlation exactly

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import os
 
 import numpy as np
 from numba import get_num_threads, prange
@@ -738,13 +739,26 @@ _WINOGRAD_5X5_MIN_SIDE = 14
 _WINOGRAD_5X5_WEIGHT_GRAD_MIN_CHANNELS = 32
 
 
+def winograd_enabled():
+    """Whether Winograd's algorithm may run (winograd_size), from MINIGRAD_WINOGRAD: '1' (the default) or
+    '0'.  Read at each call, as MINIGRAD_KERNELS is."""
+    value = os.environ.get("MINIGRAD_WINOGRAD", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"MINIGRAD_WINOGRAD={value!r}: expected '1' (Winograd where it was measured faster, "
+                         "the default) or '0' (never)")
+    return value == "1"
+
+
 def winograd_size(x_dtype, weight_shape, stride, padding, out_size, weight_grad=False):
     """(m, r): the F(m x m, r x r) by which a layer's forward and input gradient (or with weight_grad,
     its weight gradient) run (winograd.py), or None.  It takes float32 3x3 and 5x5 filters at stride 1,
     input and output channels multiples of 16 (whole vectors for the transforms, whole panels for the
     products), padding at most r - 1 on each side (the input gradient's convolution is padded by r - 1
-    minus it); which tile, and where the tiles are faster: the measured rule above."""
+    minus it); which tile, and where the tiles are faster: the measured rule above.  MINIGRAD_WINOGRAD=0
+    turns it off (every layer then computes its products directly, with a direct product's rounding)."""
     o, c, kh, kw = weight_shape
+    if not winograd_enabled():
+        return None
     if (x_dtype != np.float32 or kh != kw or kh not in (3, 5) or tuple(stride) != (1, 1)
             or max(padding) > kh - 1 or min(padding) < 0 or c % gemm.LANES or o % gemm.LANES):
         return None
