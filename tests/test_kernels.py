@@ -268,6 +268,7 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
        st.booleans(), st.booleans(), st.booleans(), seeds)
 @example((2, 3), 2, 7, 7, 1, 1, 32, 64, True, True, False, 0)    # a 7x7 output: 4x4 tiles, the last cut short
 @example((4, 3), 2, 7, 7, 1, 1, 32, 64, True, True, True, 0)     # 5b's case: 2x2 tiles of 4x4, all in one pass
+@example((4, 3), 1, 7, 7, 1, 1, 48, 160, True, True, True, 5)    # 80 output channels a thread: blocks of 64 and 16
 @example((4, 3), 1, 28, 28, 1, 1, 16, 16, False, True, False, 1)  # 49 tiles of 4x4: on both threads
 @example((2, 3), 1, 28, 28, 1, 1, 16, 16, False, True, False, 1)  # 196 tiles: blocks on both threads, a short last
 @example((2, 5), 1, 1, 1, 4, 4, 16, 16, True, False, True, 2)    # one pixel padded by 4: a 5x5 output from zeros
@@ -312,20 +313,22 @@ def test_winograd_refuses_what_its_kernels_cannot_take():
     and the shapes, before a kernel runs (conv.py reaches them only through winograd_size)."""
     winograd = pytest.importorskip("kernels.cpu.winograd", reason="numba is not installed")
     xs, f = np.zeros((2, 7, 7, 32), np.float32), np.zeros((9 * 32, 16), np.float32)
-    u = winograd.transform_filters((2, 3), f, 32, 16)
     g = np.zeros((2 * 7 * 7, 16), np.float32)
     bad = [
         (lambda: winograd.transform_filters((3, 3), f, 32, 16), r"transform_filters: size must be one of"),
         (lambda: winograd.transform_filters((2, 3), f, 24, 16), r"transform_filters: .*got float32 \(288, 16\) for C=24"),
         (lambda: winograd.transform_filters((2, 3), f.astype(np.float64), 32, 16), r"transform_filters: .*got float64"),
-        (lambda: winograd.convolve((2, 3), xs[..., :24], u, 16, (1, 1)), r"convolve: input and output channels .* 24 and 16"),
-        (lambda: winograd.convolve((2, 3), xs, u, 24, (1, 1)), r"convolve: input and output channels .* 32 and 24"),
-        (lambda: winograd.convolve((2, 3), xs.astype(np.float64), u, 16, (1, 1)), r"convolve: needs a float32"),
-        (lambda: winograd.convolve((2, 3), xs, u[:-1], 16, (1, 1)), r"convolve: u must be .* 8192 values"),
-        (lambda: winograd.convolve((2, 3), xs, u, 16, (-1, 1)), r"convolve: padding must be"),
-        (lambda: winograd.convolve((2, 3), xs[:, :1, :1], u, 16, (0, 0)), r"convolve: a 3x3 filter does not fit"),
-        (lambda: winograd.convolve((2, 3), xs, u, 16, (1, 1), np.zeros(8, np.float32)), r"convolve: bias must"),
-        (lambda: winograd.convolve((2, 3), xs, u, 16, (1, 1), block_tiles=10), r"convolve: block_tiles"),
+        (lambda: winograd.convolve((2, 3), xs[..., :24], f, 16, (1, 1)), r"convolve: input and output channels .* 24 and 16"),
+        (lambda: winograd.convolve((2, 3), xs, f, 24, (1, 1)), r"convolve: input and output channels .* 32 and 24"),
+        (lambda: winograd.convolve((2, 3), xs.astype(np.float64), f, 16, (1, 1)), r"convolve: needs a float32"),
+        (lambda: winograd.convolve((2, 3), xs, f[:-1], 16, (1, 1)), r"convolve: filters must be .* \(288, 16\) .* \(287, 16\)"),
+        (lambda: winograd.convolve((2, 3), xs, f, 16, (1, 1), flip=True),
+         r"convolve: filters must be .* \(144, 32\) for 32 input and 16 output channels \(flip\); got float32 \(288, 16\)"),
+        (lambda: winograd.convolve((2, 3), xs, f.astype(np.float64), 16, (1, 1)), r"convolve: filters must be .* float64"),
+        (lambda: winograd.convolve((2, 3), xs, f, 16, (-1, 1)), r"convolve: padding must be"),
+        (lambda: winograd.convolve((2, 3), xs[:, :1, :1], f, 16, (0, 0)), r"convolve: a 3x3 filter does not fit"),
+        (lambda: winograd.convolve((2, 3), xs, f, 16, (1, 1), np.zeros(8, np.float32)), r"convolve: bias must"),
+        (lambda: winograd.convolve((2, 3), xs, f, 16, (1, 1), block_tiles=10), r"convolve: block_tiles"),
         (lambda: winograd.weight_grad((2, 3), xs, g, (1, 1), (7, 6)), r"weight_grad: .*out_size \(7, 6\)"),
         (lambda: winograd.weight_grad((2, 3), xs, g[1:], (1, 1), (7, 7)), r"weight_grad: .*float32 \(97, 16\)"),
         (lambda: winograd.weight_grad((2, 3), xs, g[:, :8], (1, 1), (7, 7)), r"weight_grad: input and output channels"),

@@ -250,7 +250,8 @@ def _weight_grad_tiles(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, partial
                 g_rows[r * o:(r + 1) * o] = g[order[first + r] * o:(order[first + r] + 1) * o]
             for q in range(box_runs[box], box_runs[box + 1]):
                 start, stop = runs[q, 0], runs[q, 1]
-                gemm.add_transposed_product(g_rows, 0, o, o, buffer, start, padded, stop - start, total, start, padded, rows)
+                gemm.add_transposed_product(g_rows, 0, o, o, buffer, start, padded, stop - start, total, start, padded, rows,
+                                            True)
 
 
 @kernel(parallel=True)
@@ -284,7 +285,7 @@ def _weight_grad_columns(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, colum
                 start, stop = max(runs[q, 0], lo), min(runs[q, 1], hi)
                 if start < stop:
                     gemm.add_transposed_product(buffer, start - lo, hi - lo, stop - start, g_rows, 0, o, o, out, start * o,
-                                                o, rows)
+                                                o, rows, True)
 
 
 @kernel(parallel=True)
@@ -303,7 +304,7 @@ def _pointwise_weight_grad(x, g, o, c, pixel_shares, column_shares, block_rows, 
         for first in range(pixel_shares[p], pixel_shares[p + 1], step):
             rows = min(step, pixel_shares[p + 1] - first)
             gemm.add_transposed_product(g, first * o, o, o, x, first * c + start, c, stop - start, partials[p], start, c,
-                                        rows)
+                                        rows, True)
 
 
 @kernel(parallel=True)
@@ -799,8 +800,7 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     # (float32 with O a multiple of 16: its weight gradient runs in tiles, so no columns are kept)
     size = winograd_size(x.dtype, weight.shape, stride, padding, (oh, ow))
     if size:
-        u = winograd.transform_filters(size, _filter_matrix(weight), c, o)
-        return nchw(winograd.convolve(size, xs, u, o, padding, bias, relu))
+        return nchw(winograd.convolve(size, xs, _filter_matrix(weight), o, padding, bias, relu))
     if forward_in_tiles(x.dtype, weight.shape, stride, padding):
         return nchw(_convolve_in_tiles(xs, weight, bias, stride, padding, relu))
     filters = _filter_matrix(weight)
@@ -861,10 +861,9 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     size = winograd_size(x.dtype, weight.shape, stride, padding, (oh, ow))
     weight_size = winograd_size(x.dtype, weight.shape, stride, padding, (oh, ow), weight_grad=True)
     if need_input_grad and size:
-        # the input gradient's convolution (below), by Winograd: its filters transformed from the turned ones
-        u = winograd.transform_filters(size, _filter_matrix(weight), c, o, flip=True)
-        grad_x = nchw(winograd.convolve(size, grad_rows.reshape(n, oh, ow, o), u, c,
-                                        (kh - 1 - padding[0], kw - 1 - padding[1])))
+        # the input gradient's convolution (below), by Winograd, with the filters turned
+        grad_x = nchw(winograd.convolve(size, grad_rows.reshape(n, oh, ow, o), _filter_matrix(weight), c,
+                                        (kh - 1 - padding[0], kw - 1 - padding[1]), flip=True))
     elif need_input_grad and _input_grad_in_tiles(x.dtype, weight.shape, stride, padding):
         # With stride 1 the input gradient is itself a convolution: of the output gradient with the
         # filters flipped and their two channel axes swapped, padded by KH-1-PH (and KW-1-PW).  So it

@@ -130,10 +130,12 @@ _tile_6x2_add = _tile(6, 2, accumulate=True)
 # 6x2 tiles 221-229).  For Intel's the 12x2 tile stays in registers: 209 GFLOP/s against 121 in 6-row
 # tiles (the tiles session).
 _SPLIT_TWO_VECTOR_TILES = ON_ZEN
-# C += A^T @ B runs its k loop over a block of rows at a time, adding into C: 8 rows of C keep their sums in
-# 16 or 8 registers, so that a tile is any multiple of 8 rows by 16 columns.
+# C (+)= A^T @ B runs its k loop over a block of rows at a time: 8 rows of C keep their sums in 16 or 8
+# registers, so that a tile is any multiple of 8 rows by 16 columns.
 _tile_8x2_add = _tile(8, 2, accumulate=True)
 _tile_8x1_add = _tile(8, 1, accumulate=True)
+_tile_8x2 = _tile(8, 2)
+_tile_8x1 = _tile(8, 1)
 
 
 @kernel(inline=True)
@@ -188,18 +190,31 @@ def tile_product(a, a0, lda, b, packed, c, c0, n, k, k0, k1, add):
 
 
 @kernel(inline=True)
-def add_transposed_product(a, a0, lda, m, b, b0, ldb, n, c, c0, ldc, k):
-    """C (m, n) += A^T @ B, for A (k, m) at a0 and B (k, n) at b0, their rows lda and ldb apart, and C at
-    c0, its rows ldc apart; m a multiple of 8, n of 16.  Column panels outermost: a panel of B (k rows
-    by 32 columns) stays in cache while every 8-row tile of C reads it (k is a block of a few hundred
-    rows, so that A's rows stay in cache too)."""
+def add_transposed_product(a, a0, lda, m, b, b0, ldb, n, c, c0, ldc, k, add):
+    """C (m, n) += A^T @ B (without add: C = A^T @ B), for A (k, m) at a0 and B (k, n) at b0, their rows
+    lda and ldb apart, and C at c0, its rows ldc apart; m a multiple of 8, n of 16.  Column panels
+    outermost: a panel of B (k rows by 32 columns) stays in cache while every 8-row tile of C reads it
+    (k is a block of a few hundred rows, so that A's rows stay in cache too)."""
     wide = n // (2 * LANES) * (2 * LANES)
     for j in range(0, wide, 2 * LANES):
         for i in range(0, m, 8):
-            _tile_8x2_add(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
+            if add:
+                _tile_8x2_add(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
+            else:
+                _tile_8x2(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
     if n > wide:
         for i in range(0, m, 8):
-            _tile_8x1_add(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, c0 + i * ldc + wide, ldc, k)
+            if add:
+                _tile_8x1_add(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, c0 + i * ldc + wide, ldc, k)
+            else:
+                _tile_8x1(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, c0 + i * ldc + wide, ldc, k)
+
+
+@kernel(inline=True)
+def panel_product(a, a0, lda, b, b0, ldb, c, c0, ldc, k, width):
+    """C's 12 rows at c0 (rows ldc apart) = A's 12 rows at a0 (rows lda apart) @ B (k, width), row-major
+    at b0 (rows ldb apart); width 16, 32, 48 or 64."""
+    _panel(a, a0, lda, b, b0, ldb, c, c0, ldc, k, width // LANES, False)
 
 
 @kernel(parallel=True)

@@ -330,18 +330,50 @@ def _winograd_weight_grad(variant, m, r, x, h, w, c, ph, pw, oh, ow, g, o, block
                 _gradient_tile(variant, m, a, g, oh, ow, o, th, tw, first + t, products, t * o, plane_m, edge)
             for e in range(a * a):
                 gemm.add_transposed_product(v, e * plane_v, q1 - q0, q1 - q0, products, e * plane_m, o, o, grad_u,
-                                            (e * c + q0) * o, o, count)
+                                            (e * c + q0) * o, o, count, True)
     plane = c * o
     for ci in prange(c):
         for q in range(0, o, LANES):
             _transform_filter_grad(variant, grad_u, ci * o + q, a * plane, plane, filters, ci * o + q, r * plane, plane)
 
 
+@kernel(inline=True)
+def _filter_block(variant, r, a, f, c, o, flip, q0, width, turned, u):
+    """The transformed filters of output channels q0 to q0 + width (16 at a time) of the convolution of
+    c input channels into o, into u: a^2 matrices (c, width), row-major, flat (element e at
+    u[e*c*width :]).  f is the layer's filters' matrix, flat: (r*r*c, o) (conv.py's _filter_matrix), or
+    with flip, for the input gradient's convolution, (r*r*o, c), the filters then turned by 180 degrees
+    and their channel axes swapped (_transform_filters); they are first transposed tap by tap into
+    `turned` (r*r, c, width), in 16x16 register blocks."""
+    plane = c * width
+    if flip:
+        for tap in range(r * r):
+            for k in range(0, c, LANES):
+                for j in range(0, width, LANES):
+                    gemm.transpose_block(f, (tap * o + q0 + j) * c + k, c, turned, (tap * c + k) * width + j, width)
+        for k in range(c):
+            for q in range(0, width, LANES):
+                _transform_filter(variant, turned, ((r * r - 1) * c + k) * width + q, -r * plane, -plane, u,
+                                  k * width + q, a * plane, plane)
+    else:
+        for ci in range(c):
+            for q in range(0, width, LANES):
+                _transform_filter(variant, f, ci * o + q0 + q, r * c * o, c * o, u, ci * width + q, a * plane, plane)
+
+
+# The one-pass kernels split the output channels between their tasks in blocks of this many: a block's
+# transformed filters (a^2, C, 64) stay in the core's cache while every product reads them, rather than
+# all of them (a^2, C, O: 10.6 MB for 5b's 3x3) written out and read back.
+FILTER_COLUMNS = 64
+
+
 @kernel(parallel=True)
-def _winograd_by_element(variant, m, r, x, h, w, c, ph, pw, oh, ow, u, o, bias, relu, y, rows, v, products, tasks):
+def _winograd_by_element(variant, m, r, x, h, w, c, ph, pw, oh, ow, f, flip, o, bias, relu, y, rows, v, products,
+                         tasks, column_shares):
     """_winograd_tiles for images with few tiles (7x7: 16 or 4 an image), in three passes over every
     tile of the batch at once: the tasks split the tiles to transform the patches into v (a^2, rows, C),
-    then the a^2 products (each task half of them: half of u read, and every product's rows in whole
+    then the output channels, in blocks of FILTER_COLUMNS: each block's filters transformed (from f, the
+    filters' matrix, as _filter_block takes it) and its a^2 products (every product's rows in whole
     12-row tiles: rows is the tiles rounded up to 12), then the tiles again for the outputs.  Split by
     tiles, 32 tiles of 4x4 (7x7, batch 8) left each task 16 rows, computed as 24."""
     a = m + r - 1
@@ -352,10 +384,17 @@ def _winograd_by_element(variant, m, r, x, h, w, c, ph, pw, oh, ow, u, o, bias, 
         patch = np.empty(a * a * c, y.dtype)
         _transform_patches(variant, m, a, x, h, w, c, ph, pw, th, tw, first, last - first, 0, c, v[first * c:],
                            rows * c, patch)
-    for e in prange(a * a):
-        ue = u[e * c * o:(e + 1) * c * o]
-        for t in range(0, rows, gemm.TILE_ROWS):
-            gemm.tile_product(v, (e * rows + t) * c, c, ue, False, products, (e * rows + t) * o, o, c, 0, c, False)
+    for task in prange(column_shares.size - 1):
+        lo, hi = column_shares[task], column_shares[task + 1]
+        u = np.empty(a * a * c * FILTER_COLUMNS, y.dtype)
+        turned = np.empty(r * r * c * FILTER_COLUMNS if flip else 1, y.dtype)
+        for q0 in range(lo, hi, FILTER_COLUMNS):
+            width = min(FILTER_COLUMNS, hi - q0)
+            _filter_block(variant, r, a, f, c, o, flip, q0, width, turned, u)
+            for e in range(a * a):
+                for t in range(0, rows, gemm.TILE_ROWS):
+                    gemm.panel_product(v, (e * rows + t) * c, c, u, e * c * width, width, products,
+                                       (e * rows + t) * o + q0, o, c, width)
     for task in prange(tasks):
         first, last = tiles * task // tasks, tiles * (task + 1) // tasks
         edge = np.empty(m * m * o, y.dtype)
@@ -364,12 +403,13 @@ def _winograd_by_element(variant, m, r, x, h, w, c, ph, pw, oh, ow, u, o, bias, 
 
 
 @kernel(parallel=True)
-def _winograd_weight_grad_by_element(variant, m, r, x, h, w, c, ph, pw, oh, ow, g, o, v, products, tasks, grad_u,
-                                     filters):
-    """_winograd_weight_grad for images with few tiles, in three passes as _winograd_by_element: the
-    tasks split the tiles to transform the patches into v (a^2, tiles, C) and the output gradient's
-    tiles into products (a^2, tiles, O), then split the a^2 elements, grad_u[e] (C, O) = V_e^T @ that,
-    then the channels for the filters' gradient G^T dU G."""
+def _winograd_weight_grad_by_element(variant, m, r, x, h, w, c, ph, pw, oh, ow, g, o, v, products, tasks,
+                                     column_shares, filters):
+    """_winograd_weight_grad for images with few tiles, in passes as _winograd_by_element: the tasks
+    split the tiles to transform the patches into v (a^2, tiles, C) and the output gradient's tiles into
+    products (a^2, tiles, O), then split the output channels, in blocks of FILTER_COLUMNS: each block's
+    dU_e (C, block) = V_e^T @ its columns of the products, in the task's cache, and the filters'
+    gradient G^T dU G from it."""
     a = m + r - 1
     th, tw = (oh + m - 1) // m, (ow + m - 1) // m
     tiles = x.size // (h * w * c) * th * tw
@@ -381,12 +421,26 @@ def _winograd_weight_grad_by_element(variant, m, r, x, h, w, c, ph, pw, oh, ow, 
                            tiles * c, patch)
         for t in range(first, last):
             _gradient_tile(variant, m, a, g, oh, ow, o, th, tw, t, products, t * o, tiles * o, edge)
-    for e in prange(a * a):
-        gemm.add_transposed_product(v, e * tiles * c, c, c, products, e * tiles * o, o, o, grad_u, e * c * o, o, tiles)
-    plane = c * o
-    for ci in prange(c):
-        for q in range(0, o, LANES):
-            _transform_filter_grad(variant, grad_u, ci * o + q, a * plane, plane, filters, ci * o + q, r * plane, plane)
+    for task in prange(column_shares.size - 1):
+        lo, hi = column_shares[task], column_shares[task + 1]
+        grad_u = np.empty(a * a * c * FILTER_COLUMNS, g.dtype)
+        for q0 in range(lo, hi, FILTER_COLUMNS):
+            width = min(FILTER_COLUMNS, hi - q0)
+            plane = c * width
+            for e in range(a * a):
+                gemm.add_transposed_product(v, e * tiles * c, c, c, products, e * tiles * o + q0, o, width, grad_u,
+                                            e * plane, width, tiles, False)
+            for ci in range(c):
+                for q in range(0, width, LANES):
+                    _transform_filter_grad(variant, grad_u, ci * width + q, a * plane, plane, filters, ci * o + q0 + q,
+                                           r * c * o, c * o)
+
+
+def _column_shares(o, tasks):
+    """Output channels 0 to o split between the tasks in whole vectors, as evenly as they go."""
+    vectors = o // LANES
+    tasks = max(1, min(tasks, vectors))
+    return np.array([vectors * t // tasks * LANES for t in range(tasks + 1)], np.intp)
 
 
 def _aligned(size, zero=False):
@@ -435,34 +489,40 @@ def transform_filters(size, filters, c, o, flip=False):
     return u
 
 
-def convolve(size, xs, u, o, padding, bias=None, relu=False, block_tiles=TILES):
+def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, block_tiles=TILES):
     """The r x r, stride-1 convolution of channels-last xs (N, H, W, C), float32, by F(size) (an (m, r) of
-    SIZES) with its transformed filters u (transform_filters), as a channels-last (N, OH, OW, O) array;
-    C and O multiples of gemm.LANES; block_tiles a multiple of gemm.TILE_ROWS."""
+    SIZES), as a channels-last (N, OH, OW, O) array; C and O multiples of gemm.LANES; block_tiles a
+    multiple of gemm.TILE_ROWS.  filters: the layer's filters' matrix (r*r*C, O) (conv.py's
+    _filter_matrix); with flip, the input gradient's convolution of a layer of O input channels and C
+    output channels, by that layer's (r*r*O, C), turned and transposed (transform_filters)."""
     _check_layer("convolve", size, xs, o, padding)
     m, r = size
     n, h, w, c = xs.shape
-    _refuse_unless(isinstance(u, np.ndarray) and u.dtype == np.float32 and u.shape == ((m + r - 1) ** 2 * c * o,),
-                   "convolve", f"u must be the float32 transformed filters, {(m + r - 1) ** 2}*C*O = "
-                   f"{(m + r - 1) ** 2 * c * o} values; got {getattr(u, 'dtype', type(u))} {getattr(u, 'shape', '')}")
+    rows = (r * r * o, c) if flip else (r * r * c, o)
+    _refuse_unless(isinstance(filters, np.ndarray) and filters.dtype == np.float32 and filters.shape == rows,
+                   "convolve", f"filters must be the float32 filters' matrix {rows} for {c} input and {o} output "
+                   f"channels{' (flip)' if flip else ''}; got {getattr(filters, 'dtype', type(filters))} "
+                   f"{getattr(filters, 'shape', '')}")
     _refuse_unless(bias is None or np.shape(bias) == (o,), "convolve", f"bias must have shape ({o},), got {np.shape(bias)}")
     _refuse_unless(block_tiles >= gemm.TILE_ROWS and block_tiles % gemm.TILE_ROWS == 0, "convolve",
                    f"block_tiles must be a positive multiple of {gemm.TILE_ROWS}, got {block_tiles}")
     oh, ow = h + 2 * padding[0] - r + 1, w + 2 * padding[1] - r + 1
     _refuse_unless(oh >= 1 and ow >= 1, "convolve", f"a {r}x{r} filter does not fit input {xs.shape} padded by {padding}")
     y = np.empty((n, oh, ow, o), np.float32)
-    blocks = -(-n * -(-oh // m) * -(-ow // m) // block_tiles)
-    if blocks <= 0:
+    if n == 0:
         return y
     bias = np.zeros(o, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+    filters = np.ascontiguousarray(filters).reshape(-1)
     tiles = n * -(-oh // m) * -(-ow // m)
     if tiles <= BY_ELEMENT_MAX_TILES:
         a, rows = m + r - 1, -(-tiles // gemm.TILE_ROWS) * gemm.TILE_ROWS
         v, products = _aligned(a * a * rows * c, zero=True), _aligned(a * a * rows * o)
         _winograd_by_element(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0],
-                             padding[1], oh, ow, u, o, bias, relu, y.reshape(-1), rows, v, products,
-                             min(get_num_threads(), tiles))
+                             padding[1], oh, ow, filters, flip, o, bias, relu, y.reshape(-1), rows, v, products,
+                             min(get_num_threads(), tiles), _column_shares(o, get_num_threads()))
         return y
+    u = transform_filters(size, filters.reshape(rows), *((o, c) if flip else (c, o)), flip=flip)
+    blocks = -(-tiles // block_tiles)
     tasks = min(get_num_threads(), blocks)
     shares = np.array([blocks * t // tasks for t in range(tasks + 1)], np.intp)
     _winograd_tiles(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0], padding[1], oh,
@@ -487,18 +547,20 @@ def weight_grad(size, xs, grad_rows, padding, out_size, block_tiles=128):
                    f"(OH, OW) = {expected} for input {xs.shape} and padding {tuple(padding)}; got out_size "
                    f"{tuple(out_size)} and {grad_rows.dtype} {grad_rows.shape}")
     _refuse_unless(block_tiles >= 1, "weight_grad", f"block_tiles must be positive, got {block_tiles}")
-    vectors = c // LANES
-    tasks = max(1, min(get_num_threads(), vectors))
-    column_shares = np.array([vectors * t // tasks * LANES for t in range(tasks + 1)], np.intp)
-    grad_u = _aligned(a * a * c * o, zero=True)
     filters = np.empty((r * r * c, o), np.float32)
     tiles = n * -(-out_size[0] // m) * -(-out_size[1] // m)
+    if tiles == 0:                                  # an empty batch: the kernels' products need k >= 1
+        filters[...] = 0
+        return filters
     if tiles <= BY_ELEMENT_MAX_TILES:
         v, products = _aligned(a * a * tiles * c), _aligned(a * a * tiles * o)
         _winograd_weight_grad_by_element(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c,
                                          padding[0], padding[1], *out_size, grad_rows.reshape(-1), o, v, products,
-                                         min(get_num_threads(), tiles), grad_u, filters.reshape(-1))
+                                         min(get_num_threads(), tiles), _column_shares(o, get_num_threads()),
+                                         filters.reshape(-1))
         return filters
+    grad_u = _aligned(a * a * c * o, zero=True)
     _winograd_weight_grad(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0], padding[1],
-                          *out_size, grad_rows.reshape(-1), o, block_tiles, column_shares, grad_u, filters.reshape(-1))
+                          *out_size, grad_rows.reshape(-1), o, block_tiles, _column_shares(c, get_num_threads()), grad_u,
+                          filters.reshape(-1))
     return filters
