@@ -362,9 +362,10 @@ def _filter_block(variant, r, a, f, c, o, flip, q0, width, turned, u):
 
 
 # The one-pass kernels split the output channels between their tasks in blocks of this many: a block's
-# transformed filters (a^2, C, 64) stay in the core's cache while every product reads them, rather than
-# all of them (a^2, C, O: 10.6 MB for 5b's 3x3) written out and read back.
-FILTER_COLUMNS = 64
+# transformed filters (a^2, C, 32: 0.9 MB for 5b's 3x3) stay in the core's cache while every product
+# reads them, rather than all of them (a^2, C, O: 10.6 MB) written out and read back.  Blocks of 64
+# measured the same (5a 1.00x, 5b 0.98-0.99x of them, 101 pairs twice).
+FILTER_COLUMNS = 32
 
 
 @kernel(parallel=True)
