@@ -34,8 +34,10 @@ bias and ReLU.  Neither the patches nor the products go through memory.  The inp
 layer is the same convolution of the output gradient with the filters turned by 180 degrees and
 their two channel axes swapped (conv.py): `transform_filters` with flip builds that U.  The weight
 gradient (`_winograd_weight_grad`) adds V_e^T @ (A dY A^T)_e over the tiles, then G^T dU G.  A batch
-with few tiles (7x7 images) runs in one pass instead, its threads splitting the products rather than
-the tiles (`_winograd_by_element`, `_winograd_weight_grad_by_element`).
+with few tiles (7x7 images) runs in one pass instead, its threads splitting the output channels rather
+than the tiles (`_winograd_by_element`, `_winograd_weight_grad_by_element`): each transforms a block of
+the filters (or computes a block of dU) in its cache and runs every product on it, so that no U or dU
+of the whole layer goes through memory.
 """
 
 from __future__ import annotations
@@ -58,8 +60,10 @@ TILES = 2 * gemm.TILE_ROWS        # tiles per block in a forward: the rows of ea
 # Up to this many tiles, a convolution runs in _winograd_by_element and its weight gradient in
 # _winograd_weight_grad_by_element.  Measured with F(4x4, 3x3) at 7x7 (GoogLeNet's 5a and 5b), against the
 # blocks: batch 8 (32 tiles) forward and input gradient 0.71-0.75x the time, weight gradient 0.86-0.93x;
-# batch 32 (128 tiles) 0.92-1.03x and 0.86-0.87x.
-BY_ELEMENT_MAX_TILES = 64
+# batch 32 (128 tiles) 0.92-1.03x and 0.86-0.87x.  Since the one-pass kernels transform the filters block
+# by block, whole modules alternating in one process: 5a and 5b at batch 32 (128 tiles) 0.94-0.97x the
+# blocks' time, at batch 64 (256) 0.97-1.00x; 4a-4e at batch 8 (392 tiles of 2x2) 1.01-1.04x, 3a 1.07x.
+BY_ELEMENT_MAX_TILES = 128
 
 
 def _matrices(m, r, points):
