@@ -265,6 +265,21 @@ def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep,
     assert not saved                                   # the backward builds its columns itself
 
 
+def test_channels_padded_to_whole_vectors_only_where_that_adds_at_most_half():
+    """conv._whole_vectors: a channel count rounded up to whole vectors of 16 (the extra channels computed
+    on zero filters, then dropped) only where that adds at most half again; which 1x1 forwards and input
+    gradients take it (test_numba_conv2d_float32_in_minigrads_gemm checks their results and paths)."""
+    conv = pytest.importorskip("kernels.cpu.conv", reason="numba is not installed")
+    assert [conv._whole_vectors(n) for n in (16, 24, 32, 40, 48, 3, 8, 20, 1)] == \
+        [16, 32, 32, 48, 48, None, None, None, None]
+    on_zen = conv.gemm.ON_ZEN
+    assert conv.pointwise_columns(np.float32, 24) == (32 if on_zen else 24)
+    assert conv.pointwise_columns(np.float32, 8) == 8 and conv.pointwise_columns(np.float64, 24) == 24
+    assert conv._input_grad_in_tiles(np.float32, (64, 24, 5, 5), (1, 1), (2, 2))
+    assert not conv._input_grad_in_tiles(np.float32, (64, 3, 3, 3), (1, 1), (1, 1))      # 3 -> 16: no
+    assert not conv._input_grad_in_tiles(np.float64, (64, 32, 3, 3), (1, 1), (1, 1))
+
+
 @settings(max_examples=examples(30))
 @given(st.sampled_from([(2, 3), (4, 3), (2, 5)]), st.integers(1, 3), st.integers(1, 30), st.integers(1, 30),
        st.integers(0, 4), st.integers(0, 4), st.sampled_from([16, 32, 48]), st.sampled_from([16, 32, 64, 80]),

@@ -439,14 +439,22 @@ def pointwise_in_own_gemm(x_dtype, n):
     return gemm.ON_ZEN and x_dtype == np.float32 and n % gemm.LANES == 0
 
 
+def _whole_vectors(n):
+    """n rounded up to whole vectors, where that adds at most half again (24 -> 32, not 8 -> 16): the
+    channels a kernel that takes only whole vectors computes, the extra ones on zero filters and dropped;
+    None where it would add more (only 24 -> 32 was measured)."""
+    wide = -(-n // gemm.LANES) * gemm.LANES
+    return wide if 2 * wide <= 3 * n else None
+
+
 def pointwise_columns(x_dtype, o):
-    """The columns a 1x1 layer's forward computes for its o outputs: o, or o rounded up to whole vectors
-    where only that keeps the product in minigrad's GEMM (pointwise_in_own_gemm; the filters then padded
-    with zero columns, their outputs dropped).  4b and 4c's 5x5 reductions (512 -> 24 at 14x14, batch 8)
-    took 0.53 ms in OpenBLAS (the cores handed from its threads to Numba's and back, for the bias pass),
-    0.26 ms as 32 columns in minigrad's GEMM (median of 100, in one process)."""
-    wide = -(-o // gemm.LANES) * gemm.LANES
-    return wide if wide != o and pointwise_in_own_gemm(x_dtype, wide) else o
+    """The columns a 1x1 layer's forward computes for its o outputs: o, or o in whole vectors
+    (_whole_vectors) where only that keeps the product in minigrad's GEMM (pointwise_in_own_gemm).  4b
+    and 4c's 5x5 reductions (512 -> 24 at 14x14, batch 8) took 0.53 ms in OpenBLAS (the cores handed from
+    its threads to Numba's and back, for the bias pass), 0.26 ms as 32 columns in minigrad's GEMM (median
+    of 100, in one process)."""
+    wide = _whole_vectors(o)
+    return wide if wide and wide != o and pointwise_in_own_gemm(x_dtype, wide) else o
 
 
 def _product(a, b, out=None, any_rows=False):
@@ -790,12 +798,11 @@ def forward_in_tiles(x_dtype, weight_shape, stride, padding):
 
 def _input_grad_in_tiles(x_dtype, weight_shape, stride, padding):
     """Whether a backward computes its input gradient as a convolution in tiles (conv2d_backward): its
-    outputs, the C input channels, rounded up to whole vectors (zero filters make up the rest, their
-    outputs dropped).  4b and 4c's 5x5 (24 -> 64 at 14x14, batch 8): 0.75 ms against 0.99 in OpenBLAS's
-    GEMM and col2im (median of 100, in one process)."""
+    outputs, the C input channels, in whole vectors (_whole_vectors).  4b and 4c's 5x5 (24 -> 64 at
+    14x14, batch 8): 0.75 ms against 0.99 in OpenBLAS's GEMM and col2im (median of 100, in one process)."""
     o, c, kh, kw = weight_shape
     return (tuple(stride) == (1, 1) and padding[0] <= kh - 1 and padding[1] <= kw - 1
-            and runs_in_tiles(x_dtype, -(-c // gemm.LANES) * gemm.LANES, kh * kw * o))
+            and _whole_vectors(c) is not None and runs_in_tiles(x_dtype, _whole_vectors(c), kh * kw * o))
 
 
 def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
@@ -888,7 +895,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
         # With stride 1 the input gradient is itself a convolution: of the output gradient with the
         # filters flipped and their two channel axes swapped, padded by KH-1-PH (and KW-1-PW).  So it
         # runs in tiles like a forward, with no gradient columns and no col2im.
-        wide = -(-c // gemm.LANES) * gemm.LANES
+        wide = _whole_vectors(c)
         filters = weight if wide == c else np.pad(weight, ((0, 0), (0, wide - c), (0, 0), (0, 0)))
         grad_x = _convolve_in_tiles(grad_rows.reshape(n, oh, ow, o), filters, None, (1, 1),
                                     (kh - 1 - padding[0], kw - 1 - padding[1]), False, flip=True)
