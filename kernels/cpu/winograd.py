@@ -459,34 +459,36 @@ def _aligned(size, zero=False):
 
 
 def _refuse_unless(ok, op, what):
+    """A ValueError naming winograd.op and what() (a callable, so that the message, which formats the
+    shapes, is built only when it is raised: these checks run on every call)."""
     if not ok:
-        raise ValueError(f"winograd.{op}: {what}")
+        raise ValueError(f"winograd.{op}: {what()}")
 
 
 def _check_layer(op, size, xs, o, padding):
     """The geometry every kernel here assumes (they do no bounds checks): a size of SIZES, a float32
     channels-last (N, H, W, C) input, C and O whole vectors, paddings of two non-negative integers."""
-    _refuse_unless(size in SIZES, op, f"size must be one of {SIZES}, got {size!r}")
+    _refuse_unless(size in SIZES, op, lambda: f"size must be one of {SIZES}, got {size!r}")
     _refuse_unless(isinstance(xs, np.ndarray) and xs.dtype == np.float32 and xs.ndim == 4, op,
-                   f"needs a float32 (N, H, W, C) array, got {getattr(xs, 'dtype', type(xs))} "
+                   lambda: f"needs a float32 (N, H, W, C) array, got {getattr(xs, 'dtype', type(xs))} "
                    f"{getattr(xs, 'shape', '')}")
     _refuse_unless(xs.shape[3] % LANES == 0 and xs.shape[3] > 0 and o % LANES == 0 and o > 0, op,
-                   f"input and output channels must be positive multiples of {LANES}, got {xs.shape[3]} and {o} "
+                   lambda: f"input and output channels must be positive multiples of {LANES}, got {xs.shape[3]} and {o} "
                    f"(input shape {xs.shape})")
     _refuse_unless(len(padding) == 2 and all(int(p) == p and p >= 0 for p in padding), op,
-                   f"padding must be two non-negative integers, got {padding!r}")
+                   lambda: f"padding must be two non-negative integers, got {padding!r}")
 
 
 def transform_filters(size, filters, c, o, flip=False):
     """The a^2 matrices U_e of F(size) (an (m, r) of SIZES) of the filters' matrix `filters` (r*r*C, O)
     (conv.py's _filter_matrix), flat, each row-major: (C, O); with flip, (O, C), those of the input
     gradient's convolution."""
-    _refuse_unless(size in SIZES, "transform_filters", f"size must be one of {SIZES}, got {size!r}")
+    _refuse_unless(size in SIZES, "transform_filters", lambda: f"size must be one of {SIZES}, got {size!r}")
     m, r = size
     a = m + r - 1
     _refuse_unless(c % LANES == 0 and o % LANES == 0 and c > 0 and o > 0 and filters.dtype == np.float32
                    and filters.shape == (r * r * c, o), "transform_filters",
-                   f"needs the float32 filters' matrix ({r * r}*C, O) with C and O positive multiples of {LANES}; "
+                   lambda: f"needs the float32 filters' matrix ({r * r}*C, O) with C and O positive multiples of {LANES}; "
                    f"got {filters.dtype} {filters.shape} for C={c}, O={o}")
     u = _aligned(a * a * c * o)
     turned = _aligned(r * r * c * o if flip else 1)
@@ -505,14 +507,16 @@ def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, b
     n, h, w, c = xs.shape
     rows = (r * r * o, c) if flip else (r * r * c, o)
     _refuse_unless(isinstance(filters, np.ndarray) and filters.dtype == np.float32 and filters.shape == rows,
-                   "convolve", f"filters must be the float32 filters' matrix {rows} for {c} input and {o} output "
+                   "convolve", lambda: f"filters must be the float32 filters' matrix {rows} for {c} input and {o} output "
                    f"channels{' (flip)' if flip else ''}; got {getattr(filters, 'dtype', type(filters))} "
                    f"{getattr(filters, 'shape', '')}")
-    _refuse_unless(bias is None or np.shape(bias) == (o,), "convolve", f"bias must have shape ({o},), got {np.shape(bias)}")
+    _refuse_unless(bias is None or np.shape(bias) == (o,), "convolve",
+                   lambda: f"bias must have shape ({o},), got {np.shape(bias)}")
     _refuse_unless(block_tiles >= gemm.TILE_ROWS and block_tiles % gemm.TILE_ROWS == 0, "convolve",
-                   f"block_tiles must be a positive multiple of {gemm.TILE_ROWS}, got {block_tiles}")
+                   lambda: f"block_tiles must be a positive multiple of {gemm.TILE_ROWS}, got {block_tiles}")
     oh, ow = h + 2 * padding[0] - r + 1, w + 2 * padding[1] - r + 1
-    _refuse_unless(oh >= 1 and ow >= 1, "convolve", f"a {r}x{r} filter does not fit input {xs.shape} padded by {padding}")
+    _refuse_unless(oh >= 1 and ow >= 1, "convolve",
+                   lambda: f"a {r}x{r} filter does not fit input {xs.shape} padded by {padding}")
     y = np.empty((n, oh, ow, o), np.float32)
     if n == 0:
         return y
@@ -548,10 +552,10 @@ def weight_grad(size, xs, grad_rows, padding, out_size, block_tiles=128):
     expected = (h + 2 * padding[0] - r + 1, w + 2 * padding[1] - r + 1)
     _refuse_unless(tuple(out_size) == expected and min(expected) > 0 and grad_rows.dtype == np.float32
                    and grad_rows.shape == (n * expected[0] * expected[1], o) and grad_rows.flags.c_contiguous,
-                   "weight_grad", f"needs the output gradient as C-ordered float32 pixel rows (N*OH*OW, O) with "
+                   "weight_grad", lambda: f"needs the output gradient as C-ordered float32 pixel rows (N*OH*OW, O) with "
                    f"(OH, OW) = {expected} for input {xs.shape} and padding {tuple(padding)}; got out_size "
                    f"{tuple(out_size)} and {grad_rows.dtype} {grad_rows.shape}")
-    _refuse_unless(block_tiles >= 1, "weight_grad", f"block_tiles must be positive, got {block_tiles}")
+    _refuse_unless(block_tiles >= 1, "weight_grad", lambda: f"block_tiles must be positive, got {block_tiles}")
     filters = np.empty((r * r * c, o), np.float32)
     tiles = n * -(-out_size[0] // m) * -(-out_size[1] // m)
     if tiles == 0:                                  # an empty batch: the kernels' products need k >= 1
