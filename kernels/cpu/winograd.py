@@ -505,9 +505,9 @@ def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, b
     _check_layer("convolve", size, xs, o, padding)
     m, r = size
     n, h, w, c = xs.shape
-    rows = (r * r * o, c) if flip else (r * r * c, o)
-    _refuse_unless(isinstance(filters, np.ndarray) and filters.dtype == np.float32 and filters.shape == rows,
-                   "convolve", lambda: f"filters must be the float32 filters' matrix {rows} for {c} input and {o} output "
+    shape = (r * r * o, c) if flip else (r * r * c, o)
+    _refuse_unless(isinstance(filters, np.ndarray) and filters.dtype == np.float32 and filters.shape == shape,
+                   "convolve", lambda: f"filters must be the float32 filters' matrix {shape} for {c} input and {o} output "
                    f"channels{' (flip)' if flip else ''}; got {getattr(filters, 'dtype', type(filters))} "
                    f"{getattr(filters, 'shape', '')}")
     _refuse_unless(bias is None or np.shape(bias) == (o,), "convolve",
@@ -521,16 +521,16 @@ def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, b
     if n == 0:
         return y
     bias = np.zeros(o, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
-    filters = np.ascontiguousarray(filters).reshape(-1)
+    filters = np.ascontiguousarray(filters)
     tiles = n * -(-oh // m) * -(-ow // m)
     if tiles <= BY_ELEMENT_MAX_TILES:
         a, rows = m + r - 1, -(-tiles // gemm.TILE_ROWS) * gemm.TILE_ROWS
         v, products = _aligned(a * a * rows * c, zero=True), _aligned(a * a * rows * o)
         _winograd_by_element(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0],
-                             padding[1], oh, ow, filters, flip, o, bias, relu, y.reshape(-1), rows, v, products,
+                             padding[1], oh, ow, filters.reshape(-1), flip, o, bias, relu, y.reshape(-1), rows, v, products,
                              min(get_num_threads(), tiles), _column_shares(o, get_num_threads()))
         return y
-    u = transform_filters(size, filters.reshape(rows), *((o, c) if flip else (c, o)), flip=flip)
+    u = transform_filters(size, filters, *((o, c) if flip else (c, o)), flip=flip)
     blocks = -(-tiles // block_tiles)
     tasks = min(get_num_threads(), blocks)
     shares = np.array([blocks * t // tasks for t in range(tasks + 1)], np.intp)
