@@ -15,10 +15,9 @@ import minigrad
 import minigrad.functional as F
 import models
 from minigrad import nn, optim
+from minigrad.testing import assert_close
 
 pytestmark = pytest.mark.gpu
-
-TOLERANCE = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 
 
 def no_host_round_trips():
@@ -77,9 +76,9 @@ def test_every_op_on_the_gpu_matches_the_cpu(name, dtype):
         assert all(t.grad.device == out.device for t in tensors)
         results.append((out.numpy(), [t.grad.numpy() for t in tensors]))
     (cpu_out, cpu_grads), (gpu_out, gpu_grads) = results
-    np.testing.assert_allclose(gpu_out, cpu_out, **TOLERANCE[dtype])
+    assert_close(gpu_out, cpu_out, "path")
     for g_gpu, g_cpu in zip(gpu_grads, cpu_grads):
-        np.testing.assert_allclose(g_gpu, g_cpu, **TOLERANCE[dtype])
+        assert_close(g_gpu, g_cpu, "path")
 
 
 @pytest.mark.parametrize("name", [n for n in OPS if n != "cross_entropy"])
