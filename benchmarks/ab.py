@@ -12,7 +12,8 @@ first run (into NUMBA_CACHE_DIR like any kernel) and reuses them after.
 Each layer is a float32 convolution with ReLU, channels-last, stride 1, padding k // 2 (GoogLeNet's):
 `C,O,K,SIDE` (input channels, output channels, kernel size, image side), at batch --batch.  Each version
 gets the filters stored as its nn.Conv2d stores them: as their product's matrix (KH, KW, C, O) for kernels
-that read them so (those with conv._filter_matrix), else contiguous (O, C, KH, KW).
+that read them so (those with conv.filter_matrix, or conv._filter_matrix before it), else contiguous
+(O, C, KH, KW).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _filters_as_stored(backend, w):
     from minigrad.nn import stored_filters
 
     conv = importlib.import_module(f"{backend.__name__}.conv")
-    return stored_filters(w) if hasattr(conv, "_filter_matrix") else w
+    return stored_filters(w) if hasattr(conv, "filter_matrix") or hasattr(conv, "_filter_matrix") else w
 
 
 def compare(old, layers, batch, pairs, passes=("forward", "backward")):

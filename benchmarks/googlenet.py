@@ -95,6 +95,7 @@ def _time_ops(task, make):
 def _gemms_alone(n, c, o, k, side):
     """The three GEMMs of a convolution's forward and backward at its shapes, as minigrad's CPU kernel runs
     them (the weight gradient in the kernel's order), on random operands: what OpenBLAS alone takes."""
+    from kernels.cpu import tuning
     from kernels.cpu.conv import _weight_grad_matrix
 
     rng = np.random.default_rng(2)
@@ -104,7 +105,7 @@ def _gemms_alone(n, c, o, k, side):
 
     def gemms():
         np.matmul(cols, weight_rows.T)
-        _weight_grad_matrix(grad_rows, cols)
+        _weight_grad_matrix(grad_rows, cols, tuning.current().swap_weight_grad_max_o)
         np.matmul(grad_rows, weight_rows)
     return gemms
 

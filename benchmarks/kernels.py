@@ -76,12 +76,16 @@ def memory_bound_rows(cpu, batch, repeat, rng):
     out = (28, 28)
     cols_bytes = batch * 96 * 9 * 28 * 28 * 4
     # into reused buffers (a fresh 21 MB array each call would time the page faults, not the kernel)
-    cols = cpu.im2col(x3, (3, 3), (1, 1), (1, 1), out)
+    columns, flat = cpu.conv.columns, x3.transpose(0, 2, 3, 1).reshape(-1)
+    cols = np.empty(batch * 28 * 28 * 9 * 96, np.float32)
     rows.append(("im2col 3x3 pad 1, 96x28x28", x3.nbytes + cols_bytes,
-                 lambda: cpu.im2col(x3, (3, 3), (1, 1), (1, 1), out, cols)))
-    image = np.empty((batch, 28, 28, 96), np.float32)
-    rows.append(("col2im 3x3 pad 1, 96x28x28", x3.nbytes + cols_bytes,
-                 lambda: cpu.col2im(cols, x3.shape, (3, 3), (1, 1), (1, 1), out, image)))
+                 lambda: columns.im2col_rows(flat, 28, 28, 96, 3, 3, 1, 1, 1, 1, *out, 0, batch * 28, cols)))
+    image = np.empty(batch * 28 * 28 * 96, np.float32)
+
+    def col2im():
+        image[...] = 0                                              # col2im adds into the image
+        columns.col2im_rows(cols, 28, 28, 96, 3, 3, 1, 1, 1, 1, *out, 0, batch * 28, image)
+    rows.append(("col2im 3x3 pad 1, 96x28x28", x3.nbytes + cols_bytes, col2im))
     x = normal(batch, 64, 112, 112)                                 # after the stem convolution
     y, argmax = cpu.max_pool2d_forward(x, (3, 3), (2, 2), (0, 0), True)
     moved = x.nbytes + y.nbytes + argmax.nbytes                     # read x, write y and the argmax
@@ -149,10 +153,10 @@ def conv_rows(cpu, batch, repeat, rng):
         calls = {"gemm": lambda: np.matmul(cols, w_rows.T),
                  "forward": lambda: cpu.conv2d_forward(x, w, b, (s, s), (p, p), True, {}),
                  "backward": lambda: cpu.conv2d_backward(x, w, g, (s, s), (p, p), True, y, saved)}
-        winograd = cpu.conv.winograd_size(np.float32, w.shape, (s, s), (p, p), (out, out))
-        path = (f"Winograd F({winograd[0]}x{winograd[0]}, {winograd[1]}x{winograd[1]})" if winograd else
-                "tiles" if cpu.conv.forward_in_tiles(np.float32, w.shape, (s, s), (p, p)) else
-                "minigrad's GEMM" if cpu.conv.runs_own_gemm(cols, w_rows.T) else "numpy.matmul")
+        forward = cpu.conv.plan_for(np.float32, x.shape, w.shape, (s, s), (p, p)).forward
+        path = (f"Winograd F({forward.winograd[0]}x{forward.winograd[0]}, {forward.winograd[1]}x{forward.winograd[1]})"
+                if forward.algorithm == "winograd" else "tiles" if forward.algorithm == "tiles" else
+                "minigrad's GEMM" if forward.gemm == "minigrad" else "numpy.matmul")
         own = path != "numpy.matmul"
         if own:
             calls["own_gemm"] = lambda: cpu.gemm.matmul(cols, w_rows.T)

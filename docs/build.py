@@ -170,9 +170,10 @@ def _numba_source(*functions):
 
 
 def block_kernels_im2col():
-    from kernels.cpu import conv
-    return _source_table([("reference (NumPy): kernels/reference.py", inspect.getsource(ref.im2col)),
-                          ("Numba (CPU): kernels/cpu/conv.py", _numba_source(conv._im2col, conv._column_row)),
+    from kernels.cpu.conv import columns
+    return _source_table([("reference (NumPy): kernels/reference.py", inspect.getsource(ref._windows)),
+                          ("Numba (CPU): kernels/cpu/conv/columns.py",
+                           _numba_source(columns.im2col_rows, columns.column_row)),
                           ("CUDA (GPU): kernels/cuda/conv.cu", cuda_kernel("conv", "im2col"))])
 
 
@@ -182,7 +183,7 @@ def block_kernels_max_pool():
                           pool._beats)
     return _source_table([("reference (NumPy)", inspect.getsource(ref.max_pool2d_forward)),
                           ("Numba (CPU): kernels/cpu/pool.py", numba),
-                          ("CUDA (GPU): kernels/cuda/pool.cu", cuda_kernel("pool", "max_pool_forward"))])
+                          ("CUDA (GPU): kernels/cuda/pool.cu", cuda_kernel("pool", "max_pool2d_forward"))])
 
 
 GENERATED = {"im2col": block_im2col, "col2im": block_col2im, "max-pool": block_max_pool, "inception": block_inception,

@@ -16,6 +16,8 @@ import importlib
 import os
 import sys
 
+from . import contract
+
 # Two thread pools share the cores: OpenBLAS's (the GEMMs) and Numba's (every other
 # kernel).  By default each pool's idle threads spin for a while after its work, and
 # on a 2-core machine that spinning steals the cores from the other pool: measured
@@ -76,15 +78,7 @@ def untouched_environment():
     return env
 
 
-KERNEL_FUNCTIONS = (
-    "conv2d_forward", "conv2d_backward",
-    "max_pool2d_forward", "max_pool2d_backward",
-    "avg_pool2d_forward", "avg_pool2d_backward",
-    "relu_forward", "relu_backward",
-    "lrn_forward", "lrn_backward",
-    "concat", "split", "add_n",
-    "sgd_update",
-)
+KERNEL_FUNCTIONS = contract.FUNCTIONS                    # the functions every backend has (contract.py)
 
 CPU_BACKENDS = {"numba": "kernels.cpu", "reference": "kernels.reference",
                 "cuda-host": "kernels.cuda.host"}        # the CUDA sources run on the CPU (needs g++; slow)

@@ -21,15 +21,19 @@ from .geometry import avg_pool_divisor, conv_out_size, padded_extent, pool_out_s
 # im2col / col2im: turn every sliding window into a column, and back
 # --------------------------------------------------------------------------
 
-def im2col(x, kernel_size, stride, padding, out_size, fill_value=0.0):
+def im2col(x, kernel_size, stride, padding, out_size):
     """Gather every window of x into columns.
 
     Returns cols of shape (N, C, KH, KW, OH, OW) with
         cols[n, c, i, j, oh, ow] = x_padded[n, c, oh*SH + i, ow*SW + j],
     i.e. for each kernel offset (i, j) the input pixels that this offset of the
-    kernel touches at every output position.  Padding reads as `fill_value`
-    (0 for convolution and average pooling, -inf for max pooling).
+    kernel touches at every output position.  Padding reads as 0.
     """
+    return _windows(x, kernel_size, stride, padding, out_size, 0.0)
+
+
+def _windows(x, kernel_size, stride, padding, out_size, fill_value):
+    """im2col with the padding read as `fill_value` (-inf for max pooling)."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_size
     hp = padded_extent(h, kh, sh, ph, oh)
@@ -127,7 +131,7 @@ def _pool_out(x_shape, kernel_size, stride, padding, ceil_mode):
 def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
     """Max over each window, and where it was.
 
-    Returns (y, argmax): argmax[n, c, oh, ow] is the flat index h*W + w of the
+    Returns (y, argmax): argmax[n, c, oh, ow] (int32) is the flat index h*W + w of the
     input pixel that won: the first input pixel (row-major window order) holding
     the maximum, as in PyTorch and Caffe.  Padding reads as -inf and is never
     picked, even when the window's real values are all -inf or NaN.
@@ -135,8 +139,8 @@ def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     oh, ow = _pool_out(x.shape, kernel_size, stride, padding, ceil_mode)
-    windows = im2col(x, kernel_size, stride, padding, (oh, ow), -np.inf).reshape(n, c, kh * kw, oh, ow)
-    inside = im2col(np.ones((1, 1, h, w), bool), kernel_size, stride, padding, (oh, ow), False)
+    windows = _windows(x, kernel_size, stride, padding, (oh, ow), -np.inf).reshape(n, c, kh * kw, oh, ow)
+    inside = _windows(np.ones((1, 1, h, w), bool), kernel_size, stride, padding, (oh, ow), False)
     inside = inside.reshape(1, 1, kh * kw, oh, ow)       # which window cells are real pixels
     y = windows.max(axis=2)                              # NaN, if any, propagates
     same = (windows == y[:, :, None]) | (np.isnan(windows) & np.isnan(y[:, :, None]))
@@ -144,7 +148,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode):
     i, j = np.divmod(offset, kw)                         # window cell -> input row and column
     rows = np.arange(oh)[:, None] * sh - ph + i
     columns = np.arange(ow)[None, :] * sw - pw + j
-    return y, rows * w + columns
+    return y, (rows * w + columns).astype(np.int32)
 
 
 def max_pool2d_backward(grad_y, argmax, x_shape, kernel_size, stride, padding, ceil_mode):

@@ -7,6 +7,7 @@ it is installed, with every warning an error.
 import pytest
 
 from kernels.cuda import compile as cuda_compile
+from kernels.cuda import loader
 from kernels.cuda.loader import MODULES, signatures
 
 from conftest import require_tool
@@ -36,11 +37,16 @@ def test_the_sources_define_exactly_the_kernels_the_wrappers_launch():
 
 
 def test_kernel_parameters_are_real_long_long_or_pointers_to_them():
-    """The launcher converts every argument to one of these; any other type would be passed wrongly."""
+    """The launcher converts every argument to one of these (int* only for arrays: argmax); any other type
+    would be passed wrongly, and a scalar int is refused when the source is parsed."""
     for module in MODULES:
         for name, parameters in signatures(module).items():
             assert parameters[0] == ("long long", "total"), name
-            assert {kind for kind, _ in parameters} <= {"long long", "real", "real*", "long long*"}, name
+            assert {kind for kind, _ in parameters} <= {"long long", "real", "real*", "long long*", "int*"}, name
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loader, "source", lambda module: "KERNEL(bad)(long long total, int count, real* y) {}")
+        with pytest.raises(ValueError, match=r"kernel bad has a parameter of an unsupported type: 'int count'"):
+            signatures("pool")
 
 
 def test_a_missing_kernel_is_reported():

@@ -55,8 +55,10 @@ def test_the_launcher_refuses_a_wrong_call_before_any_kernel_runs():
         k.launch("relu_forward", x.dtype, x.size, x, np.zeros((2, 3)))
     with pytest.raises(TypeError, match="argument x must be a C-contiguous float32 array"):
         k.launch("relu_forward", x.dtype, x.size, np.zeros((3, 2), np.float32).T, x)
-    with pytest.raises(TypeError, match="argument argmax must be a C-contiguous int64 array"):
-        k.launch("max_pool_forward", x.dtype, 1, x, 2, 3, 1, 1, 1, 1, 0, 0, 2, 3, x, x)
+    with pytest.raises(TypeError, match="argument argmax must be a C-contiguous int32 array"):
+        k.launch("max_pool2d_forward", x.dtype, 1, x, 2, 3, 1, 1, 1, 1, 0, 0, 2, 3, x, x)
+    with pytest.raises(TypeError, match="argument argmax must be a C-contiguous int32 array, got ndarray int64"):
+        k.launch("max_pool2d_forward", x.dtype, 1, x, 2, 3, 1, 1, 1, 1, 0, 0, 2, 3, x, np.zeros(6, np.int64))
 
 
 def test_the_gpu_launcher_compiles_each_module_once_per_dtype_and_device(monkeypatch):

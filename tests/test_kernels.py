@@ -20,13 +20,13 @@ import kernels
 from kernels import reference as ref
 from kernels.geometry import conv_out_size, pool_out_size
 from minigrad.nn import stored_filters
+from minigrad.testing import assert_close
 
 from backends import BACKENDS, LAUNCH_SHAPES, get_backend
 from conftest import examples
 from strategies import conv_geometry, distinct_values, pool_geometry, seeds
 
-TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
-# Winograd's float32 rounding error, as a multiple of a direct convolution's, by tile (kernels/cpu/winograd.py):
+# Winograd's float32 rounding error, as a multiple of a direct convolution's, by tile (kernels/cpu/conv/winograd.py):
 # its transforms' coefficients grow with the tile (F(4x4, 3x3)'s B^T has 4s and 5s, its A^T 8s).  Twice what
 # the examples of test_numba_conv2d_by_winograd need (F(2x2, 5x5) fails them at 1x, passes at 5x).
 WINOGRAD_GROWTH = {(2, 3): 2.0, (4, 3): 10.0, (2, 5): 10.0}
@@ -37,9 +37,8 @@ on_every_backend = pytest.mark.parametrize("backend_name", BACKENDS)
 
 
 def close(actual, expected, dtype, scale=1.0):
-    tol = TOLERANCE[dtype]
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype, (actual.shape, expected.shape)
-    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+    assert actual.dtype == dtype
+    assert_close(actual, expected, "kernel", scale)
 
 
 def normal(shape, seed, dtype):
@@ -86,17 +85,19 @@ def check_conv2d(k, x, w, b, stride, padding, relu, saved, need_input_grad, dtyp
     return got
 
 
-def test_numba_conv2d_keeps_small_columns_for_its_backward(monkeypatch):
+def test_numba_conv2d_keeps_small_columns_for_its_backward():
     """The columns are kept only when a backward will follow (a `saved` dict) and they fit the limit;
     the backward then skips im2col and gives the same gradients as one that rebuilds them."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
-    conv = importlib.import_module("kernels.cpu.conv")
+    tuning = importlib.import_module("kernels.cpu.tuning")
     x, w, b = normal((2, 3, 6, 5), 0, np.float64), normal((4, 3, 3, 3), 1, np.float64), normal(4, 2, np.float64)
     g = normal((2, 4, 3, 2), 3, np.float64)
+    assert cpu.conv.plan_for(np.float64, x.shape, w.shape, (2, 2), (1, 0)).keep_columns
     saved = {}
     y = cpu.conv2d_forward(x, w, b, (2, 2), (1, 0), True, saved)
     assert saved["columns"].shape == (2 * 3 * 2, 3 * 3 * 3)
-    np.testing.assert_array_equal(saved["columns"], cpu.im2col(x, (3, 3), (2, 2), (1, 0), (3, 2)))
+    rows = cpu.im2col(x, (3, 3), (2, 2), (1, 0), (3, 2)).transpose(0, 4, 5, 2, 3, 1).reshape(12, 27)
+    np.testing.assert_array_equal(saved["columns"], rows)
     for need_input_grad in (True, False):
         kept = cpu.conv2d_backward(x, w, g, (2, 2), (1, 0), need_input_grad, y, saved)
         rebuilt = cpu.conv2d_backward(x, w, g, (2, 2), (1, 0), need_input_grad, y)
@@ -104,9 +105,10 @@ def test_numba_conv2d_keeps_small_columns_for_its_backward(monkeypatch):
             assert (a is None) == (b_ is None)
             if a is not None:
                 np.testing.assert_allclose(a, b_, rtol=1e-12)
-    monkeypatch.setattr(conv, "_KEEP_COLUMNS_BYTES", saved["columns"].nbytes - 1)
     too_big = {}
-    cpu.conv2d_forward(x, w, b, (2, 2), (1, 0), True, too_big)
+    with tuning.use(keep_columns_bytes=saved["columns"].nbytes - 1):
+        assert not cpu.conv.plan_for(np.float64, x.shape, w.shape, (2, 2), (1, 0)).keep_columns
+        cpu.conv2d_forward(x, w, b, (2, 2), (1, 0), True, too_big)
     assert too_big == {}
 
 
@@ -117,17 +119,15 @@ def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
     columns do at the real limits): columns rebuilt per chunk, the weight gradient summed over chunks
     in both GEMM orientations (up to 32 output channels it is computed swapped), col2im per chunk."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
-    conv = importlib.import_module("kernels.cpu.conv")
+    tuning = importlib.import_module("kernels.cpu.tuning")
     x_shape, w_shape, stride, padding = geometry
     x, w, b = normal(x_shape, seed, dtype), normal(w_shape, seed + 1, dtype), normal(w_shape[0], seed + 2, dtype)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv, "_CHUNK_BYTES", 1)
-        patch.setattr(conv, "_MIN_ROWS", 1)                # one output row of the batch per chunk
-        patch.setattr(conv, "_KEEP_COLUMNS_BYTES", 0)      # nothing kept: the backward rebuilds them
+    # one output row of the batch per chunk; nothing kept: the backward rebuilds the columns
+    with tuning.use(chunk_bytes=1, min_rows=1, keep_columns_bytes=0):
         saved = {}
         got = check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, dtype, seed)
     assert saved == {}
-    assert np.shares_memory(conv._filter_matrix(got[1]), got[1])      # stored as the filters (nn.Conv2d)
+    assert np.shares_memory(cpu.conv.filter_matrix(got[1]), got[1])      # stored as the filters (nn.Conv2d)
 
 
 @settings(max_examples=examples(40))
@@ -189,95 +189,83 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
 @example(((1, 1, 4, 9), (1, 1, 3, 5), (2, 1), (1, 2)), 32, 32, False, False, True, True, True, 7)
 def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, split_columns,
                                               use_winograd, seed):
-    """float32 layers with 8-80 output channels, against the reference.  The forward of a kxk layer
-    with a multiple of 16 outputs runs whole in tiles (_conv_tiles, any number of pixels: the last tile
-    may be short; only the taps inside the image for some pixel of a tile; direct tiles, reading the
-    image itself, where 12 whole windows lie side by side in a row), and so does its input
-    gradient at stride 1 (a convolution with the flipped filters); with use_winograd, a 3x3 layer's at
-    stride 1 with a multiple of 16 outputs runs by Winograd's F(2x2, 3x3) instead, its weight gradient
-    too.  Every other weight gradient runs in
-    _weight_grad_tiles (its columns built block by block; no columns kept for it), a 1x1 layer's in
-    _pointwise_weight_grad; with split_columns, whatever its size, a kxk layer's with a multiple of 16
-    outputs runs in _weight_grad_columns (its tasks split the columns; in GoogLeNet the wide layers at
-    7x7 and 14x14).  A 1x1 layer's forward and the other input gradients run in gemm.matmul where the
-    product has a 12-row tile and a side of at most 64 (on the Zen, a 1x1 layer's at any size)."""
+    """float32 layers with 8-80 output channels, against the reference, each pass by the algorithm its plan
+    names (kernels/cpu/conv/plan.py), and only by it: a kxk layer's forward in tiles (_conv_tiles: the last
+    tile may be short, direct tiles where 12 whole windows lie side by side in a row) or by Winograd, its
+    input gradient the same way at stride 1 (a convolution with the flipped filters), its weight gradient
+    in tiles (_weight_grad_tiles; with split_columns, whatever its size, _weight_grad_columns) or by
+    Winograd; a 1x1 layer's products in gemm.matmul or OpenBLAS, its weight gradient from its pixel rows
+    (_pointwise_weight_grad).  Without use_winograd, MINIGRAD_WINOGRAD=0."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
-    conv, gemm = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.gemm")
-    winograd = importlib.import_module("kernels.cpu.winograd")
+    conv, gemm, tuning = cpu.conv, importlib.import_module("kernels.cpu.gemm"), importlib.import_module("kernels.cpu.tuning")
     (n, _, h, w_), (_, _, kh, kw), stride, padding = geometry
     x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
     if seed % 2:                    # stored as nn.Conv2d stores them: read in place (else copied first)
         w = stored_filters(w)
     b = normal(o, seed + 2, np.float32) if with_bias else None
-    out_size = (conv_out_size(h, kh, stride[0], padding[0]), conv_out_size(w_, kw, stride[1], padding[1]))
-    size, weight_size = ((conv.winograd_size(np.float32, (o, c, kh, kw), stride, padding, out_size, weight_grad)
-                          if use_winograd else None) for weight_grad in (False, True))
-    calls, matmul, tiles, weight_tiles, pointwise_weight, weight_columns = [], gemm.matmul, conv._conv_tiles, \
-        conv._weight_grad_tiles, conv._pointwise_weight_grad, conv._weight_grad_columns
-
-    def counted(name, function):
-        return lambda *args: calls.append(name) or function(*args)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gemm, "matmul", counted("matmul", matmul))
-        patch.setattr(conv, "_conv_tiles", counted("tiles", tiles))
-        patch.setattr(conv, "_weight_grad_tiles", counted("weight", weight_tiles))
-        patch.setattr(conv, "_pointwise_weight_grad", counted("pointwise weight", pointwise_weight))
-        patch.setattr(conv, "_weight_grad_columns", counted("weight columns", weight_columns))
-        patch.setattr(winograd, "_winograd_tiles", counted("winograd", winograd._winograd_tiles))
-        patch.setattr(winograd, "_winograd_weight_grad", counted("winograd weight", winograd._winograd_weight_grad))
-        patch.setattr(winograd, "_winograd_by_element", counted("winograd", winograd._winograd_by_element))
-        patch.setattr(winograd, "_winograd_weight_grad_by_element",
-                      counted("winograd weight", winograd._winograd_weight_grad_by_element))
-        if not use_winograd:
-            patch.setattr(conv, "winograd_size", lambda *args, **kwargs: None)
-        if split_columns:                       # at any size and any number of pixels
-            patch.setattr(conv, "_COLUMN_SPLIT_MIN_BYTES", 0)
-            patch.setattr(conv, "_COLUMN_SPLIT_MAX_PIXELS", np.inf)
+    calls = []
+    counted = {gemm: {"matmul": "matmul"}, conv.tiles: {"_conv_tiles": "tiles"},
+               conv.weight_grad: {"_weight_grad_tiles": "weight", "_pointwise_weight_grad": "pointwise weight",
+                                  "_weight_grad_columns": "weight columns"},
+               conv.winograd: {"_winograd_tiles": "winograd", "_winograd_by_element": "winograd",
+                               "_winograd_weight_grad": "winograd weight",
+                               "_winograd_weight_grad_by_element": "winograd weight"}}
+    split = dict(column_split_min_bytes=0, column_split_max_pixels=np.inf) if split_columns else {}
+    with pytest.MonkeyPatch.context() as patch, tuning.use(**split):
+        for module, names in counted.items():
+            for name, label in names.items():
+                patch.setattr(module, name, functools.partial(lambda label, f, *a: calls.append(label) or f(*a),
+                                                              label, getattr(module, name)))
+        patch.setenv("MINIGRAD_WINOGRAD", "1" if use_winograd else "0")
+        plan = conv.plan_for(np.float32, x.shape, w.shape, stride, padding)
+        growth = max(WINOGRAD_GROWTH.get(step.winograd, 1.0) for step in (plan.forward, plan.weight_grad))
         saved = {} if keep else None
-        growth = max(WINOGRAD_GROWTH.get(size, 1.0), WINOGRAD_GROWTH.get(weight_size, 1.0))
         grad_w = check_conv2d(cpu, x, w, b, stride, padding, True, saved, need_input_grad, np.float32, seed, growth)[1]
-    assert np.shares_memory(conv._filter_matrix(grad_w), grad_w)      # the weight gradient: stored as the filters
-    rows = n * conv_out_size(h, kh, stride[0], padding[0]) * conv_out_size(w_, kw, stride[1], padding[1])
-    width = c * kh * kw
-    pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
-    thin = rows >= gemm.TILE_ROWS and (min(width, o) <= conv._OWN_GEMM_MAX_THIN or rows >= conv._OWN_GEMM_MIN_ROWS_WIDE)
-    input_in_gemm = ["matmul"] if thin and width % gemm.LANES == 0 else []     # (rows, o) @ (o, width)
-    forward_in_gemm = input_in_gemm if o % gemm.LANES == 0 else []   # (rows, width) @ (width, o)
-    if pointwise and rows >= gemm.TILE_ROWS and conv.pointwise_in_own_gemm(np.float32, conv.pointwise_columns(np.float32, o)):
-        forward_in_gemm = ["matmul"]                   # at any number of rows, on the Zen (O padded to whole vectors)
-    if pointwise and rows >= gemm.TILE_ROWS and conv.pointwise_in_own_gemm(np.float32, c):
-        input_in_gemm = ["matmul"]                                   # likewise (its B packed from the transpose)
-    # stride 1, padding < kernel: the input gradient is a convolution too, in tiles (c = 24: as 32, 8 dropped)
-    input_grad_in_tiles = not pointwise and stride == (1, 1) and padding[0] < kh and padding[1] < kw
-    if pointwise:
-        weight = ["pointwise weight"] if c % gemm.LANES == 0 else []            # else OpenBLAS's GEMM
-        expected = forward_in_gemm + weight + (input_in_gemm if need_input_grad else [])
-    else:
-        expected = ["winograd"] if size else ["tiles"] if o % gemm.LANES == 0 else forward_in_gemm
-        if need_input_grad and (size or input_grad_in_tiles):
-            expected = expected + ["winograd" if size else "tiles"]
-        tasks = importlib.import_module("numba").get_num_threads()
-        by_columns = split_columns and o % gemm.LANES == 0 and -(-width // gemm.LANES) >= tasks > 1
-        weight = "winograd weight" if weight_size else "weight columns" if by_columns else "weight"
-        expected = expected + [weight] + \
-            (input_in_gemm if need_input_grad and not (size or input_grad_in_tiles) else [])
-    assert calls == expected, (rows, width, o)
-    assert not saved                                   # the backward builds its columns itself
+    assert np.shares_memory(conv.filter_matrix(grad_w), grad_w)      # the weight gradient: stored as the filters
+    rows = n * plan.out_size[0] * plan.out_size[1]
+
+    def kernel_of(step, weight=False):
+        if step.algorithm == "winograd":
+            return ["winograd weight" if weight else "winograd"]
+        if weight and step.algorithm == "pointwise":
+            return ["pointwise weight"] if step.gemm == "minigrad" else []
+        if step.algorithm == "tiles":
+            return ["weight columns" if step.split == "columns" else "weight"] if weight else ["tiles"]
+        return ["matmul"] if step.gemm == "minigrad" and rows >= gemm.TILE_ROWS else []    # else OpenBLAS's
+    expected = kernel_of(plan.forward) + (kernel_of(plan.input_grad) if need_input_grad else []) + \
+        kernel_of(plan.weight_grad, weight=True)
+    assert calls == expected, plan
+    # float32 weight gradients of outputs a multiple of 8 never run on columns: none are kept
+    assert plan.weight_grad.algorithm in ("winograd", "tiles", "pointwise") and not saved
+    # whole vectors of outputs: a kxk forward in tiles or by Winograd; at stride 1 its input gradient too
+    pointwise = conv.is_pointwise((kh, kw), stride, padding)
+    if o % gemm.LANES == 0 and not pointwise:
+        assert plan.forward.algorithm == ("winograd" if plan.forward.winograd else "tiles")
+        in_tiles = stride == (1, 1) and conv.plan.whole_vectors(c) is not None and max(padding[0] - kh, padding[1] - kw) < 0
+        assert (plan.input_grad.algorithm in ("winograd", "tiles")) == in_tiles
+    assert (plan.forward.algorithm == "winograd") == (use_winograd and kh == kw and kh in (3, 5) and stride == (1, 1)
+                                                      and c % 16 == 0 and o % 16 == 0 and max(padding) < kh
+                                                      and (kh == 3 or min(plan.out_size) >= 14))
 
 
 def test_channels_padded_to_whole_vectors_only_where_that_adds_at_most_half():
-    """conv._whole_vectors: a channel count rounded up to whole vectors of 16 (the extra channels computed
+    """plan.whole_vectors: a channel count rounded up to whole vectors of 16 (the extra channels computed
     on zero filters, then dropped) only where that adds at most half again; which 1x1 forwards and input
     gradients take it (test_numba_conv2d_float32_in_minigrads_gemm checks their results and paths)."""
     conv = pytest.importorskip("kernels.cpu.conv", reason="numba is not installed")
-    assert [conv._whole_vectors(n) for n in (16, 24, 32, 40, 48, 3, 8, 20, 1)] == \
+    tuning = importlib.import_module("kernels.cpu.tuning")
+    assert [conv.plan.whole_vectors(n) for n in (16, 24, 32, 40, 48, 3, 8, 20, 1)] == \
         [16, 32, 32, 48, 48, None, None, None, None]
-    on_zen = conv.gemm.ON_ZEN
-    assert conv.pointwise_columns(np.float32, 24) == (32 if on_zen else 24)
-    assert conv.pointwise_columns(np.float32, 8) == 8 and conv.pointwise_columns(np.float64, 24) == 24
-    assert conv._input_grad_in_tiles(np.float32, (64, 24, 5, 5), (1, 1), (2, 2))
-    assert not conv._input_grad_in_tiles(np.float32, (64, 3, 3, 3), (1, 1), (1, 1))      # 3 -> 16: no
-    assert not conv._input_grad_in_tiles(np.float64, (64, 32, 3, 3), (1, 1), (1, 1))
+
+    def plan(dtype, o, c, k):
+        return conv.plan_for(dtype, (8, c, 14, 14), (o, c, k, k), (1, 1), (k // 2, k // 2))
+    for family, table in tuning.FAMILIES.items():
+        with tuning.use(table):
+            assert plan(np.float32, 24, 512, 1).forward.channels == (32 if family == "zen" else 0)
+            assert plan(np.float32, 8, 512, 1).forward.channels == 0 and plan(np.float64, 24, 512, 1).forward.channels == 0
+            assert plan(np.float32, 64, 24, 5).input_grad == conv.Step("tiles", gemm="minigrad", channels=32)
+            assert plan(np.float32, 64, 3, 3).input_grad.algorithm == "col2im"       # 3 -> 16: no
+            assert plan(np.float64, 64, 32, 3).input_grad.algorithm == "col2im"
 
 
 @settings(max_examples=examples(30))
@@ -293,15 +281,16 @@ def test_channels_padded_to_whole_vectors_only_where_that_adds_at_most_half():
 @example((4, 3), 3, 3, 9, 0, 2, 48, 80, True, True, True, 3)     # unpadded rows, columns padded by 2: 1x11 outputs
 @example((2, 5), 2, 14, 14, 2, 2, 32, 128, True, True, False, 4)  # 4e's 5x5, batch 2
 def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_input_grad, by_element, seed):
-    """Layers that winograd.py can take (winograd_size: float32 3x3 or 5x5 filters at stride 1, multiples
-    of 16 channels), each F(m x m, r x r) forced whatever the layer's size, in blocks of tiles or (by_element)
+    """Layers that winograd.py can take (float32 3x3 or 5x5 filters at stride 1, multiples of 16 channels),
+    each F(m x m, r x r) forced by a tuning table whatever the layer's size, in blocks of tiles or (by_element)
     all the batch's tiles at once: forward, weight gradient and input gradient against the reference,
     within WINOGRAD_GROWTH times the usual float32 error.  Output sizes that are and are not multiples of
     the tile (tiles cut short at the edges), every padding it takes (0 to r - 1 on each side; the input
     gradient's convolution is padded by r - 1 minus it), patches wholly or partly in the padding, 48
     channels (split 16/32 between two threads in the weight gradient's blocks)."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
-    conv, winograd = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.winograd")
+    conv, tuning = cpu.conv, importlib.import_module("kernels.cpu.tuning")
+    winograd = conv.winograd
     r = size[1]
     ph, pw = ph % r, pw % r
     assume(h + 2 * ph >= r and w + 2 * pw >= r)
@@ -309,12 +298,18 @@ def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_i
     if seed % 2:
         wt = stored_filters(wt)
     b = normal(o, seed + 2, np.float32) if with_bias else None
-    assert conv.winograd_size(np.float32, wt.shape, (1, 1), (ph, pw), (28, 28))    # its shapes, at a size it picks
+    forced = {(2, 3): dict(winograd_3x3_small_tiles_from=0, winograd_3x3_small_tiles_to=10**9),
+              (4, 3): dict(winograd_3x3_small_tiles_from=0, winograd_3x3_small_tiles_to=0),
+              (2, 5): dict(winograd_5x5_min_side=0, winograd_5x5_weight_grad_min_channels=0)}[size]
     calls = []
     kernels_ = ["_winograd_tiles", "_winograd_weight_grad", "_winograd_by_element", "_winograd_weight_grad_by_element"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv, "winograd_size", lambda *args, **kwargs: size)
-        patch.setattr(winograd, "BY_ELEMENT_MAX_TILES", 10**9 if by_element else 0)
+    with pytest.MonkeyPatch.context() as patch, \
+            tuning.use(winograd_one_pass_max_tiles=10**9 if by_element else -1, **forced):
+        patch.setenv("MINIGRAD_WINOGRAD", "1")
+        plan = conv.plan_for(np.float32, x.shape, wt.shape, (1, 1), (ph, pw))
+        assert plan.forward == plan.input_grad == conv.Step("winograd", winograd=size, one_pass=by_element)
+        assert plan.weight_grad == plan.forward
+
         def counted(name, function, *args):
             calls.append((name, args[:3]))
             return function(*args)
@@ -328,8 +323,8 @@ def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_i
 
 def test_winograd_refuses_what_its_kernels_cannot_take():
     """winograd.py's kernels do no bounds checks: every shape they cannot take is refused, naming the function
-    and the shapes, before a kernel runs (conv.py reaches them only through winograd_size)."""
-    winograd = pytest.importorskip("kernels.cpu.winograd", reason="numba is not installed")
+    and the shapes, before a kernel runs (the convolution reaches them only where its plan says winograd)."""
+    winograd = pytest.importorskip("kernels.cpu.conv.winograd", reason="numba is not installed")
     xs, f = np.zeros((2, 7, 7, 32), np.float32), np.zeros((9 * 32, 16), np.float32)
     g = np.zeros((2 * 7 * 7, 16), np.float32)
     bad = [
@@ -361,29 +356,32 @@ def test_minigrad_winograd_turns_winograd_off(monkeypatch):
     """MINIGRAD_WINOGRAD=0: no layer runs by Winograd (its float32 results then match the reference within
     the usual tolerance); '1' or unset: the measured rule; anything else: an error naming the variable."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
-    conv, winograd = importlib.import_module("kernels.cpu.conv"), importlib.import_module("kernels.cpu.winograd")
+    conv = cpu.conv
     shape = (32, 16, 3, 3)
+
+    def forward(side):
+        return conv.plan_for(np.float32, (1, 16, side, side), shape, (1, 1), (1, 1)).forward
     monkeypatch.delenv("MINIGRAD_WINOGRAD", raising=False)
-    assert conv.winograd_size(np.float32, shape, (1, 1), (1, 1), (28, 28)) == (4, 3)
+    assert forward(28).winograd == (4, 3)
     monkeypatch.setenv("MINIGRAD_WINOGRAD", "1")
-    assert conv.winograd_size(np.float32, shape, (1, 1), (1, 1), (14, 14)) == (2, 3)
+    assert forward(14).winograd == (2, 3)
     monkeypatch.setenv("MINIGRAD_WINOGRAD", "0")
-    assert conv.winograd_size(np.float32, shape, (1, 1), (1, 1), (28, 28)) is None
+    assert forward(28).algorithm == "tiles"
     calls = []
-    monkeypatch.setattr(winograd, "_winograd_tiles", lambda *args: calls.append(args))
+    monkeypatch.setattr(conv.winograd, "_winograd_tiles", lambda *args: calls.append(args))
     x, w = normal((1, 16, 28, 28), 0, np.float32), normal(shape, 1, np.float32)
     check_conv2d(cpu, x, w, None, (1, 1), (1, 1), True, {}, True, np.float32, 2)
     assert not calls
     monkeypatch.setenv("MINIGRAD_WINOGRAD", "off")
     with pytest.raises(ValueError, match=r"MINIGRAD_WINOGRAD='off': expected '1'"):
-        conv.winograd_size(np.float32, shape, (1, 1), (1, 1), (28, 28))
+        forward(28)
 
 
 def test_winograd_matrices_are_the_papers():
     """_matrices derives F(2x2, 3x3)'s transforms as Lavin and Gray print them (up to the sign of the
     last row of B^T and column of A^T, which cancel), and every size's computes a correlation exactly
     (float64, one tile: A^T [(G g G^T) * (B^T d B)] A against the direct sums)."""
-    winograd = pytest.importorskip("kernels.cpu.winograd", reason="numba is not installed")
+    winograd = pytest.importorskip("kernels.cpu.conv.winograd", reason="numba is not installed")
     b_t, g_, a_t = winograd.MATRICES[winograd.SIZES.index((2, 3))]
     assert b_t == ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, -1, 0, 1))
     assert g_ == ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
@@ -408,9 +406,9 @@ def test_pack_flipped_packs_the_input_gradients_filters(o, c, kh, kw, seed):
     gemm = importlib.import_module("kernels.cpu.gemm")
     forward = normal((c, o, kh, kw), seed, np.float32)           # the forward: o inputs, c outputs
     panels = np.full(o * c * kh * kw, np.nan, np.float32)
-    conv._pack_flipped(conv._filter_matrix(forward).reshape(-1), o, c, kh, kw, panels)
+    conv.tiles._pack_flipped(conv.filter_matrix(forward).reshape(-1), o, c, kh, kw, panels)
     flipped = forward[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-    np.testing.assert_array_equal(panels, gemm.pack_panels(conv._filter_matrix(flipped)))
+    np.testing.assert_array_equal(panels, gemm.pack_panels(conv.filter_matrix(flipped)))
 
 
 @settings(max_examples=examples(30))
@@ -430,13 +428,13 @@ def test_pack_panels_packs_a_transpose_as_its_copy(k, n, seed):
 @example(8, 28, 28, 5, 5, 1, 1, 2, 2)          # 3a's 5x5: two direct tiles in each of its 24 whole rows
 @example(8, 7, 7, 3, 3, 1, 1, 1, 1)            # 5b's 3x3: 5 whole windows a row, no direct tile
 def test_tile_plan_puts_direct_tiles_first(n, h, w, kh, kw, sh, sw, ph, pw):
-    """_tile_plan orders every pixel once; its first `direct` tiles are 12 consecutive pixels of one output
+    """work.tile_plan orders every pixel once; its first `direct` tiles are 12 consecutive pixels of one output
     row whose windows are whole (what _conv_tiles reads from the image itself, with no bounds checks),
     as many as each row's whole windows make."""
     conv = pytest.importorskip("kernels.cpu.conv", reason="numba is not installed")
     assume(kh <= h + 2 * ph and kw <= w + 2 * pw)
     oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
-    plan = conv._tile_plan(n, h, w, 16, 16, kh, kw, sh, sw, ph, pw, oh, ow, 2)
+    plan = conv.work.tile_plan(n, h, w, 16, 16, kh, kw, sh, sw, ph, pw, oh, ow, 2, 8)
     assert sorted(plan.order.tolist()) == list(range(n * oh * ow))
     whole_y = [oy for oy in range(oh) if 0 <= oy * sh - ph and oy * sh - ph + kh <= h]
     whole_x = [ox for ox in range(ow) if 0 <= ox * sw - pw and ox * sw - pw + kw <= w]
@@ -456,18 +454,21 @@ def test_numba_conv2d_float32_weight_grad_in_tiles_any_width(geometry, o, need_i
     and 8-64 outputs: the weight gradient runs in _weight_grad_tiles, except a 1x1 layer's whose pixel
     rows (C long) are not a multiple of 16; the gradients against the reference."""
     cpu = pytest.importorskip("kernels.cpu", reason="numba is not installed")
-    conv = importlib.import_module("kernels.cpu.conv")
+    weight_grad = cpu.conv.weight_grad
     (n, c, h, w_), (_, _, kh, kw), stride, padding = geometry
     x, w = normal((n, c, h, w_), seed, np.float32), normal((o, c, kh, kw), seed + 1, np.float32)
-    calls, weight_tiles = [], conv._weight_grad_tiles
+    calls, weight_tiles = [], weight_grad._weight_grad_tiles
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv, "_weight_grad_tiles", lambda *args: calls.append("built") or weight_tiles(*args))
+        patch.setattr(weight_grad, "_weight_grad_tiles", lambda *args: calls.append("built") or weight_tiles(*args))
         saved = {}
         check_conv2d(cpu, x, w, normal(o, seed + 2, np.float32), stride, padding, True, saved, need_input_grad,
                      np.float32, seed)
     pointwise = (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0)
     assert calls == ([] if pointwise else ["built"])    # built columns (c < 16: a 1x1 layer's rows are not a multiple of 16)
     assert not saved                                    # no columns kept: no backward reads them
+    plan = cpu.conv.plan_for(np.float32, x.shape, w.shape, stride, padding)
+    assert plan.weight_grad == (cpu.conv.Step("pointwise", gemm="OpenBLAS") if pointwise else
+                                cpu.conv.Step("tiles", gemm="minigrad", split="pixels"))
 
 
 pool_examples = [((2, 3, 7, 7), (3, 3), (1, 1), (1, 1), False),      # GoogLeNet's branch pool: overlapping, stride 1
@@ -499,6 +500,7 @@ def test_max_pool2d(backend_name, geometry, dtype, seed, launch):
     y_ref, argmax_ref = ref.max_pool2d_forward(x, kernel, stride, padding, ceil_mode)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(argmax, argmax_ref)
+    assert argmax.dtype == argmax_ref.dtype == np.int32 and argmax.shape == y.shape        # the contract's argmax
     g = normal(y.shape, seed, dtype)
     geometry_args = (x_shape, kernel, stride, padding, ceil_mode)
     close(k.max_pool2d_backward(g, argmax, *geometry_args), ref.max_pool2d_backward(g, argmax_ref, *geometry_args),
@@ -689,15 +691,17 @@ def test_add_n_leaves_other_dtypes_and_shapes_to_numpy():
 @settings(max_examples=examples(30))
 @given(pool_geometry(), dtypes, seeds, launches)
 def test_col2im_is_the_adjoint_of_im2col(backend_name, geometry, dtype, seed, launch):
-    """<im2col(x), c> == <x, col2im(c)>, in the backend's own column layout."""
+    """im2col gives the reference's columns (N, C, KH, KW, OH, OW), and col2im is its transpose:
+    <im2col(x), c> == <x, col2im(c)>."""
     k = get_backend(backend_name, launch)
     x_shape, kernel, stride, padding, _ = geometry
     out = tuple(conv_out_size(x_shape[2 + d], kernel[d], stride[d], padding[d]) for d in range(2))
     x = normal(x_shape, seed, dtype)
     cols = k.im2col(x, kernel, stride, padding, out)
+    np.testing.assert_array_equal(cols, ref.im2col(x, kernel, stride, padding, out))
     c = normal(cols.shape, seed + 1, dtype)
     lhs = float((cols.astype(np.float64) * c).sum())
-    rhs = float((x.astype(np.float64) * k.col2im(c, x_shape, kernel, stride, padding, out)).sum())
+    rhs = float((x.astype(np.float64) * k.col2im(c, x_shape, stride, padding)).sum())
     np.testing.assert_allclose(lhs, rhs, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6)
 
 
@@ -714,19 +718,37 @@ def test_non_contiguous_inputs_give_the_same_results(backend_name):
     np.testing.assert_array_equal(k.relu_forward(x), ref.relu_forward(x))
 
 
-@on_every_backend
-def test_every_backend_has_every_kernel_with_the_same_signature(backend_name):
-    """The engine dispatches on the array type alone, so every backend's kernels must be called alike."""
-    if backend_name == "numba":
-        module = get_backend(backend_name)
-    else:                                      # the CUDA functions are CudaKernels' methods: no GPU needed
+@pytest.mark.parametrize("backend_name", ["reference", "numba", "cuda"])
+def test_every_backend_has_the_contracts_functions_with_its_signatures(backend_name):
+    """The engine dispatches on the array type alone, so every backend's kernels are called alike: each
+    function of kernels/contract.py, with its parameters in its order (no GPU needed for the CUDA
+    backend's: they are CudaKernels' methods, the same for CuPy and the host emulation); every launch of
+    the CUDA wrappers names a kernel of the .cu sources."""
+    from kernels import contract
+    if backend_name == "cuda":
         from kernels.cuda import FUNCTIONS
         from kernels.cuda.ops import CudaKernels
-        assert set(kernels.KERNEL_FUNCTIONS) <= set(FUNCTIONS)
         module = CudaKernels(np, launch=None)
-    for name in kernels.KERNEL_FUNCTIONS:
-        expected = list(inspect.signature(getattr(ref, name)).parameters)
-        assert list(inspect.signature(getattr(module, name)).parameters) == expected, name
+        assert FUNCTIONS == contract.FUNCTIONS
+    else:
+        module = ref if backend_name == "reference" else get_backend(backend_name)
+        assert list(getattr(module, "__all__", contract.FUNCTIONS)) == list(contract.FUNCTIONS)
+    assert kernels.KERNEL_FUNCTIONS == contract.FUNCTIONS
+    for name in contract.FUNCTIONS:
+        assert list(inspect.signature(getattr(module, name)).parameters) == contract.parameters(name), name
+
+
+def test_cuda_kernels_are_named_like_the_functions_they_serve():
+    """A CUDA kernel that computes a whole contract function carries its name (max_pool2d_forward, ...);
+    the others are steps of one (im2col, the conv's output pass, channel copies, pairwise sums)."""
+    import re
+
+    from kernels import contract
+    from kernels.cuda import loader
+    steps = {"im2col", "col2im", "conv_output", "conv_grad_output", "copy_channels", "add_pair"}
+    launched = set(re.findall(r'self\.launch\("(\w+)"', inspect.getsource(importlib.import_module("kernels.cuda.ops"))))
+    assert launched == set(loader.MODULE_OF)
+    assert launched - steps <= set(contract.FUNCTIONS), launched - steps - set(contract.FUNCTIONS)
 
 
 def test_dispatch_follows_the_array_type_and_minigrad_kernels(monkeypatch):

@@ -1,4 +1,4 @@
-"""CPU kernels in Numba: the same functions, names and signatures as kernels.reference.
+"""CPU kernels in Numba: the functions of the kernel contract (kernels/contract.py).
 
 Each kernel takes and returns NumPy arrays.  Images are kept channels-last in memory (layout.py):
 inputs in any layout are accepted, outputs are NCHW-shaped views of NHWC memory.  The wrappers
@@ -6,10 +6,11 @@ lay the inputs out and allocate outputs from the (already validated) geometry be
 code runs, since the compiled loops do no bounds checking.
 """
 
-from .conv import col2im, conv2d_backward, conv2d_forward, im2col
-from .elementwise import add_n, concat, lrn_backward, lrn_forward, relu_backward, relu_forward, sgd_update, split
-from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+from ..contract import FUNCTIONS
 
-__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
-           "avg_pool2d_forward", "avg_pool2d_backward", "relu_forward", "relu_backward", "lrn_forward",
-           "lrn_backward", "concat", "split", "add_n", "sgd_update"]
+# the contract's functions (__all__ below; tests/test_kernels.py checks that they are all here)
+from .conv import col2im, conv2d_backward, conv2d_forward, im2col  # noqa: F401
+from .elementwise import add_n, concat, lrn_backward, lrn_forward, relu_backward, relu_forward, sgd_update, split  # noqa: F401
+from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward  # noqa: F401
+
+__all__ = list(FUNCTIONS)

@@ -17,23 +17,18 @@ Numba's own loops don't compile to this (measured: 3-144 GFLOP/s, BENCHMARKS.md)
 - it keeps such sums in registers only for some loop shapes.
 So the tile's k loop is written directly in LLVM IR with <16 x float> vectors (`_tile`, a Numba
 intrinsic), and a Numba kernel runs the tiles in parallel.  On a CPU without 512-bit vectors, LLVM
-splits each vector op into narrower ones: still correct, and the caller's rule (conv.py) was measured
-only here.
+splits each vector op into narrower ones: still correct (tuning.py says where the rules were measured).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import binding, ir
-from numba import config, get_num_threads, prange, types
+from llvmlite import ir
+from numba import get_num_threads, prange, types
 from numba.extending import intrinsic
 
+from . import tuning
 from ._jit import kernel
-
-# The CPU the kernels are compiled for.  Two rules were measured to differ between the machines this
-# project has run on, an Intel (emeraldrapids) and an AMD Zen 4 (BENCHMARKS.md): the tile sizes below, and
-# the weight size up to which a convolution runs in tiles (conv.py).  Any other CPU gets the Intel's rules.
-ON_ZEN = (config.CPU_NAME or binding.get_host_cpu_name()).startswith("znver")
 
 LANES = 16                       # float32 values in a 512-bit vector
 TILE_ROWS = 12                   # rows of C per task
@@ -126,10 +121,8 @@ _tile_6x4_add = _tile(6, 4, accumulate=True)
 _tile_6x2_add = _tile(6, 2, accumulate=True)
 # LLVM schedules one tile differently for each CPU it compiles for.  For AMD's Zen it loads all 12 broadcasts
 # of a 12x2 tile before their multiply-adds, and 24 sums + 2 vectors of B + 12 broadcasts exceed the 32
-# registers: the sums spill to the stack (measured on a Zen 4, 1200x400 @ 400x32: 72-90 GFLOP/s; as two
-# 6x2 tiles 221-229).  For Intel's the 12x2 tile stays in registers: 209 GFLOP/s against 121 in 6-row
-# tiles (the tiles session).
-_SPLIT_TWO_VECTOR_TILES = ON_ZEN
+# registers: the sums spill to the stack; then two 6x2 tiles run instead (tuning.py has the figures).
+_SPLIT_TWO_VECTOR_TILES = tuning.HOST.split_two_vector_tiles
 # C (+)= A^T @ B runs its k loop over a block of rows at a time: 8 rows of C keep their sums in 16 or 8
 # registers, so that a tile is any multiple of 8 rows by 16 columns.
 _tile_8x2_add = _tile(8, 2, accumulate=True)

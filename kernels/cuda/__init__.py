@@ -1,7 +1,6 @@
 """GPU kernels: hand-written CUDA (the .cu files here, compiled by NVRTC through cupy.RawModule)
-and cuBLAS GEMMs, with the same functions, names and signatures as kernels.reference and
-kernels.cpu.  Using them needs CuPy (`pip install -e ".[gpu]"`); compiling happens on first
-use, once per process, module, dtype and device.
+and cuBLAS GEMMs: the functions of the kernel contract (kernels/contract.py).  Using them needs CuPy
+(`pip install -e ".[gpu]"`); compiling happens on first use, once per process, module, dtype and device.
 
 Without a GPU, the same sources can be compiled for the CPU and run with NumPy arrays
 (kernels.cuda.host), which is how the tests check them; importing that needs no CuPy, so the
@@ -10,9 +9,8 @@ functions here are bound on first use.
 
 from __future__ import annotations
 
-FUNCTIONS = ("im2col", "col2im", "conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
-             "avg_pool2d_forward", "avg_pool2d_backward", "relu_forward", "relu_backward", "lrn_forward",
-             "lrn_backward", "concat", "split", "add_n", "sgd_update")
+from ..contract import FUNCTIONS
+
 _kernels = None
 
 

@@ -3,8 +3,8 @@
 // Each source is compiled once per floating type: the loader defines `real` (float or
 // double) and KERNEL_SUFFIX (_f32 or _f64), so KERNEL(im2col) declares the extern "C"
 // kernel im2col_f32 or im2col_f64.  Parameters use only `real`, `long long` and pointers
-// to them: the Python launcher converts every argument to one of these, so a kernel can
-// never receive a 32-bit int where it reads 64 bits.
+// to them (and `int*`, max-pool's argmax): the Python launcher converts every argument to one
+// of these, so a kernel can never receive a 32-bit int where it reads 64 bits.
 //
 // Every kernel is "for each of `total` output elements": a grid-stride loop, correct for
 // any grid and block size, with one thread owning each output element.  Backward passes

@@ -30,7 +30,7 @@ import numpy as np
 
 from .loader import BLOCK, MAX_GRID, MODULES, SOURCE_DIR, Launcher, defines, kernel_name, signatures, source
 
-_C_TYPES = {"long long": "long long", "real": "real", "real*": "real*", "long long*": "long long*"}
+_C_TYPES = {"long long": "long long", "real": "real", "real*": "real*", "long long*": "long long*", "int*": "int*"}
 
 
 def compiler():
@@ -102,7 +102,7 @@ class HostLauncher(Launcher):
         if function.argtypes is None:
             real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
             kinds = {"long long": ctypes.c_longlong, "real": real, "real*": ctypes.c_void_p,
-                     "long long*": ctypes.c_void_p}
+                     "long long*": ctypes.c_void_p, "int*": ctypes.c_void_p}
             function.argtypes = [ctypes.c_uint, ctypes.c_uint] + [kinds[kind] for kind, _ in
                                                                   signatures(module)[name]]
             function.restype = None

@@ -26,11 +26,12 @@ SOURCE_DIR = Path(__file__).parent
 # each one is present in what NVRTC (or nvcc) builds from that file.
 MODULES = {
     "conv": ("im2col", "col2im", "conv_output", "conv_grad_output"),
-    "pool": ("max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"),
+    "pool": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"),
     "elementwise": ("relu_forward", "relu_backward", "lrn_forward", "lrn_backward", "copy_channels",
                     "add_pair", "sgd_update"),
 }
 MODULE_OF = {kernel: module for module, names in MODULES.items() for kernel in names}
+POINTER_DTYPES = {"long long*": np.dtype(np.int64), "int*": np.dtype(np.int32)}     # real*: the call's dtype
 
 # dtype -> (the C type `real` stands for, the suffix of the kernel names); keyed by dtype.char, which
 # is cheap, where dtype.name costs microseconds, and every launch looks its kernel up
@@ -77,20 +78,21 @@ def kernel_name(name: str, dtype) -> str:
 
 
 _KERNEL_DECLARATION = re.compile(r"KERNEL\((\w+)\)\s*\(([^)]*)\)")
-_PARAMETER = re.compile(r"^(const\s+)?(real|long long)\s*(\*)?\s*(__restrict__\s+)?(\w+)$")
+_PARAMETER = re.compile(r"^(const\s+)?(real|long long|int)\s*(\*)?\s*(__restrict__\s+)?(\w+)$")
 
 
 def signatures(module: str) -> dict:
     """{kernel: [(kind, parameter name), ...]} parsed from the source, kind being one of
-    'long long', 'real', 'real*' or 'long long*' (the only types a kernel here may take)."""
+    'long long', 'real', 'real*', 'long long*' or 'int*' (the only types a kernel here may take: no scalar int,
+    so that a kernel never reads 32 bits where the launcher passed 64)."""
     result = {}
     for name, parameters in _KERNEL_DECLARATION.findall(source(module)):
         parsed = []
         for parameter in parameters.split(","):
             match = _PARAMETER.match(" ".join(parameter.split()))
-            if match is None:
+            if match is None or (match.group(2) == "int" and not match.group(3)):
                 raise ValueError(f"{module}.cu: kernel {name} has a parameter of an unsupported type: "
-                                 f"{parameter.strip()!r} (use real, long long or pointers to them)")
+                                 f"{parameter.strip()!r} (use real, long long, or pointers to them or to int)")
             parsed.append((match.group(2) + ("*" if match.group(3) else ""), match.group(5)))
         result[name] = parsed
     return result
@@ -119,7 +121,7 @@ class Launcher:
     @staticmethod
     def _convert(name, kind, parameter, value, dtype):
         if kind.endswith("*"):
-            wanted = np.dtype(np.int64) if kind == "long long*" else dtype
+            wanted = POINTER_DTYPES.get(kind, dtype)
             if getattr(value, "dtype", None) != wanted or not value.flags.c_contiguous:
                 raise TypeError(f"{name}: argument {parameter} must be a C-contiguous {wanted} array, got "
                                 f"{type(value).__name__} {getattr(value, 'dtype', '')}")

@@ -1,5 +1,6 @@
-"""The CUDA backend's kernel functions: the same names and signatures as kernels.reference and
-kernels.cpu, built from the CUDA kernels in the .cu files and cuBLAS GEMMs.
+"""The CUDA backend's kernel functions: the kernel contract (kernels/contract.py), built from the CUDA
+kernels in the .cu files (each named like the function it serves, or for its step: conv_output, add_pair)
+and cuBLAS GEMMs.
 
 `CudaKernels(xp, launch)` holds them for one array library: CuPy on a GPU (kernels.cuda), or
 NumPy with the host emulation of the same CUDA sources (kernels.cuda.host), which is how the
@@ -31,8 +32,8 @@ class CudaKernels:
         return a if a.flags.c_contiguous else self.xp.ascontiguousarray(a)
 
     # ---- convolution ------------------------------------------------------------------------
-    def im2col(self, x, kernel_size, stride, padding, out_size, out=None):
-        """(N, C, H, W) -> columns (C*KH*KW, N*OH*OW), zero padding; into `out` if given."""
+    def _column_matrix(self, x, kernel_size, stride, padding, out_size, out=None):
+        """(N, C, H, W) -> the column matrix (C*KH*KW, N*OH*OW), zero padding; into `out` if given."""
         n, c, h, w = x.shape
         (kh, kw), (oh, ow) = kernel_size, out_size
         cols = self.xp.empty((c * kh * kw, n * oh * ow), x.dtype) if out is None else out
@@ -40,12 +41,24 @@ class CudaKernels:
                     oh, ow, cols)
         return cols
 
-    def col2im(self, cols, x_shape, kernel_size, stride, padding, out_size, out=None):
-        """Columns (C*KH*KW, N*OH*OW) -> (N, C, H, W), summing overlaps; into `out` (contiguous) if given."""
+    def _add_columns(self, cols, x_shape, kernel_size, stride, padding, out_size, out=None):
+        """The column matrix (C*KH*KW, N*OH*OW) -> (N, C, H, W), summing overlaps; into `out` (contiguous)."""
         x = self.xp.empty(x_shape, cols.dtype) if out is None else out
         self.launch("col2im", cols.dtype, x.size, self._contiguous(cols), *x_shape, *kernel_size, *stride, *padding,
                     *out_size, x)
         return x
+
+    def im2col(self, x, kernel_size, stride, padding, out_size):
+        """The contract's (N, C, KH, KW, OH, OW) columns: a view of the column matrix the convolution uses."""
+        n, c = x.shape[:2]
+        cols = self._column_matrix(x, kernel_size, stride, padding, out_size)
+        return cols.reshape(c, *kernel_size, n, *out_size).transpose(3, 0, 1, 2, 4, 5)
+
+    def col2im(self, cols, x_shape, stride, padding):
+        """im2col's transpose, from the contract's (N, C, KH, KW, OH, OW) columns."""
+        n, c, kh, kw, oh, ow = cols.shape
+        matrix = self._contiguous(cols.transpose(1, 2, 3, 0, 4, 5)).reshape(c * kh * kw, n * oh * ow)
+        return self._add_columns(matrix, x_shape, (kh, kw), stride, padding, (oh, ow))
 
     def _chunks(self, x_shape, kernel_size, out_size, itemsize):
         n, c = x_shape[:2]
@@ -67,7 +80,7 @@ class CudaKernels:
         cols = None
         for start, stop in self._chunks(x.shape, (kh, kw), (oh, ow), x.dtype.itemsize):
             reuse = cols is not None and cols.shape[1] == (stop - start) * oh * ow
-            cols = self.im2col(x[start:stop], (kh, kw), stride, padding, (oh, ow), cols if reuse else None)
+            cols = self._column_matrix(x[start:stop], (kh, kw), stride, padding, (oh, ow), cols if reuse else None)
             y2 = xp.matmul(weight_matrix, cols)                         # (O, chunk*OH*OW): one GEMM
             self.launch("conv_output", x.dtype, (stop - start) * o * oh * ow, y2,
                         y2 if bias is None else bias, bias is not None, relu, stop - start, o, oh * ow, y[start:stop])
@@ -96,11 +109,11 @@ class CudaKernels:
             self.launch("conv_grad_output", x.dtype, grad_y2.size, grad_y[start:stop], mask[start:stop],
                         relu_output is not None, count, o, p, grad_y2)
             reuse = cols is not None and cols.shape[1] == count * p
-            cols = self.im2col(x[start:stop], (kh, kw), stride, padding, (oh, ow), cols if reuse else None)
+            cols = self._column_matrix(x[start:stop], (kh, kw), stride, padding, (oh, ow), cols if reuse else None)
             grad_weight += xp.matmul(grad_y2, cols.T)
             grad_bias += xp.matmul(grad_y2, ones[:count * p])
             if need_input_grad:
-                self.col2im(xp.matmul(weight_t, grad_y2), (count, c, *x.shape[2:]), (kh, kw), stride, padding,
+                self._add_columns(xp.matmul(weight_t, grad_y2), (count, c, *x.shape[2:]), (kh, kw), stride, padding,
                             (oh, ow), grad_x[start:stop])
         return grad_x, grad_weight.reshape(weight.shape), grad_bias
 
@@ -114,14 +127,14 @@ class CudaKernels:
         n, c, h, w = x.shape
         oh, ow = self._pool_out(x.shape, kernel_size, stride, padding, ceil_mode)
         y = self.xp.empty((n, c, oh, ow), x.dtype)
-        argmax = self.xp.empty((n, c, oh, ow), "int64")
-        self.launch("max_pool_forward", x.dtype, y.size, x, h, w, *kernel_size, *stride, *padding, oh, ow, y, argmax)
+        argmax = self.xp.empty((n, c, oh, ow), "int32")
+        self.launch("max_pool2d_forward", x.dtype, y.size, x, h, w, *kernel_size, *stride, *padding, oh, ow, y, argmax)
         return y, argmax
 
     def max_pool2d_backward(self, grad_y, argmax, x_shape, kernel_size, stride, padding, ceil_mode):
         grad_x = self.xp.empty(x_shape, grad_y.dtype)
         oh, ow = grad_y.shape[2:]
-        self.launch("max_pool_backward", grad_y.dtype, grad_x.size, self._contiguous(grad_y), self._contiguous(argmax),
+        self.launch("max_pool2d_backward", grad_y.dtype, grad_x.size, self._contiguous(grad_y), self._contiguous(argmax),
                     *x_shape[2:], *kernel_size, *stride, *padding, oh, ow, grad_x)
         return grad_x
 
@@ -130,14 +143,14 @@ class CudaKernels:
         n, c, h, w = x.shape
         oh, ow = self._pool_out(x.shape, kernel_size, stride, padding, ceil_mode)
         y = self.xp.empty((n, c, oh, ow), x.dtype)
-        self.launch("avg_pool_forward", x.dtype, y.size, x, h, w, *kernel_size, *stride, *padding, oh, ow,
+        self.launch("avg_pool2d_forward", x.dtype, y.size, x, h, w, *kernel_size, *stride, *padding, oh, ow,
                     count_include_pad, y)
         return y
 
     def avg_pool2d_backward(self, grad_y, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad):
         grad_x = self.xp.empty(x_shape, grad_y.dtype)
         oh, ow = grad_y.shape[2:]
-        self.launch("avg_pool_backward", grad_y.dtype, grad_x.size, self._contiguous(grad_y), *x_shape[2:],
+        self.launch("avg_pool2d_backward", grad_y.dtype, grad_x.size, self._contiguous(grad_y), *x_shape[2:],
                     *kernel_size, *stride, *padding, oh, ow, count_include_pad, grad_x)
         return grad_x
 

@@ -9,9 +9,9 @@
 
 // Max over each window and where it was (flat index r*W + c in the plane): the first maximum in
 // row-major order wins (strict >), and a NaN beats any number (the first NaN wins), as on the CPU.
-KERNEL(max_pool_forward)(long long total, const real* __restrict__ x, long long h, long long w,
+KERNEL(max_pool2d_forward)(long long total, const real* __restrict__ x, long long h, long long w,
                          long long kh, long long kw, long long sh, long long sw, long long ph, long long pw,
-                         long long oh, long long ow, real* __restrict__ y, long long* __restrict__ argmax) {
+                         long long oh, long long ow, real* __restrict__ y, int* __restrict__ argmax) {
     FOR_EACH_INDEX(index, total) {
         const long long ox = index % ow, oy = (index / ow) % oh, plane = index / (ow * oh);
         const real* in = x + plane * h * w;
@@ -29,12 +29,12 @@ KERNEL(max_pool_forward)(long long total, const real* __restrict__ x, long long 
             }
         }
         y[index] = best;
-        argmax[index] = where;
+        argmax[index] = (int)where;      // a plane has at most 2^28 pixels (minigrad/checks.py)
     }
 }
 
 // grad_x[pixel] = sum of grad_y over the windows covering the pixel that picked it.
-KERNEL(max_pool_backward)(long long total, const real* __restrict__ grad_y, const long long* __restrict__ argmax,
+KERNEL(max_pool2d_backward)(long long total, const real* __restrict__ grad_y, const int* __restrict__ argmax,
                           long long h, long long w, long long kh, long long kw, long long sh, long long sw,
                           long long ph, long long pw, long long oh, long long ow, real* __restrict__ grad_x) {
     FOR_EACH_INDEX(index, total) {
@@ -61,7 +61,7 @@ __device__ __forceinline__ long long window_count(long long o, long long kernel,
     return count_include_pad ? end - start : imin(end, size) - imax(start, 0);
 }
 
-KERNEL(avg_pool_forward)(long long total, const real* __restrict__ x, long long h, long long w,
+KERNEL(avg_pool2d_forward)(long long total, const real* __restrict__ x, long long h, long long w,
                          long long kh, long long kw, long long sh, long long sw, long long ph, long long pw,
                          long long oh, long long ow, long long count_include_pad, real* __restrict__ y) {
     FOR_EACH_INDEX(index, total) {
@@ -79,7 +79,7 @@ KERNEL(avg_pool_forward)(long long total, const real* __restrict__ x, long long 
 }
 
 // grad_x[pixel] = sum over the windows covering the pixel of grad_y / that window's count.
-KERNEL(avg_pool_backward)(long long total, const real* __restrict__ grad_y, long long h, long long w,
+KERNEL(avg_pool2d_backward)(long long total, const real* __restrict__ grad_y, long long h, long long w,
                           long long kh, long long kw, long long sh, long long sw, long long ph, long long pw,
                           long long oh, long long ow, long long count_include_pad, real* __restrict__ grad_x) {
     FOR_EACH_INDEX(index, total) {

@@ -32,9 +32,9 @@ patches V (a^2, T, C) and products M (a^2, T, O) stay in the core's cache: trans
 the products in minigrad's GEMM (gemm.tile_product), transform the products into outputs with the
 bias and ReLU.  Neither the patches nor the products go through memory.  The input gradient of such a
 layer is the same convolution of the output gradient with the filters turned by 180 degrees and
-their two channel axes swapped (conv.py): `transform_filters` with flip builds that U.  The weight
-gradient (`_winograd_weight_grad`) adds V_e^T @ (A dY A^T)_e over the tiles, then G^T dU G.  A batch
-with few tiles (7x7 images) runs in one pass instead, its threads splitting the output channels rather
+their two channel axes swapped (conv/__init__.py): `transform_filters` with flip builds that U.  The
+weight gradient (`_winograd_weight_grad`) adds V_e^T @ (A dY A^T)_e over the tiles, then G^T dU G.  A
+batch with few tiles (7x7 images) runs in one pass instead, its threads splitting the output channels rather
 than the tiles (`_winograd_by_element`, `_winograd_weight_grad_by_element`): each transforms a block of
 the filters (or computes a block of dU) in its cache and runs every product on it, so that no U or dU
 of the whole layer goes through memory.
@@ -49,21 +49,14 @@ from llvmlite import ir
 from numba import get_num_threads, prange, types
 from numba.extending import intrinsic
 
-from . import gemm
-from ._jit import kernel
+from .. import gemm
+from .._jit import kernel
 
 LANES = gemm.LANES
 _VECTOR = ir.VectorType(ir.FloatType(), LANES)
 _I64 = ir.IntType(64)
 
 TILES = 2 * gemm.TILE_ROWS        # tiles per block in a forward: the rows of each of a block's products
-# Up to this many tiles, a convolution runs in _winograd_by_element and its weight gradient in
-# _winograd_weight_grad_by_element.  Measured with F(4x4, 3x3) at 7x7 (GoogLeNet's 5a and 5b), against the
-# blocks: batch 8 (32 tiles) forward and input gradient 0.71-0.75x the time, weight gradient 0.86-0.93x;
-# batch 32 (128 tiles) 0.92-1.03x and 0.86-0.87x.  Since the one-pass kernels transform the filters block
-# by block, whole modules alternating in one process: 5a and 5b at batch 32 (128 tiles) 0.94-0.97x the
-# blocks' time, at batch 64 (256) 0.97-1.00x; 4a-4e at batch 8 (392 tiles of 2x2) 1.01-1.04x, 3a 1.07x.
-BY_ELEMENT_MAX_TILES = 128
 
 
 def _matrices(m, r, points):
@@ -93,7 +86,7 @@ def _sandwich(matrices, product=False):
     per element): d[i, j] = src[s0 + i*s_row + j*s_col : +16] (i, j < q), the result's element (i, j) into
     dst[d0 + i*d_row + j*d_col : +16] (i, j < p).  Arguments (variant, src, s0, s_row, s_col, dst, d0,
     d_row, d_col); with product (the products' transform into outputs), (variant, relu, ..., bias, b0):
-    plus bias[b0 : b0 + 16], then, if relu, max(., 0) (NaN passes, as in conv.py's ReLU).  Written in
+    plus bias[b0 : b0 + 16], then, if relu, max(., 0) (NaN passes, as in rows.finish_row).  Written in
     LLVM IR, as gemm's tiles are, one branch per size: as a Numba loop over the channels, the 16 to 25
     streams it reads and writes were too many for LLVM's checks that they do not overlap, and it stayed
     scalar (measured: F(2x2, 3x3)'s filter transform 2.5 ms for 5b's 3x3, 0.2 ms in vectors)."""
@@ -187,8 +180,8 @@ _transform_filter_grad = _sandwich(_each(lambda b_t, g, a_t: tuple(zip(*g))))
 
 @kernel(parallel=True)
 def _transform_filters(variant, r, a, f, c, o, flip, turned, u):
-    """The a^2 matrices U_e, flat, e = a*i + j, from the filters' matrix f (r*r*C, O) (conv.py's
-    _filter_matrix), flat; C and O multiples of 16.
+    """The a^2 matrices U_e, flat, e = a*i + j, from the filters' matrix f (r*r*C, O) (rows.filter_matrix),
+    flat; C and O multiples of 16.
     Without flip, each (C, O), row-major: U_e[ci, :] = (G g G^T)[i, j] for the filters g over (ci, :),
     g[i, j] = f[(i*r + j)*C + ci, :].
     With flip, those of the input gradient's convolution, each (O, C), row-major: U_e[co, :] = (G g
@@ -313,7 +306,7 @@ def _winograd_weight_grad(variant, m, r, x, h, w, c, ph, pw, oh, ow, g, o, block
     """The weight gradient of _winograd_tiles' convolution, from the output's gradient g (N, OH, OW, O)
     flat: for each tile, the gradient of its products A dY A^T (dY its m x m outputs' gradient, zero
     past the edge), and grad_u[e] (C, O) += V_e^T @ that, over every tile; then the filters' gradient
-    G^T dU G into `filters`, their matrix (r*r*C, O) flat (conv.py's _filter_matrix).  The tasks split
+    G^T dU G into `filters`, their matrix (r*r*C, O) flat (rows.filter_matrix).  The tasks split
     the channels: task s adds into rows column_shares[s] to column_shares[s + 1] of each grad_u[e], so
     no two add into one sum (each transforms the gradient tiles itself)."""
     a = m + r - 1
@@ -345,7 +338,7 @@ def _winograd_weight_grad(variant, m, r, x, h, w, c, ph, pw, oh, ow, g, o, block
 def _filter_block(variant, r, a, f, c, o, flip, q0, width, turned, u):
     """The transformed filters of output channels q0 to q0 + width (16 at a time) of the convolution of
     c input channels into o, into u: a^2 matrices (c, width), row-major, flat (element e at
-    u[e*c*width :]).  f is the layer's filters' matrix, flat: (r*r*c, o) (conv.py's _filter_matrix), or
+    u[e*c*width :]).  f is the layer's filters' matrix, flat: (r*r*c, o) (rows.filter_matrix), or
     with flip, for the input gradient's convolution, (r*r*o, c), the filters then turned by 180 degrees
     and their channel axes swapped (_transform_filters); they are first transposed tap by tap into
     `turned` (r*r, c, width), in 16x16 register blocks."""
@@ -481,7 +474,7 @@ def _check_layer(op, size, xs, o, padding):
 
 def transform_filters(size, filters, c, o, flip=False):
     """The a^2 matrices U_e of F(size) (an (m, r) of SIZES) of the filters' matrix `filters` (r*r*C, O)
-    (conv.py's _filter_matrix), flat, each row-major: (C, O); with flip, (O, C), those of the input
+    (rows.filter_matrix), flat, each row-major: (C, O); with flip, (O, C), those of the input
     gradient's convolution."""
     _refuse_unless(size in SIZES, "transform_filters", lambda: f"size must be one of {SIZES}, got {size!r}")
     m, r = size
@@ -496,12 +489,14 @@ def transform_filters(size, filters, c, o, flip=False):
     return u
 
 
-def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, block_tiles=TILES):
+def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, one_pass=False, block_tiles=TILES):
     """The r x r, stride-1 convolution of channels-last xs (N, H, W, C), float32, by F(size) (an (m, r) of
     SIZES), as a channels-last (N, OH, OW, O) array; C and O multiples of gemm.LANES; block_tiles a
-    multiple of gemm.TILE_ROWS.  filters: the layer's filters' matrix (r*r*C, O) (conv.py's
-    _filter_matrix); with flip, the input gradient's convolution of a layer of O input channels and C
-    output channels, by that layer's (r*r*O, C), turned and transposed (transform_filters)."""
+    multiple of gemm.TILE_ROWS.  filters: the layer's filters' matrix (r*r*C, O) (rows.filter_matrix); with
+    flip, the input gradient's convolution of a layer of O input channels and C output channels, by that
+    layer's (r*r*O, C), turned and transposed (transform_filters).  one_pass: all the tiles at once, the
+    threads splitting the output channels (_winograd_by_element), else blocks of block_tiles tiles (the
+    layer's plan chooses: plan.py)."""
     _check_layer("convolve", size, xs, o, padding)
     m, r = size
     n, h, w, c = xs.shape
@@ -523,7 +518,7 @@ def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, b
     bias = np.zeros(o, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     filters = np.ascontiguousarray(filters)
     tiles = n * -(-oh // m) * -(-ow // m)
-    if tiles <= BY_ELEMENT_MAX_TILES:
+    if one_pass:
         a, rows = m + r - 1, -(-tiles // gemm.TILE_ROWS) * gemm.TILE_ROWS
         v, products = _aligned(a * a * rows * c, zero=True), _aligned(a * a * rows * o)
         _winograd_by_element(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0],
@@ -539,11 +534,11 @@ def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, b
     return y
 
 
-def weight_grad(size, xs, grad_rows, padding, out_size, block_tiles=128):
+def weight_grad(size, xs, grad_rows, padding, out_size, one_pass=False, block_tiles=128):
     """The weight gradient of convolve's convolution (F(size)) of channels-last xs (N, H, W, C) with padding
     and output size out_size, from its output's gradient as pixel rows (N*OH*OW, O), C-ordered: the
-    filters' matrix (r*r*C, O) (conv.py's _filter_matrix).  The threads split the channels, in vectors
-    of 16."""
+    filters' matrix (r*r*C, O) (rows.filter_matrix).  The threads split the channels, in vectors of 16;
+    with one_pass all the tiles at once (_winograd_weight_grad_by_element), else blocks of block_tiles."""
     _check_layer("weight_grad", size, xs, grad_rows.shape[-1], padding)
     m, r = size
     a = m + r - 1
@@ -561,7 +556,7 @@ def weight_grad(size, xs, grad_rows, padding, out_size, block_tiles=128):
     if tiles == 0:                                  # an empty batch: the kernels' products need k >= 1
         filters[...] = 0
         return filters
-    if tiles <= BY_ELEMENT_MAX_TILES:
+    if one_pass:
         v, products = _aligned(a * a * tiles * c), _aligned(a * a * tiles * o)
         _winograd_weight_grad_by_element(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c,
                                          padding[0], padding[1], *out_size, grad_rows.reshape(-1), o, v, products,

@@ -1,0 +1,144 @@
+"""Tuned values of the CPU kernels, one table per CPU family: every threshold a convolution's plan reads.
+
+The convolution's choice of algorithm for a layer (kernels/cpu/conv/plan.py) reads nothing but the layer's
+geometry and these values.  Each value says what was measured to choose it (docs/performance.md has the
+history).  Two machines have measured them: an Intel Xeon (emeraldrapids, AVX-512, 2 MB of L2 a core) and an
+AMD EPYC Zen 4 (AVX-512, 1 MB of L2).  Four values differ between the two; every other value is the same.
+Any Zen (znver*) gets the Zen table, any other CPU the Intel's: on a CPU of another family the rules hold
+unmeasured (`python -m benchmarks.plan` prints which table is in force).
+
+`split_two_vector_tiles` shapes compiled code (gemm.py reads it once, when its kernels compile, and Numba's
+cache keys on the CPU), so it always follows the CPU at hand.  The others are read at each call: `use()` swaps
+the table for a block of code (tests, experiments).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+
+from llvmlite import binding
+from numba import config
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    family: str                         # the CPU family the table is for
+    measured_on: str                    # the machine its per-family values were measured on
+
+    # ---- which GEMM computes a product outside the tiles (gemm.py or OpenBLAS) ----------------------
+    # A product with a thin side (k or n at most 64: a forward with few output channels or a short column
+    # row, an input gradient of few output channels) runs in minigrad's GEMM, where OpenBLAS is at its
+    # slowest: 1.04-1.50x faster at every such shape of GoogLeNet, batch 8.  Wider products are mixed on the
+    # Intel (0.76-1.19x) and stay with OpenBLAS there.
+    own_gemm_max_thin: int = 64
+    # On the Zen, wider products too, given enough rows: 1.00-1.22x OpenBLAS's speed at 1568-6272 rows,
+    # 0.88-0.96x at 392 (5a and 5b); modules 3a-4d 1.02-1.06x faster.
+    own_gemm_min_rows_wide: float = math.inf
+    # On the Zen a 1x1 layer's products run in minigrad's GEMM at any number of rows (the forward reads its
+    # weights in place: 0.92-0.97x OpenBLAS's time at 7x7, batch 8); 24 output channels then run as 32
+    # (4b and 4c's 5x5 reductions: 0.26 ms against 0.53 in OpenBLAS, whose threads hand the cores to Numba's
+    # for the bias pass and back).
+    pointwise_own_gemm: bool = False
+    # LLVM schedules the 12x2 GEMM tile for the Zen with its 24 sums spilled to the stack (72-90 GFLOP/s);
+    # as two 6x2 tiles 221-229.  On the Intel the 12x2 tile stays in registers: 209 against 121 in 6-row
+    # tiles.  Compiled in (see above).
+    split_two_vector_tiles: bool = False
+
+    # ---- convolutions in tiles (tiles.py) --------------------------------------------------------------
+    # A float32 layer whose outputs are whole vectors runs in tiles while its filters fit beside the rest
+    # in the core's cache: on the Intel 1.02-1.42x faster with filters up to 885 KB, 0.87-1.03x with
+    # 1.8-2.6 MB; on the Zen (1 MB of L2, a fast L3) every such layer: modules 4c-5b 0.99-1.14x faster.
+    tile_weight_bytes: float = 2**20
+    # A task's share of a layer is balanced by work: its taps' multiply-adds per output channel, plus about 8
+    # output channels' worth per tap for building the column row (the 5x5 16->32 forward: 0.17 ms whatever
+    # the outputs, plus 0.33 per 16 of them).  By taps alone, thin layers' tasks were unbalanced: 5x5
+    # 16->32 and 16->48 0.95-0.99x the time with it.
+    build_cost: int = 8
+
+    # ---- im2col and a GEMM (columns.py) ----------------------------------------------------------------
+    # Columns are built this many bytes at a time, small enough to stay in cache for the GEMM that reads
+    # them...
+    chunk_bytes: int = 4 * 2**20
+    # ...but never fewer rows per GEMM than this: a naive module's 5x5 over thousands of channels has rows of
+    # 66,000 columns, and 4 MB would be a 14-row GEMM (naive GoogLeNet 2.9x slower than whole images).
+    min_rows: int = 256
+    # Columns up to this size are kept from the forward for the backward where the weight gradient does not
+    # run in tiles (float64; outputs not a multiple of 8): the 5x5 16->32's backward (10 MB of columns)
+    # 13-17% faster; with 32 MiB, inception 3b (20 and 29 MB kept) 5-13% slower.
+    keep_columns_bytes: int = 16 * 2**20
+    # An (O, width) weight gradient with few outputs is computed as its transpose, so that OpenBLAS's threads
+    # split the width: O <= 32 1.00-1.74x faster; wider layers mixed, 0.92-1.19x.
+    swap_weight_grad_max_o: int = 32
+
+    # ---- weight gradients in tiles (weight_grad.py) -----------------------------------------------------
+    # Pixel rows per block: enough that a tile's sums, loaded and stored once a block, are a small part of
+    # its work, few enough that a block's column rows (up to 1.3 MB for 5b's 3x3) stay near the core;
+    # 128-256 measured alike.  A block holds one class of windows, or small classes together (fewer than
+    # weight_grad_min_rows pixels: their sums' loads and stores would outweigh the work).
+    weight_grad_block_rows: int = 192
+    weight_grad_min_rows: int = 32
+    # A 1x1 layer's weight gradient with at most this many pixels splits its columns between the tasks,
+    # not its pixels: at 7x7 0.94-0.96x the time; everywhere, 14x14 1.05-1.2x and 28x28 1.2-1.8x.
+    pointwise_column_split_pixels: int = 1024
+    # A kxk weight gradient whose per-task sums outgrow the core's cache, or with few pixels, splits its
+    # columns between the tasks: batch 8, 7x7 0.64-0.78x the time, 14x14 with sums of 400 KB or more
+    # 0.80-0.97x; batch 32, 7x7 0.83-0.93x.  Not below 256 KB (1.02-1.23x) nor with many pixels and sums
+    # under 1 MB (28x28 and 56x56: 0.98-1.04x).  Measured on the Zen only.
+    column_split_min_bytes: int = 2**18
+    column_split_max_pixels: int = 2048
+    column_split_any_pixels_bytes: int = 2**20
+
+    # ---- Winograd (winograd.py) ------------------------------------------------------------------------
+    # Each layer of GoogLeNet against the tiles, batch 8, forward / backward: F(4x4, 3x3) at 28x28 and 56x56
+    # 0.35-0.41x / 0.40-0.54x, at 7x7 0.61-0.77x / 0.71-0.84x; F(2x2, 3x3) at 14x14 0.56-0.61x / 0.60-0.71x
+    # (whole modules: F(4x4, 3x3) at 14x14 0.99-1.04x of F(2x2, 3x3)'s time, its 36 transformed patches and
+    # products no longer fit the 1 MB cache beside each other).  F(2x2, 5x5) from 14x14 0.50-0.79x /
+    # 0.63-0.88x, but 1.1-1.5x for the weight gradient of 16 input channels and 1.0-1.45x at 7x7.
+    winograd_3x3_small_tiles_from: int = 14      # output sides [from, to): F(2x2, 3x3); elsewhere F(4x4, 3x3)
+    winograd_3x3_small_tiles_to: int = 28
+    winograd_5x5_min_side: int = 14
+    winograd_5x5_weight_grad_min_channels: int = 32
+    # Up to this many tiles a layer runs in one pass, its threads splitting the output channels: F(4x4, 3x3)
+    # at 7x7, batch 8 (32 tiles), 0.71-0.75x the time of blocks of tiles; batch 32 (128) 0.94-0.97x; 256
+    # tiles 0.97-1.00x; 392 tiles (14x14, batch 8) 1.01-1.07x.
+    winograd_one_pass_max_tiles: int = 128
+
+
+FAMILIES = {
+    "intel": Tuning("intel", "Intel Xeon (emeraldrapids), 2 cores"),
+    "zen": Tuning("zen", "AMD EPYC (Zen 4), 2 cores", own_gemm_min_rows_wide=1024, pointwise_own_gemm=True,
+                  split_two_vector_tiles=True, tile_weight_bytes=math.inf),
+}
+
+
+def cpu_name() -> str:
+    """The CPU LLVM compiles for (NUMBA_CPU_NAME if set, else the host's): 'znver3', 'sapphirerapids', ..."""
+    return config.CPU_NAME or binding.get_host_cpu_name()
+
+
+def family_of(name: str) -> str:
+    return "zen" if name.startswith("znver") else "intel"
+
+
+HOST = FAMILIES[family_of(cpu_name())]
+_current = HOST
+
+
+def current() -> Tuning:
+    """The table in force (HOST unless inside use())."""
+    return _current
+
+
+@contextlib.contextmanager
+def use(tuning: Tuning | None = None, **values):
+    """Run a block with another table, or with some values of the current one changed:
+    `with tuning.use(keep_columns_bytes=0): ...`.  Plans are cached per table, so nothing else changes."""
+    global _current
+    previous = _current
+    _current = dataclasses.replace(tuning or _current, **values)
+    try:
+        yield _current
+    finally:
+        _current = previous
