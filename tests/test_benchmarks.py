@@ -143,3 +143,34 @@ def test_ab_compares_against_a_revision_in_one_process():
         bad = run(*args, module="benchmarks.ab")
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_plan_lists_every_convolution_with_its_plan(capsys):
+    """python -m benchmarks.plan: one row per convolution the network runs (auxiliary heads included), each
+    pass labelled as plan_for plans it, and a count of the algorithms."""
+    import models
+    from benchmarks import plan
+    from kernels.cpu.conv import plan_for
+
+    assert plan.main(["googlenet", "--batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "googlenet, batch 8, float32: 59 convolutions" in out and "tuning: the " in out
+    rows, plans = plan.plan_table(models.googlenet(), 8)
+    assert len(rows) == 59 and rows[0][:3] == ["conv1.conv", "3x224x224", "3->64 7x7/2 pad 3"]
+    assert plans[0] == plan_for("float32", (8, 3, 224, 224), (64, 3, 7, 7), (2, 2), (3, 3))
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    for row, p in zip(rows, plans):
+        line = lines[row[0]]
+        assert p.forward.label() in line and p.input_grad.label() in line and line.endswith(p.weight_grad.label())
+    assert "aux1.conv.conv" in lines and "forward: " in out and "weight gradient: " in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["resnet"], "unknown model 'resnet'; expected one of"),
+    (["googlenet", "--batch", "0"], "--batch must be between 1 and 4096, got 0"),
+    (["googlenet", "--input-size", "20"], "input_size (20, 20) is too small"),
+])
+def test_plan_refuses_bad_input_in_one_line(args, message):
+    result = run(*args, module="benchmarks.plan")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
