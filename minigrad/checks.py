@@ -17,10 +17,12 @@ from .autograd import Tensor
 
 
 def as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints -> (height, width), each >= minimum."""
+    """An int, or a tuple or list of one or two ints (PyTorch's forms) -> (height, width), each >= minimum."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) == 1:
+        pair = pair * 2
     if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+        raise TypeError(f"{op}: {name} must be an int or a tuple of one or two ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
     return int(pair[0]), int(pair[1])

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 import minigrad
 import minigrad.functional as F
 from minigrad import Tensor
+from minigrad.testing import tolerance
 
 from conftest import examples
 from strategies import conv_geometry, distinct_values, pool_geometry, seeds
 
-TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-11)}
 dtypes = st.sampled_from([np.float32, np.float64])
 
 
@@ -24,8 +24,8 @@ def compare(torch, mg_fn, torch_fn, arrays, dtype, upstream_seed=0, extra_atol=0
     mg_inputs = [Tensor(a.astype(dtype), requires_grad=True) for a in arrays]
     t_inputs = [torch.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
     mg_out, t_out = mg_fn(*mg_inputs), torch_fn(*t_inputs)
-    tol = dict(TOLERANCE[dtype])
-    tol["atol"] += extra_atol
+    rtol, atol = tolerance("library", dtype)
+    tol = dict(rtol=rtol, atol=atol + extra_atol)
     np.testing.assert_allclose(mg_out.numpy(), t_out.detach().numpy(), **tol, err_msg="forward")
     upstream = np.random.default_rng(upstream_seed).standard_normal(mg_out.shape).astype(dtype)
     mg_out.backward(upstream)
@@ -71,6 +71,19 @@ def test_max_pool2d_argmax_matches_torch_indices(torch, geometry, seed):
                                                 return_indices=True)
     np.testing.assert_array_equal(y, t_y.numpy())
     np.testing.assert_array_equal(argmax, t_idx.numpy())
+
+
+@pytest.mark.parametrize("form", [lambda v: v, lambda v: (v,), lambda v: [v], lambda v: (v, v)])
+def test_window_arguments_take_pytorchs_forms(torch, form):
+    """kernel_size, stride and padding as an int, a one-element tuple or list, or a pair, as PyTorch takes
+    them (one of its OpInfo samples pools with kernel_size=(3,))."""
+    x = normal((2, 3, 9, 8), 0)
+    for ours, theirs in [(F.max_pool2d, torch.nn.functional.max_pool2d), (F.avg_pool2d, torch.nn.functional.avg_pool2d)]:
+        compare(torch, lambda t: ours(t, form(3), form(2), form(1)), lambda t: theirs(t, form(3), form(2), form(1)),
+                [x], np.float64)
+    w = normal((4, 3, 3, 3), 1)
+    compare(torch, lambda a, b: F.conv2d(a, b, None, form(2), form(1)),
+            lambda a, b: torch.nn.functional.conv2d(a, b, None, form(2), form(1)), [x, w], np.float64)
 
 
 @settings(max_examples=examples(40))

@@ -27,7 +27,7 @@ CASES = [
      r"conv2d: kernel_size \(11, 3\) is larger than the padded input \(10, 10\) \(input shape \(2, 3, 8, 8\)"),
     (lambda: F.conv2d(x4, w4, stride=0), ValueError, r"conv2d: stride must be >= 1, got 0"),
     (lambda: F.conv2d(x4, w4, padding=-1), ValueError, r"conv2d: padding must be >= 0, got -1"),
-    (lambda: F.conv2d(x4, w4, stride=1.5), TypeError, r"conv2d: stride must be an int or a pair of ints"),
+    (lambda: F.conv2d(x4, w4, stride=1.5), TypeError, r"conv2d: stride must be an int or a tuple of one or two ints"),
     (lambda: F.conv2d(x4, t(5, 3, 3, 3, dtype=np.float64)), TypeError,
      r"conv2d: weight has dtype float64 but input has dtype float32"),
     (lambda: F.conv2d(np.ones((2, 3, 8, 8)), w4), TypeError, r"conv2d: input must be a minigrad Tensor, got ndarray"),
@@ -47,7 +47,7 @@ CASES = [
      r"max_pool2d: padding \(2, 2\) must be at most half of kernel_size \(3, 3\)"),
     (lambda: F.max_pool2d(x4, 9), ValueError, r"max_pool2d: kernel_size \(9, 9\) is larger than the padded input \(8, 8\)"),
     (lambda: F.avg_pool2d(x4, (2, 9)), ValueError, r"avg_pool2d: kernel_size \(2, 9\) is larger than the padded input"),
-    (lambda: F.avg_pool2d(x4, (2, 2, 2)), TypeError, r"avg_pool2d: kernel_size must be an int or a pair of ints"),
+    (lambda: F.avg_pool2d(x4, (2, 2, 2)), TypeError, r"avg_pool2d: kernel_size must be an int or a tuple of one or two ints"),
     # the rest
     (lambda: F.relu(minigrad.tensor([1, 2])), TypeError, r"relu: input must be a floating-point tensor"),
     (lambda: F.local_response_norm(x4, 0), ValueError, r"local_response_norm: size must be an int >= 1, got 0"),
