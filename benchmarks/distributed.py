@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -81,7 +80,7 @@ def main(argv=None):
         worker(args)
         return 0
     from minigrad import distributed
-    args.mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    args.mpiexec = distributed.mpiexec()
     if not distributed.is_available() or not args.mpiexec:
         print(f"python -m benchmarks.distributed: error: needs MPI: {distributed.INSTALL_HINT}", file=sys.stderr)
         return 2

@@ -22,6 +22,8 @@ combined batch up to float rounding.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 import traceback
@@ -40,6 +42,18 @@ def is_available() -> bool:
         return True
     except Exception:
         return False
+
+
+def mpiexec():
+    """The MPI launcher to run jobs with: mpiexec (or mpirun) beside this Python interpreter first, where pip's
+    MPICH puts it in a virtual environment, whether or not the environment is activated; else on PATH.
+    None where there is none."""
+    here = os.path.dirname(sys.executable)
+    for name in ("mpiexec", "mpirun"):
+        beside = os.path.join(here, name)
+        if os.path.isfile(beside) and os.access(beside, os.X_OK):
+            return beside
+    return shutil.which("mpiexec") or shutil.which("mpirun")
 
 
 class DistributedSampler:

@@ -5,7 +5,6 @@ MINIGRAD_REQUIRE_MPI=1 (CI) a missing MPI fails instead.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ JOB = Path(__file__).resolve().parent / "distributed_job.py"
 
 
 def mpiexec():
-    found = distributed.is_available() and (shutil.which("mpiexec") or shutil.which("mpirun"))
+    found = distributed.is_available() and distributed.mpiexec()
     require_tool(found, "MPI is not installed (pip install -e '.[dist]': mpi4py and MPICH)", "MINIGRAD_REQUIRE_MPI")
     return found
 
@@ -134,3 +133,18 @@ def test_the_scaling_benchmark_reports_one_and_two_ranks():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split("|")[1:3] for row in rows] == [[" 1 ", " 1 "], [" 2 ", " 1 "], [" 1 ", f" {os.cpu_count()} "]]
     assert "gradients averaged per step:" in result.stdout
+
+
+def test_mpiexec_is_found_beside_the_interpreter_without_an_activated_environment(tmp_path, monkeypatch):
+    """A virtual environment's MPICH (pip install mpich) puts mpiexec beside its python: found there first, even
+    with PATH not naming the environment; else on PATH; else None."""
+    fake_python = tmp_path / "venv" / "bin" / "python"
+    fake_python.parent.mkdir(parents=True)
+    fake_python.touch()
+    monkeypatch.setattr(sys, "executable", str(fake_python))
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert distributed.mpiexec() is None
+    launcher = fake_python.parent / "mpiexec"
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    assert distributed.mpiexec() == str(launcher)
