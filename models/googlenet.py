@@ -1,6 +1,6 @@
 """GoogLeNet, as in "Going Deeper with Convolutions" (Table 1, Figure 3) and its Caffe
 reference model (bvlc_googlenet): LRN in the stem, ceil-mode max-pools, real 5x5
-kernels, 40% dropout, auxiliary classifiers on 4a and 4d.  See ../shared/paper.
+kernels, 40% dropout, auxiliary classifiers on 4a and 4d.  Table 1 as printed: models/summary/table1.json.
 """
 
 from __future__ import annotations

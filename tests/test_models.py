@@ -1,8 +1,6 @@
 """Models: counts derived by hand from the filter numbers, output sizes, the paper's table,
 and a full forward/backward of GoogLeNet with its auxiliary heads."""
 
-import json
-import os
 import subprocess
 import sys
 
@@ -13,7 +11,7 @@ import minigrad
 import minigrad.functional as F
 import models
 from models import Inception, InceptionNaive
-from models.summary import PAPER_TABLE1, paper_comparison, summary
+from models.summary import PAPER_TABLE1, PAPER_TABLE1_JSON, paper_comparison, summary
 
 
 def inception_weights(c, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj):
@@ -115,13 +113,15 @@ def test_alexnet_parameters():
     assert 8 < total["params"] / googlenet_total < 10                 # GoogLeNet: ~9x fewer parameters
 
 
-def test_paper_table_copy_matches_the_shared_facts():
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "paper", "table1.json")
-    if not os.path.exists(path):
-        pytest.skip("../shared/paper/table1.json is not beside the repository")
-    with open(path) as f:
-        printed = {row[0]: (row[11], row[12]) for row in json.load(f)["rows"] if row[11] is not None}
-    assert printed == PAPER_TABLE1
+def test_the_shipped_paper_table_holds_table_1_as_printed():
+    """models/summary/table1.json (Table 1 as printed, shipped with the project): every row of the network,
+    and the printed params and ops the summary compares with."""
+    names = [row[0] for row in PAPER_TABLE1_JSON["rows"]]
+    assert names[:3] == ["conv1", "pool1", "conv2"] and {"3a", "4e", "5b", "fc", "softmax"} <= set(names)
+    assert PAPER_TABLE1 == {
+        "conv1": (2.7, 34), "conv2": (112, 360), "3a": (159, 128), "3b": (380, 304), "4a": (364, 73),
+        "4b": (437, 88), "4c": (463, 100), "4d": (580, 119), "4e": (840, 170), "5a": (1072, 54),
+        "5b": (1388, 71), "fc": (1000, 1)}
 
 
 def test_summary_agrees_with_the_paper_where_the_paper_agrees_with_itself(googlenet_rows):

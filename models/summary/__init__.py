@@ -12,7 +12,9 @@ own weights.  Printed in the layout of the paper's Table 1:
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 
 import numpy as np
 
@@ -22,12 +24,16 @@ from minigrad.checks import as_pair
 
 from ..inception import Inception, InceptionNaive
 
-# Table 1 of Szegedy et al. as printed: name -> (params in K of 1024, ops in M multiply-adds).
-PAPER_TABLE1 = {
-    "conv1": (2.7, 34), "conv2": (112, 360), "3a": (159, 128), "3b": (380, 304), "4a": (364, 73),
-    "4b": (437, 88), "4c": (463, 100), "4d": (580, 119), "4e": (840, 170), "5a": (1072, 54),
-    "5b": (1388, 71), "fc": (1000, 1),
-}
+
+def _paper_table():
+    """Table 1 of Szegedy et al. as printed (table1.json, shipped beside this file): its rows, and
+    name -> (params in K of 1024, ops in M multiply-adds) for the rows that print them."""
+    with open(os.path.join(os.path.dirname(__file__), "table1.json")) as f:
+        printed = json.load(f)
+    return printed, {row[0]: (row[11], row[12]) for row in printed["rows"] if row[11] is not None}
+
+
+PAPER_TABLE1_JSON, PAPER_TABLE1 = _paper_table()
 # Where a printed value is known to follow from something other than the row's own filter counts.
 PAPER_EXPLANATIONS = {
     "conv1": "the printed 2.7K/34M match a depthwise-separable 7x7 (3->24 depthwise, multiplier 8, then "
