@@ -14,28 +14,33 @@ import os
 
 os.environ["CUPY_TF32"] = "0"          # before CuPy loads: cuBLAS in plain FP32, like PyTorch with TF32 off
 
-import argparse  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import minigrad  # noqa: E402
 from benchmarks.__main__ import INPUT_SIZES, build_model, torch_loss, training_step  # noqa: E402
 from benchmarks.timing import measure  # noqa: E402
-from minigrad.backend import cuda_available, synchronize  # noqa: E402
+from minigrad.backend import cuda_available, cuda_problem, synchronize  # noqa: E402
 
 TARGET_RATIO = 1.5
 
 
+ROOT = Path(__file__).resolve().parent.parent              # the repository: its tests and pytest's settings
+GPU_TESTS = ("tests/test_gpu.py", "tests/test_kernels.py", "tests/test_fuzz.py", "tests/test_distributed.py")
+
+
 def run_tests():
-    """(passed, failed, skipped, seconds) of the GPU tests, run in a child pytest."""
-    env = {**os.environ, "MINIGRAD_REQUIRE_GPU": "1"}
+    """(passed, failed, skipped, seconds) of the GPU tests, run in a child pytest in the repository, from
+    whatever folder this command was started in."""
+    env = {**os.environ, "MINIGRAD_REQUIRE_GPU": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                             "tests/test_gpu.py", "tests/test_kernels.py", "tests/test_fuzz.py",
-                             "tests/test_distributed.py"], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS],
+                            env=env, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
     print(result.stdout[-4000:], result.stderr[-2000:], sep="\n")
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
@@ -54,10 +59,21 @@ def torch_cuda():
         return None
     if not torch.cuda.is_available():
         return None
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    plain_fp32(torch)
     torch.backends.cudnn.benchmark = True          # PyTorch's fastest convolution algorithms
     return torch
+
+
+def plain_fp32(torch):
+    """TF32 off for PyTorch's matrix products and convolutions: fp32_precision = "ieee" where PyTorch has it
+    (2.9 on; the allow_tf32 switches are deprecated there), else the old switches."""
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        matmul.fp32_precision = "ieee"
+        conv.fp32_precision = "ieee"
+    else:
+        matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def time_minigrad(step, x, repeat):
@@ -95,7 +111,9 @@ def bench(args, torch):
             module.to("cuda")
             x = minigrad.tensor(x_host, requires_grad=True, device="cuda")
 
-            def step():
+            def step():                      # gradients zeroed each step, as the PyTorch twin's optimizer does
+                module.zero_grad()
+                x.grad = None
                 out = module(x)
                 out.backward(minigrad.tensor(np.ones(out.shape, np.float32), device="cuda"))
             ms = time_minigrad(step, x, args.repeat) * 1e3
@@ -114,20 +132,33 @@ def bench(args, torch):
     return rows
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs after a warm-up (median; default 5)")
-    parser.add_argument("--configs", default="3a,4a,5b", help="Inception configurations (default 3a,4a,5b)")
-    parser.add_argument("--module-batch", type=int, default=32)
-    parser.add_argument("--batches", default="32,128", help="GoogLeNet step batch sizes (default 32,128)")
+def parse_args(argv):
+    from benchmarks.__main__ import CONFIGS
+    from minigrad import cli
+
+    parser = cli.Parser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=cli.integer(1, 1000), default=5,
+                        help="timed runs after a warm-up (median; default 5)")
+    parser.add_argument("--configs", type=cli.name_list(list(CONFIGS), "configuration"), default=["3a", "4a", "5b"],
+                        help="Inception configurations (default 3a,4a,5b)")
+    parser.add_argument("--module-batch", type=cli.integer(1, 4096), default=32)
+    parser.add_argument("--batches", type=cli.integer_list(1, 4096), default=[32, 128],
+                        help="GoogLeNet step batch sizes (default 32,128)")
     parser.add_argument("--skip-tests", action="store_true")
-    args = parser.parse_args(argv)
-    args.configs = [c for c in args.configs.split(",") if c]
-    args.batches = [int(b) for b in args.batches.split(",") if b]
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    from minigrad import cli
+    return cli.run("python -m benchmarks.gpu_check", _main, argv)
+
+
+def _main(argv):
+    from minigrad import cli
+
+    args = parse_args(argv)
     if not cuda_available():
-        print("python -m benchmarks.gpu_check: error: no GPU (CuPy is missing or finds no CUDA device)",
-              file=sys.stderr)
-        return 2
+        raise cli.CommandError(f"no GPU: {cuda_problem()}")
     import cupy
 
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)

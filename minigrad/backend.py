@@ -13,8 +13,10 @@ import numpy as np
 
 try:                                   # CuPy is optional: minigrad imports without it
     import cupy
-except Exception:                      # ImportError, or a CUDA library that fails to load
+    _IMPORT_PROBLEM = None
+except Exception as error:             # ImportError, or a CUDA library that fails to load
     cupy = None
+    _IMPORT_PROBLEM = f"{type(error).__name__}: {error}"
 
 INSTALL_HINT = "pip install -e '.[gpu]' (CuPy for CUDA 13)"
 
@@ -33,14 +35,27 @@ def device_of(a) -> str:
 
 
 @functools.cache
+def _device_count():
+    """(how many GPUs CuPy can use, why none where it is 0)."""
+    if cupy is None:
+        if isinstance(_IMPORT_PROBLEM, str) and _IMPORT_PROBLEM.startswith("ModuleNotFoundError"):
+            return 0, f"CuPy is not installed: {INSTALL_HINT}"
+        return 0, f"CuPy does not load ({_IMPORT_PROBLEM})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:         # no driver, or a driver older than the runtime: say which
+        return 0, f"CuPy cannot query the GPUs ({type(error).__name__}: {error})"
+    return count, None if count else "CuPy finds no CUDA device"
+
+
 def cuda_device_count() -> int:
     """How many GPUs CuPy can use (0 without CuPy, a driver or a device)."""
-    if cupy is None:
-        return 0
-    try:
-        return cupy.cuda.runtime.getDeviceCount()
-    except Exception:                  # no driver, or a driver older than the runtime
-        return 0
+    return _device_count()[0]
+
+
+def cuda_problem():
+    """Why no GPU can be used (CuPy missing or failing to load, the driver's error, no device), or None."""
+    return _device_count()[1]
 
 
 def cuda_available() -> bool:
@@ -59,11 +74,10 @@ def parse_device(device, op: str = "to") -> str:
     if kind != "cuda" or (index and not index.isdigit()):
         raise ValueError(f"{op}: unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
     if cupy is None:
-        raise RuntimeError(f"{op}: device {device!r} needs CuPy, which is not installed: {INSTALL_HINT}")
+        raise RuntimeError(f"{op}: device {device!r} needs CuPy: {cuda_problem()}")
     count = cuda_device_count()
     if count == 0:
-        raise RuntimeError(f"{op}: device {device!r} was asked for, but CuPy finds no usable GPU "
-                           "(no device, or no NVIDIA driver that supports CuPy's CUDA)")
+        raise RuntimeError(f"{op}: device {device!r} was asked for, but no GPU can be used: {cuda_problem()}")
     number = int(index) if index else cupy.cuda.Device().id
     if number >= count:
         raise ValueError(f"{op}: device {device!r} does not exist; this machine has {count} GPU(s)")

@@ -44,6 +44,13 @@ def is_available() -> bool:
         return False
 
 
+def rank_device(device, local_rank, gpus):
+    """'cpu', or the GPU of the rank with this local rank among `gpus` GPUs: cuda:local_rank % gpus."""
+    if not device.startswith("cuda") or gpus < 1:
+        return device
+    return f"cuda:{local_rank % gpus}"
+
+
 def mpiexec():
     """The MPI launcher to run jobs with: mpiexec (or mpirun) beside this Python interpreter first, where pip's
     MPICH puts it in a virtual environment, whether or not the environment is activated; else on PATH.
@@ -98,8 +105,16 @@ class Communicator:
         self.MPI = MPI
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        # the rank among those on this machine: which of its GPUs is this rank's
+        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
         self._buffers = {}
         self.seconds = 0.0                  # time spent in gradient averaging (copies and Allreduce) so far
+
+    def device(self, device):
+        """This rank's device for `device`: on "cuda", one GPU of this machine per rank, in turn
+        (cuda:local_rank modulo the GPUs), rather than every rank on GPU 0."""
+        from .backend import cuda_device_count
+        return rank_device(device, self.local_rank, cuda_device_count())
 
     def cuda_aware(self) -> bool:
         """Whether the MPI library can read GPU memory directly (else GPU gradients go through the host)."""

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .loader import MODULES, defines, kernel_name, source
+from .loader import DEVICE_OPTIONS, MODULES, defines, kernel_name, source
 
 ARCHITECTURES = ("sm_80", "sm_90")       # A100 and H100, the datacenter GPUs of today
 DTYPES = ("float32", "float64")
@@ -39,7 +39,8 @@ def nvcc_path():
 def compile_nvrtc(module: str, dtype, arch: str) -> str:
     nvrtc = nvrtc_module()
     program = nvrtc.createProgram(source(module), f"{module}.cu", [], [])
-    options = [f"-D{k}={v}" for k, v in defines(dtype).items()] + [f"--gpu-architecture={arch}", "--std=c++17"]
+    options = [f"-D{k}={v}" for k, v in defines(dtype).items()] + [f"--gpu-architecture={arch}", "--std=c++17",
+                                                                   *DEVICE_OPTIONS]
     try:
         try:
             nvrtc.compileProgram(program, options)
@@ -55,7 +56,7 @@ def compile_nvcc(module: str, dtype, arch: str) -> str:
     with tempfile.TemporaryDirectory() as folder:
         cu, ptx = Path(folder) / f"{module}.cu", Path(folder) / f"{module}.ptx"
         cu.write_text(source(module))
-        command = [nvcc_path(), "-ptx", f"-arch={arch}", "-std=c++17", "-Werror=all-warnings",
+        command = [nvcc_path(), "-ptx", f"-arch={arch}", "-std=c++17", "-Werror=all-warnings", *DEVICE_OPTIONS,
                    *(f"-D{k}={v}" for k, v in defines(dtype).items()), "-o", str(ptx), str(cu)]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:

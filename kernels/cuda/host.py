@@ -39,7 +39,8 @@ def compiler():
 
 
 def launch_loops(module: str, dtype) -> str:
-    """C++ for `launch_<kernel>(grid, block, args...)`: every thread of every block, in turn."""
+    """C++ for `launch_<kernel>(grid, block, args...)`: every thread of every block, in turn, in float32
+    with the CPU flushing subnormals to zero as a GPU does under -ftz=true (loader.DEVICE_OPTIONS)."""
     code = []
     for name, parameters in signatures(module).items():
         full = kernel_name(name, dtype)
@@ -49,6 +50,7 @@ def launch_loops(module: str, dtype) -> str:
 extern "C" void launch_{full}(unsigned int grid, unsigned int block, {declared}) {{
     gridDim.x = grid;
     blockDim.x = block;
+    const unsigned int mg_modes = mg_flush_subnormals(sizeof(real) == sizeof(float));
     for (unsigned int mg_block = 0; mg_block < grid; ++mg_block) {{      // names no kernel parameter uses
         blockIdx.x = mg_block;
         for (unsigned int mg_thread = 0; mg_thread < block; ++mg_thread) {{
@@ -56,6 +58,7 @@ extern "C" void launch_{full}(unsigned int grid, unsigned int block, {declared})
             {full}({passed});
         }}
     }}
+    mg_restore_modes(mg_modes);
 }}""")
     return "\n".join(code)
 

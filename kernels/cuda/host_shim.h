@@ -6,6 +6,30 @@
 // its output elements and no kernel uses shared memory or __syncthreads.
 #pragma once
 #include <math.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
+// -ftz=true (what CuPy compiles with): float32 subnormals read as zero and results flushed to zero.  On x86
+// the MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6) modes do that, set around a float32
+// launch and restored after.  Elsewhere the emulation keeps subnormals (a documented difference).
+inline unsigned int mg_flush_subnormals(bool single_precision) {
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned int modes = _mm_getcsr();
+    if (single_precision) _mm_setcsr(modes | 0x8040);
+    return modes;
+#else
+    (void)single_precision;
+    return 0;
+#endif
+}
+inline void mg_restore_modes(unsigned int modes) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr(modes);
+#else
+    (void)modes;
+#endif
+}
 
 struct dim3 {
     unsigned int x = 1, y = 1, z = 1;

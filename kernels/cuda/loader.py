@@ -47,6 +47,12 @@ def real_type(dtype) -> tuple:
 
 BLOCK = 256                      # threads per block on a GPU
 MAX_GRID = 65535                 # blocks at most; the grid-stride loops cover any remainder
+# What CuPy adds to every RawModule it compiles (cupy/cuda/compiler.py, _compile_with_cache_cuda): single-precision
+# subnormals flushed to zero, inputs and results.  The compile check (compile.py) builds with it too, and the
+# host emulation (host.py) sets the CPU's flush-to-zero and denormals-are-zero modes for float32 kernels, so
+# that what the tests check is what runs on a GPU.  float64 keeps its subnormals everywhere.
+DEVICE_OPTIONS = ("-ftz=true",)
+
 
 
 def source(module: str) -> str:
@@ -148,7 +154,7 @@ class CupyLauncher(Launcher):
 
         device = cupy.cuda.Device().id
         function = self._functions.get((name, dtype.char, device))
-        if function is None:
+        if function is None:          # CuPy adds DEVICE_OPTIONS itself
             options = tuple(f"-D{k}={v}" for k, v in defines(dtype).items()) + ("--std=c++17",)
             compiled = cupy.RawModule(code=source(module), options=options)
             for kernel in MODULES[module]:             # every kernel of this module, dtype and device
