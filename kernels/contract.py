@@ -66,6 +66,16 @@ class KernelBackend:
     def lrn_backward(self, x, y, scale, grad_y, size, alpha, beta, k):
         """The input's gradient of lrn_forward."""
 
+    def batch_norm_forward(self, x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False):
+        """(y, mean, invstd): each channel of x (N, C, H, W) normalised by the batch's statistics (training, or
+        no running statistics) or the running ones, then * weight + bias (None: 1 and 0), clamped at 0 with
+        relu; in training the running statistics (when given) are updated in place, the variance unbiased.
+        mean and invstd (1 / sqrt(var + eps)), in x's dtype, are the statistics used, for the backward.  The
+        reductions run in a fixed order: the same input gives the same bits."""
+
+    def batch_norm_backward(self, grad_y, x, weight, mean, invstd, training, relu_output=None):
+        """(grad_x, grad_weight, grad_bias); training: the statistics were the batch's (they depend on x)."""
+
     def concat(self, arrays, axis=1):
         """The arrays joined along axis."""
 

@@ -231,6 +231,70 @@ def lrn_backward(x, y, scale, grad_y, size, alpha, beta, k):
 
 
 # --------------------------------------------------------------------------
+# Batch normalisation (Ioffe and Szegedy): each channel to zero mean and unit variance
+# --------------------------------------------------------------------------
+
+def batch_norm_statistics(x):
+    """(mean, biased variance) of each channel of x (N, C, H, W), in float64."""
+    wide = x.astype(np.float64)
+    mean = wide.mean(axis=(0, 2, 3))
+    return mean, np.square(wide - mean[None, :, None, None]).mean(axis=(0, 2, 3))
+
+
+def update_running_statistics(running_mean, running_var, mean, var, count, momentum):
+    """In place: running = (1 - momentum) * running + momentum * the batch's statistic, the variance
+    unbiased (count / (count - 1)), as PyTorch does; rounded in the running statistics' dtype."""
+    running_mean *= 1 - momentum
+    running_mean += (momentum * mean).astype(running_mean.dtype)
+    running_var *= 1 - momentum
+    running_var += (momentum * var * count / max(count - 1, 1)).astype(running_var.dtype)
+
+
+def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias per channel (weight, bias None: 1 and 0), clamped at 0
+    with relu.  The statistics are the batch's (over N, H and W; the variance biased) in training, or when
+    there are no running statistics; else the running ones.  Training with running statistics updates them
+    in place (update_running_statistics).  Returns (y, mean, invstd), the statistics used (invstd =
+    1 / sqrt(var + eps)) in x's dtype, for the backward."""
+    if training or running_mean is None:
+        mean, var = batch_norm_statistics(x)
+        if training and running_mean is not None:
+            update_running_statistics(running_mean, running_var, mean, var, x.size // x.shape[1], momentum)
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    invstd = 1.0 / np.sqrt(var + eps)
+    scale = invstd * (1.0 if weight is None else weight)
+    shift = (0.0 if bias is None else bias) - mean * scale
+    y = (x * scale[None, :, None, None] + shift[None, :, None, None]).astype(x.dtype)
+    if relu:
+        y = relu_forward(y)
+    return y, mean.astype(x.dtype), invstd.astype(x.dtype)
+
+
+def batch_norm_backward(grad_y, x, weight, mean, invstd, training, relu_output=None):
+    """(grad_x, grad_weight, grad_bias) of batch_norm_forward.  With batch statistics (training: the mean and
+    variance depend on x), with M values per channel and xhat = (x - mean) * invstd:
+        grad_x = weight * invstd * (g - sum(g) / M - xhat * sum(g * xhat) / M)
+    else (running statistics, constants): grad_x = g * weight * invstd.  grad_weight = sum(g * xhat),
+    grad_bias = sum(g), summed over N, H, W.  relu_output: the forward's output with relu=True (g is zero
+    where it is not positive)."""
+    if relu_output is not None:
+        grad_y = relu_backward(grad_y, relu_output)
+    g = grad_y.astype(np.float64)
+    xhat = (x - mean[None, :, None, None]).astype(np.float64) * invstd.astype(np.float64)[None, :, None, None]
+    grad_bias = g.sum(axis=(0, 2, 3))
+    grad_weight = (g * xhat).sum(axis=(0, 2, 3))
+    w = np.ones(x.shape[1]) if weight is None else weight.astype(np.float64)
+    k = (w * invstd)[None, :, None, None]
+    if training:
+        count = x.size // x.shape[1]
+        grad_x = k * (g - grad_bias[None, :, None, None] / count - xhat * grad_weight[None, :, None, None] / count)
+    else:
+        grad_x = k * g
+    return grad_x.astype(x.dtype), grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
+
+
+# --------------------------------------------------------------------------
 # Concatenation along channels (the Inception merge) and its inverse
 # --------------------------------------------------------------------------
 

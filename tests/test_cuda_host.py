@@ -18,6 +18,7 @@ import pytest
 import minigrad
 import minigrad.functional as F
 import models
+from kernels import reference as ref
 from kernels.cuda.loader import MODULES
 
 from backends import emulated
@@ -43,6 +44,8 @@ def test_every_kernel_is_launched_by_the_wrappers():
     k.split(k.concat([x, x], 1), [3, 3], 1)
     k.add_n([x, x, x])
     k.sgd_update(x.copy(), x, None, 0.1, 0.9, 1e-4, True)
+    y, mean, invstd = k.batch_norm_forward(x, None, None, np.zeros(3), np.ones(3), True, 0.1, 1e-5, True)
+    k.batch_norm_backward(x, x, None, mean, invstd, True, y)
     assert k.launch.launched == {name for names in MODULES.values() for name in names}
 
 
@@ -185,3 +188,23 @@ def test_address_sanitizer_catches_an_out_of_bounds_launch():
               "small = np.zeros(10)\nk.launch('relu_forward', small.dtype, 12, small, np.zeros(10))\n")
     result = _run_under_asan(["-c", script])
     assert result.returncode != 0 and "AddressSanitizer: heap-buffer-overflow" in result.stderr, result.stderr[-2000:]
+
+
+def test_the_emulation_flushes_float32_subnormals_as_the_gpu_does():
+    """CuPy compiles every kernel with -ftz=true: in float32 a subnormal input reads as 0 and a subnormal result
+    becomes 0 (float64 keeps them).  The emulation runs float32 kernels with the CPU's FTZ and DAZ modes, so it
+    computes what the GPU does; the NumPy reference keeps float32 subnormals: a documented difference, for
+    values below 1.2e-38 only."""
+    k = emulated()
+    tiny = np.array([1e-40, -1e-40, 2.0], np.float32)                   # subnormal in float32
+    zeros = np.zeros(3, np.float32)
+    assert np.array_equal(k.add_n([tiny, zeros]), [0.0, 0.0, 2.0])      # read as 0: the sum is 0
+    assert np.array_equal(ref.add_n([tiny, zeros]), tiny)
+    # ReLU compares with the subnormal read as 0 and passes the value's bits: -1e-40 survives, where the
+    # reference clamps it
+    assert np.array_equal(k.relu_forward(tiny), tiny) and ref.relu_forward(tiny)[1] == 0
+    wide = np.array([1e-310, -1e-310, 2.0])                             # subnormal in float64: kept
+    np.testing.assert_array_equal(k.add_n([wide, np.zeros(3)]), wide)
+    np.testing.assert_array_equal(k.relu_forward(wide), ref.relu_forward(wide))
+    # the modes are restored after each launch: NumPy's own float32 arithmetic keeps subnormals
+    assert np.float32(1e-38) / np.float32(100) > 0

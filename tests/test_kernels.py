@@ -20,11 +20,10 @@ import kernels
 from kernels import reference as ref
 from kernels.geometry import conv_out_size, pool_out_size
 from minigrad.nn import stored_filters
-from minigrad.testing import assert_close
+from minigrad.testing import assert_close, conv_geometry, distinct_values, pool_geometry, seeds
 
 from backends import BACKENDS, LAUNCH_SHAPES, get_backend
 from conftest import examples
-from strategies import conv_geometry, distinct_values, pool_geometry, seeds
 
 # Winograd's float32 rounding error, as a multiple of a direct convolution's, by tile (kernels/cpu/conv/winograd.py):
 # its transforms' coefficients grow with the tile (F(4x4, 3x3)'s B^T has 4s and 5s, its A^T 8s).  Twice what
@@ -594,6 +593,39 @@ def test_lrn_window_wider_than_the_channels(backend_name, size, dtype):
 
 
 @settings(max_examples=examples(30))
+@given(st.tuples(st.integers(1, 4), st.integers(1, 40), st.integers(1, 9), st.integers(1, 9)), st.booleans(),
+       st.booleans(), st.booleans(), st.booleans(), dtypes, seeds, launches)
+@example((2, 3, 1, 1), True, True, True, True, np.float32, 0, (7, 3))        # two values per channel
+@example((8, 64, 14, 14), True, False, True, False, np.float32, 1, (256, 65535))   # several statistics blocks
+@on_every_backend
+def test_batch_norm(backend_name, shape, training, with_running, affine, relu, dtype, seed, launch):
+    """Forward (batch or running statistics, the running ones updated in place), backward with and without
+    a fused ReLU's mask, against the reference."""
+    assume(not training or shape[0] * shape[2] * shape[3] > 1)
+    k = get_backend(backend_name, launch)
+    c = shape[1]
+    x = normal(shape, seed, dtype) * 3 + 1
+    weight, bias = (normal(c, seed + 1, dtype), normal(c, seed + 2, dtype)) if affine else (None, None)
+    stats = [np.abs(normal(c, seed + 3, dtype)), np.abs(normal(c, seed + 4, dtype)) + 0.5] if with_running else [None, None]
+    ours, theirs = [a.copy() if a is not None else None for a in stats], [a.copy() if a is not None else None for a in stats]
+    y, mean, invstd = k.batch_norm_forward(x, weight, bias, *ours, training, 0.1, 1e-5, relu)
+    y_ref, mean_ref, invstd_ref = ref.batch_norm_forward(x, weight, bias, *theirs, training, 0.1, 1e-5, relu)
+    close(y, y_ref, dtype, 10)
+    close(mean, mean_ref, dtype, 10)
+    close(invstd, invstd_ref, dtype, 10)
+    for a, b in zip(ours, theirs):
+        if a is not None:
+            close(a, b, dtype, 10)
+    g = normal(shape, seed + 5, dtype)
+    relu_output = y_ref if relu else None
+    batch_statistics = training or not with_running
+    got = k.batch_norm_backward(g, x, weight, mean_ref, invstd_ref, batch_statistics, relu_output)
+    want = ref.batch_norm_backward(g, x, weight, mean_ref, invstd_ref, batch_statistics, relu_output)
+    for a, b in zip(got, want):
+        close(a, b, dtype, 10 * np.sqrt(x.size / c))
+
+
+@settings(max_examples=examples(30))
 @given(st.lists(st.integers(1, 64), min_size=1, max_size=5), st.integers(1, 3), st.integers(1, 9), dtypes, seeds,
        launches)
 @on_every_backend
@@ -745,7 +777,9 @@ def test_cuda_kernels_are_named_like_the_functions_they_serve():
 
     from kernels import contract
     from kernels.cuda import loader
-    steps = {"im2col", "col2im", "conv_output", "conv_grad_output", "copy_channels", "add_pair"}
+    steps = {"im2col", "col2im", "conv_output", "conv_grad_output", "copy_channels", "add_pair", "channel_sums",
+             "batch_norm_chunk_statistics", "batch_norm_combine", "batch_norm_apply", "batch_norm_chunk_gradients",
+             "batch_norm_input_gradient"}
     launched = set(re.findall(r'self\.launch\("(\w+)"', inspect.getsource(importlib.import_module("kernels.cuda.ops"))))
     assert launched == set(loader.MODULE_OF)
     assert launched - steps <= set(contract.FUNCTIONS), launched - steps - set(contract.FUNCTIONS)

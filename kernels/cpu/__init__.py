@@ -11,6 +11,7 @@ from ..contract import FUNCTIONS
 # the contract's functions (__all__ below; tests/test_kernels.py checks that they are all here)
 from .conv import col2im, conv2d_backward, conv2d_forward, im2col  # noqa: F401
 from .elementwise import add_n, concat, lrn_backward, lrn_forward, relu_backward, relu_forward, sgd_update, split  # noqa: F401
+from .norm import batch_norm_backward, batch_norm_forward  # noqa: F401
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward  # noqa: F401
 
 __all__ = list(FUNCTIONS)

@@ -29,6 +29,8 @@ MODULES = {
     "pool": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"),
     "elementwise": ("relu_forward", "relu_backward", "lrn_forward", "lrn_backward", "copy_channels",
                     "add_pair", "sgd_update"),
+    "norm": ("batch_norm_chunk_statistics", "batch_norm_combine", "batch_norm_apply", "batch_norm_chunk_gradients",
+             "channel_sums", "batch_norm_input_gradient"),
 }
 MODULE_OF = {kernel: module for module, names in MODULES.items() for kernel in names}
 POINTER_DTYPES = {"long long*": np.dtype(np.int64), "int*": np.dtype(np.int32)}     # real*: the call's dtype
@@ -45,14 +47,14 @@ def real_type(dtype) -> tuple:
     except KeyError:
         raise TypeError(f"the CUDA kernels take float32 or float64 arrays, not {dtype}") from None
 
-BLOCK = 256                      # threads per block on a GPU
-MAX_GRID = 65535                 # blocks at most; the grid-stride loops cover any remainder
 # What CuPy adds to every RawModule it compiles (cupy/cuda/compiler.py, _compile_with_cache_cuda): single-precision
 # subnormals flushed to zero, inputs and results.  The compile check (compile.py) builds with it too, and the
 # host emulation (host.py) sets the CPU's flush-to-zero and denormals-are-zero modes for float32 kernels, so
 # that what the tests check is what runs on a GPU.  float64 keeps its subnormals everywhere.
 DEVICE_OPTIONS = ("-ftz=true",)
 
+BLOCK = 256                      # threads per block on a GPU
+MAX_GRID = 65535                 # blocks at most; the grid-stride loops cover any remainder
 
 
 def source(module: str) -> str:

@@ -187,6 +187,62 @@ class CudaKernels:
                     *self._channels_and_pixels(x.shape), size, alpha, beta, k, grad_x)
         return grad_x
 
+    # ---- batch normalisation -------------------------------------------------------------------------
+    BATCH_NORM_CHUNK = 4096          # values per partial result of a channel's reductions
+
+    def _chunks_of(self, count):
+        return -(-count // self.BATCH_NORM_CHUNK)
+
+    def batch_norm_forward(self, x, weight, bias, running_mean, running_var, training, momentum, eps, relu=False):
+        """The statistics by chunks combined in order (batch_norm_chunk_statistics, batch_norm_combine), the
+        running statistics updated with the reference's arithmetic, then one elementwise pass."""
+        xp = self.xp
+        x = self._contiguous(x)
+        n, c = x.shape[:2]
+        p = x.size // max(n * c, 1)
+        count = n * p
+        if training or running_mean is None:
+            chunks = self._chunks_of(count)
+            partial_mean, partial_m2 = xp.empty(c * chunks, x.dtype), xp.empty(c * chunks, x.dtype)
+            self.launch("batch_norm_chunk_statistics", x.dtype, c * chunks, x, c, p, count, self.BATCH_NORM_CHUNK,
+                        partial_mean, partial_m2)
+            mean, var = xp.empty(c, x.dtype), xp.empty(c, x.dtype)
+            self.launch("batch_norm_combine", x.dtype, c, partial_mean, partial_m2, chunks, count, self.BATCH_NORM_CHUNK,
+                        mean, var)
+            if training and running_mean is not None:
+                reference.update_running_statistics(running_mean, running_var, mean, var, count, momentum)
+        else:
+            mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
+        invstd = (1 / xp.sqrt(var + eps)).astype(x.dtype)
+        scale = invstd if weight is None else (invstd * weight).astype(x.dtype)
+        shift = (-mean * scale if bias is None else bias - mean * scale).astype(x.dtype)
+        y = xp.empty_like(x)
+        self.launch("batch_norm_apply", x.dtype, x.size, x, c, p, self._contiguous(scale), self._contiguous(shift),
+                    bool(relu), y)
+        return y, mean, invstd
+
+    def batch_norm_backward(self, grad_y, x, weight, mean, invstd, training, relu_output=None):
+        xp = self.xp
+        x, grad_y = self._contiguous(x), self._contiguous(grad_y)
+        n, c = x.shape[:2]
+        p = x.size // max(n * c, 1)
+        count, chunks = n * p, self._chunks_of(n * p)
+        mask = grad_y if relu_output is None else self._contiguous(relu_output)
+        partial_sum, partial_product = xp.empty(c * chunks, x.dtype), xp.empty(c * chunks, x.dtype)
+        self.launch("batch_norm_chunk_gradients", x.dtype, c * chunks, grad_y, mask, relu_output is not None, x,
+                    self._contiguous(mean), c, p, count, self.BATCH_NORM_CHUNK, partial_sum, partial_product)
+        grad_bias, centred = xp.empty(c, x.dtype), xp.empty(c, x.dtype)
+        self.launch("channel_sums", x.dtype, c, partial_sum, chunks, grad_bias)
+        self.launch("channel_sums", x.dtype, c, partial_product, chunks, centred)
+        k1 = invstd if weight is None else invstd * weight              # grad_x = g*k1 + (x - mean)*k2 + k3
+        k2 = -k1 * invstd * invstd * centred / count if training else xp.zeros(c, x.dtype)
+        k3 = -k1 * grad_bias / count if training else xp.zeros(c, x.dtype)
+        grad_x = xp.empty_like(x)
+        self.launch("batch_norm_input_gradient", x.dtype, x.size, grad_y, mask, relu_output is not None, x, c, p,
+                    self._contiguous(k1.astype(x.dtype)), self._contiguous(k2.astype(x.dtype)),
+                    self._contiguous((k3 - mean * k2).astype(x.dtype)), bool(training), grad_x)
+        return grad_x, (centred * invstd).astype(x.dtype), grad_bias
+
     # ---- concatenation along channels ----------------------------------------------------------------
     def _copies_channels(self, a, axis):
         """The channel-copy kernel handles floating arrays along axis 1; anything else goes to xp."""
