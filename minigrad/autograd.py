@@ -180,10 +180,19 @@ class Tensor:
         return self.data.reshape(()).item()
 
     # ---- devices --------------------------------------------------------------
-    def to(self, device) -> Tensor:
-        """This tensor on `device` ('cpu', 'cuda' or 'cuda:N'): itself if already there, else a copy
-        that stays in the graph (its gradient flows back to this device)."""
-        target = parse_device(device)
+    def to(self, device_or_dtype) -> Tensor:
+        """This tensor on a device ('cpu', 'cuda' or 'cuda:N') or of a dtype (np.float64, "float32", ...):
+        itself if it already is, else a copy that stays in the graph (its gradient flows back to this
+        device, in this dtype)."""
+        if device_or_dtype is not None and (not isinstance(device_or_dtype, str)
+                                            or device_or_dtype.partition(":")[0] not in ("cpu", "cuda")):
+            try:
+                dtype = np.dtype(device_or_dtype)
+            except TypeError:
+                dtype = None
+            if dtype is not None:
+                return self if dtype == self.dtype else Cast(dtype)(self)
+        target = parse_device(device_or_dtype)
         return self if target == self.device else ToDevice(target)(self)
 
     def cpu(self) -> Tensor:
@@ -264,21 +273,25 @@ class Tensor:
     # ---- autograd ------------------------------------------------------------
     def backward(self, grad=None, retain_graph: bool = False):
         """Compute the gradient of this tensor with respect to every leaf that
-        requires one, adding it into the leaf's `.grad`."""
+        requires one, adding it into the leaf's `.grad`.  Every array is made, and every kernel launched,
+        on the device of the arrays it works on (CuPy allocates and launches on the current GPU, whatever
+        the arrays': on cuda:1 a launch there would read another GPU's memory)."""
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no graph "
                                "(create its inputs with requires_grad=True)")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward: grad can be omitted only for a one-element output, "
-                                   f"got shape {self.shape}; pass grad= of that shape")
-            grad = array_module(self.data).ones_like(self.data)
-        else:
-            grad = grad.data if isinstance(grad, Tensor) else array_module(self.data).asarray(grad, self.dtype)
-            if grad.shape != self.data.shape:
-                raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has shape {self.shape}")
+        with on_device_of(self.data):
+            if grad is None:
+                if self.data.size != 1:
+                    raise RuntimeError(f"backward: grad can be omitted only for a one-element output, "
+                                       f"got shape {self.shape}; pass grad= of that shape")
+                grad = array_module(self.data).ones_like(self.data)
+            else:
+                grad = grad.data if isinstance(grad, Tensor) else array_module(self.data).asarray(grad, self.dtype)
+                if grad.shape != self.data.shape:
+                    raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has shape {self.shape}")
         if self.creator is None:
-            _accumulate(self, [grad])
+            with on_device_of(self.data):
+                _accumulate(self, [grad])
             return
         pending = {}                              # the gradients flowing into each node's outputs, and each leaf
         fresh = set()                             # ids of leaf gradients that nothing else holds (fresh_grads)
@@ -287,61 +300,76 @@ class Tensor:
             slots = pending.pop(fn, None)
             if slots is None:
                 continue
-            slots = [_sum(parts) for parts in slots]
-            if fn.released:
-                raise RuntimeError(f"backward: trying to backward through the graph a second time "
-                                   f"(the buffers of {fn.op_name()} were freed); "
-                                   "pass retain_graph=True to the first backward")
-            grad_out = tuple(slots) if fn.tuple_output else slots[0]
-            for index, (counter, seen) in enumerate(fn.input_versions):
-                if counter[0] != seen:
-                    raise RuntimeError(f"backward: input {index} of {fn.op_name()} was modified by an in-place "
-                                       f"operation after it was used (version {seen} then, {counter[0]} now); "
-                                       "its gradient would be wrong. Use an out-of-place op (x = x + y) instead")
-            if _profiler is not None:
-                for g in slots:
-                    if g is not None:
-                        synchronize(g)
-            start = time.perf_counter()
-            with on_device_of(next(g for g in slots if g is not None)):
-                grads = fn.backward(grad_out)
-            if not isinstance(grads, tuple):
-                grads = (grads,)
-            if _profiler is not None:
-                for g in grads:
-                    if g is not None:
-                        synchronize(g)
-                _profiler.backward(fn, slots, grads, time.perf_counter() - start)
-            for edge, g in zip(fn.edges, grads):
-                if edge is None or g is None:
-                    continue
-                if isinstance(edge, Tensor):
-                    _add_gradient(pending, edge, 0, g)
-                    if fn.fresh_grads:
-                        fresh.add(id(g))
-                else:
-                    _add_gradient(pending, *edge, g)
-            if not retain_graph:
-                fn.release()
+            with on_device_of(next(g for parts in slots for g in parts)):
+                self._run_node(fn, slots, pending, fresh, retain_graph)
         for leaf, (parts,) in pending.items():   # only leaves are left: every Function was visited
-            _accumulate(leaf, parts, fresh)
+            with on_device_of(parts[0]):
+                _accumulate(leaf, parts, fresh)
 
-    # ---- arithmetic (broadcasting like NumPy) -------------------------------
-    def __add__(self, other): return Add()(self, _lift(other, self))
-    def __radd__(self, other): return Add()(_lift(other, self), self)
-    def __sub__(self, other): return Sub()(self, _lift(other, self))
-    def __rsub__(self, other): return Sub()(_lift(other, self), self)
-    def __mul__(self, other): return Mul()(self, _lift(other, self))
-    def __rmul__(self, other): return Mul()(_lift(other, self), self)
-    def __truediv__(self, other): return Div()(self, _lift(other, self))
-    def __rtruediv__(self, other): return Div()(_lift(other, self), self)
-    def __matmul__(self, other): return MatMul()(self, _lift(other, self))
+    @staticmethod
+    def _run_node(fn, slots, pending, fresh, retain_graph):
+        """One node's backward: its outputs' gradients summed, checked, passed back along its edges."""
+        slots = [_sum(parts) for parts in slots]
+        if fn.released:
+            raise RuntimeError(f"backward: trying to backward through the graph a second time "
+                               f"(the buffers of {fn.op_name()} were freed); "
+                               "pass retain_graph=True to the first backward")
+        grad_out = tuple(slots) if fn.tuple_output else slots[0]
+        for index, (counter, seen) in enumerate(fn.input_versions):
+            if counter[0] != seen:
+                raise RuntimeError(f"backward: input {index} of {fn.op_name()} was modified by an in-place "
+                                   f"operation after it was used (version {seen} then, {counter[0]} now); "
+                                   "its gradient would be wrong. Use an out-of-place op (x = x + y) instead")
+        if _profiler is not None:
+            for g in slots:
+                if g is not None:
+                    synchronize(g)
+        start = time.perf_counter()
+        grads = fn.backward(grad_out)
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        if _profiler is not None:
+            for g in grads:
+                if g is not None:
+                    synchronize(g)
+            _profiler.backward(fn, slots, grads, time.perf_counter() - start)
+        for edge, g in zip(fn.edges, grads):
+            if edge is None or g is None:
+                continue
+            if isinstance(edge, Tensor):
+                _add_gradient(pending, edge, 0, g)
+                if fn.fresh_grads:
+                    fresh.add(id(g))
+            else:
+                _add_gradient(pending, *edge, g)
+        if not retain_graph:
+            fn.release()
+
+    # ---- arithmetic (broadcasting like NumPy, promoting dtypes like PyTorch) --------
+    def __add__(self, other): return Add()(*_promoted(self, other))
+    def __radd__(self, other): return Add()(*_promoted(self, other, reflected=True))
+    def __sub__(self, other): return Sub()(*_promoted(self, other))
+    def __rsub__(self, other): return Sub()(*_promoted(self, other, reflected=True))
+    def __mul__(self, other): return Mul()(*_promoted(self, other))
+    def __rmul__(self, other): return Mul()(*_promoted(self, other, reflected=True))
+    def __truediv__(self, other): return Div()(*_promoted(self, other, floating=True))
+    def __rtruediv__(self, other): return Div()(*_promoted(self, other, reflected=True, floating=True))
+    def __matmul__(self, other): return MatMul()(*_promoted(self, other))
     def __neg__(self): return Neg()(self)
 
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor) or not np.isscalar(exponent):
             raise TypeError(f"pow: only a Python or NumPy scalar exponent is supported, got {type(exponent).__name__}")
-        return Pow(exponent)(self)
+        base = self.to(_result_dtype(self, exponent))
+        return Pow(exponent)(base)
+
+    def float(self) -> Tensor:
+        """This tensor as float32 (itself if it is): a copy that stays in the graph."""
+        return self.to(np.float32)
+
+    def double(self) -> Tensor:
+        """This tensor as float64 (itself if it is): a copy that stays in the graph."""
+        return self.to(np.float64)
 
     # ---- shape ops ---------------------------------------------------------
     def reshape(self, *shape):
@@ -457,11 +485,39 @@ def _check_memory_format(op, memory_format, t):
         raise ValueError(f"{op}: channels_last needs a 4-D tensor (N, C, H, W), got shape {t.shape}")
 
 
-def _lift(value, like: Tensor) -> Tensor:
-    """Turn a Python/NumPy scalar or array into a constant Tensor of like's dtype and device."""
-    if isinstance(value, Tensor):
-        return value
-    return Tensor(array_module(like.data).asarray(value, dtype=like.dtype))
+# PyTorch's type promotion: booleans < integers < floats.  Two tensors of one category meet in the wider dtype;
+# of two categories, in the higher one's tensor's dtype.  A constant (a Python or NumPy number, or an array)
+# takes the tensor's dtype unless it is of a higher category: then the default dtype of its category.
+_CATEGORY = {"b": 0, "i": 1, "u": 1, "f": 2}
+_DEFAULT_OF_CATEGORY = {1: np.dtype(np.int64), 2: np.dtype(np.float32)}
+
+
+def _result_dtype(tensor: Tensor, other):
+    category = _CATEGORY[tensor.dtype.kind]
+    if isinstance(other, Tensor):
+        other_category = _CATEGORY[other.dtype.kind]
+        if other_category == category:
+            return np.promote_types(tensor.dtype, other.dtype)
+        return tensor.dtype if category > other_category else other.dtype
+    kind = np.asarray(other).dtype.kind
+    if kind not in _CATEGORY:
+        raise TypeError(f"arithmetic: cannot combine a tensor of dtype {tensor.dtype} with a {type(other).__name__}")
+    other_category = _CATEGORY[kind]
+    return _DEFAULT_OF_CATEGORY[other_category] if other_category > category else tensor.dtype
+
+
+def _promoted(tensor: Tensor, other, reflected=False, floating=False):
+    """(tensor, other) as Tensors of one dtype and device (other first if reflected), by the rule above;
+    floating: at least float32 (true division of integers)."""
+    dtype = _result_dtype(tensor, other)
+    if floating and dtype.kind != "f":
+        dtype = np.dtype(np.float32)
+    if isinstance(other, Tensor):
+        other = other.to(dtype)
+    else:
+        other = Tensor(array_module(tensor.data).asarray(other, dtype=dtype))
+    tensor = tensor.to(dtype)
+    return (other, tensor) if reflected else (tensor, other)
 
 
 def _normalize_dim(op, dim, ndim):
@@ -562,6 +618,21 @@ class MatMul(Function):
 
     def backward(self, grad):
         return grad @ self.b.T, self.a.T @ grad
+
+
+class Cast(Function):
+    """A copy in another dtype; its gradient comes back in the input's dtype."""
+    name = "to"
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, a):
+        self.source = a.dtype
+        return a.astype(self.dtype)
+
+    def backward(self, grad):
+        return grad.astype(self.source)
 
 
 class ToDevice(Function):

@@ -75,9 +75,38 @@ def check_windows(op: str, shape, kernel, stride, padding, ceil_mode=None):
                          f"(input shape {tuple(shape)}, padding {padding})")
     if ceil_mode is None:
         return tuple(conv_out_size(n, k, s, p) for n, k, s, p in zip((height, width), kernel, stride, padding))
+    _check_pool_padding(op, kernel, padding)
+    return tuple(pool_out_size(n, k, s, p, ceil_mode) for n, k, s, p in zip((height, width), kernel, stride, padding))
+
+
+def pool_arguments(op: str, kernel_size, stride, padding):
+    """(kernel, stride, padding) pairs of a pooling layer, checked: kernel and stride >= 1 (stride None:
+    the kernel size), padding >= 0 and at most half the kernel (so no window lies in the padding alone)."""
+    kernel = as_pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else as_pair(op, "stride", stride, 1)
+    padding = as_pair(op, "padding", padding, 0)
+    _check_pool_padding(op, kernel, padding)
+    return kernel, stride, padding
+
+
+def _check_pool_padding(op, kernel, padding):
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel}")
-    return tuple(pool_out_size(n, k, s, p, ceil_mode) for n, k, s, p in zip((height, width), kernel, stride, padding))
+
+
+def lrn_arguments(op: str, size, alpha, beta, k):
+    """LRN's (size, alpha, beta, k), checked: size an int >= 1, the rest finite numbers with k > 0 and
+    alpha >= 0 (then every scale k + alpha/size * sum(x^2) is positive, and raising it to -beta is safe)."""
+    if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"{op}: size must be an int >= 1, got {size!r}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"{op}: {name} must be a number, got {value!r}")
+        if not np.isfinite(value):
+            raise ValueError(f"{op}: {name} must be finite, got {value!r}")
+    if not k > 0 or not alpha >= 0:
+        raise ValueError(f"{op}: k must be > 0 and alpha >= 0 (the scale is raised to -beta), got k={k}, alpha={alpha}")
+    return int(size), float(alpha), float(beta), float(k)
 
 
 def check_probability(op: str, name: str, p):

@@ -36,10 +36,12 @@ class ArrayDataset(Dataset):
         if y.ndim != 1 or len(y) != len(x):
             raise DataError(f"labels must be (N,) with N = {len(x)} images, got shape {y.shape}")
         if y.dtype.kind not in "iu":
-            if y.dtype.kind == "f" and np.all(y == np.round(y)):
-                y = y.astype(np.int64)
-            else:
-                raise DataError(f"labels must be integers, got dtype {y.dtype}")
+            if y.dtype.kind != "f" or not np.isfinite(y).all() or not np.all(y == np.round(y)):
+                raise DataError(f"labels must be integers, got dtype {y.dtype}"
+                                + (" with non-integer or non-finite values" if y.dtype.kind == "f" else ""))
+            if len(y) and np.abs(y).max() >= 2**53:      # beyond this a float no longer holds every integer
+                raise DataError(f"labels must be integers below 2^53, got {np.abs(y).max():g}")
+            y = y.astype(np.int64)
         if not np.isfinite(x).all():
             raise DataError("images contain NaN or infinite values")
         self.num_classes = int(num_classes if num_classes is not None else (y.max() + 1 if len(y) else 0))
@@ -53,10 +55,14 @@ class ArrayDataset(Dataset):
     def __getitem__(self, index):
         return self.x[index], self.y[index]
 
+    def split_point(self, fraction):
+        """How many samples split(fraction) keeps in its first part."""
+        return len(self) - int(round(fraction * len(self)))
+
     def split(self, fraction, seed=0):
         """(rest, held_out): a random `fraction` of the samples held out, stratified by nothing, seeded."""
         order = np.random.default_rng(seed).permutation(len(self))
-        cut = len(self) - int(round(fraction * len(self)))
+        cut = self.split_point(fraction)
         return (ArrayDataset(self.x[order[:cut]], self.y[order[:cut]], self.num_classes),
                 ArrayDataset(self.x[order[cut:]], self.y[order[cut:]], self.num_classes))
 
@@ -165,31 +171,74 @@ def load_npz(path):
         raise
     except Exception as error:               # not a zip, truncated, pickled objects...
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    if len(x) == 0:
+        raise DataError(f"{path}: the .npz file holds no images (x has shape {x.shape})")
     try:
         return ArrayDataset(x.astype(np.float32) if x.dtype.kind in "iuf" else x, y)
     except DataError as error:
         raise DataError(f"{path}: {error}") from None
 
 
+# Pillow's modes of more than 8 bits a channel, and the full scale of each: images load as float32 in [0, 1]
+# whatever their depth (a float image keeps its values), not clipped to 8 bits as convert("RGB") would.
+_HIGH_DEPTH_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+class _UnsupportedDepth(ValueError):
+    pass
+
+
+def _image_array(img, grayscale):
+    """An image's pixels as float32 (H, W, 3), or (H, W) with grayscale: 8-bit modes / 255 and 16-bit ones
+    / 65535 (in [0, 1]), float ones as they are.  Pillow's 32-bit integer mode "I" is read as 16-bit data
+    (what it holds in practice); values beyond 16 bits are refused rather than rescaled image by image."""
+    if img.mode in _HIGH_DEPTH_SCALE:
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode == "I" and (values.min(initial=0) < 0 or values.max(initial=0) > 65535):
+            raise _UnsupportedDepth("a 32-bit integer image with values outside 0-65535")
+        values = (values / _HIGH_DEPTH_SCALE[img.mode]).astype(np.float32)
+        return values if grayscale else np.repeat(values[..., None], 3, axis=2)
+    return np.asarray(img.convert("L" if grayscale else "RGB"), dtype=np.float32) / 255.0
+
+
+def _image_files(folder):
+    """The image files of a class folder, sorted: regular files only (a FIFO or a socket would block a read or
+    fail it), hidden ones skipped (.DS_Store and its kind)."""
+    import stat
+
+    files = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith("."):
+            continue
+        try:
+            if stat.S_ISREG(os.stat(path).st_mode):
+                files.append(path)
+        except OSError:
+            continue                                        # a dangling link
+    return files
+
+
 def load_image_folder(root, grayscale=False):
-    """A folder with one sub-folder of images per class (sorted names are the classes); all images
-    must have one size."""
+    """A folder with one sub-folder of images per class (sorted names are the classes, hidden ones skipped);
+    all images must have one size.  Pixels become float32 in [0, 1] whatever their bit depth."""
     try:
         from PIL import Image
     except ImportError:
         raise DataError("loading an image folder needs Pillow: pip install pillow") from None
     if not os.path.isdir(root):
         raise DataError(f"{root}: no such folder")
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not classes:
         raise DataError(f"{root}: no class sub-folders")
     images, labels, first = [], [], None
     for label, name in enumerate(classes):
-        for file in sorted(os.listdir(os.path.join(root, name))):
-            path = os.path.join(root, name, file)
+        for path in _image_files(os.path.join(root, name)):
             try:
                 with Image.open(path) as img:
-                    array = np.asarray(img.convert("L" if grayscale else "RGB"), dtype=np.float32) / 255.0
+                    array = _image_array(img, grayscale)
+            except _UnsupportedDepth as error:
+                raise DataError(f"{path}: {error}; convert it to 16-bit or float") from None
             except Exception:
                 raise DataError(f"{path}: not an image Pillow can read") from None
             if first is None:

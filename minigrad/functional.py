@@ -17,7 +17,15 @@ import kernels
 from . import random
 from .autograd import Function, Tensor, is_grad_enabled, is_view_of
 from .backend import array_module, is_cuda_array, to_device
-from .checks import as_pair, check_probability, check_same_device_and_dtype, check_tensor, check_windows
+from .checks import (
+    as_pair,
+    check_probability,
+    check_same_device_and_dtype,
+    check_tensor,
+    check_windows,
+    lrn_arguments,
+    pool_arguments,
+)
 
 # ---- convolution -------------------------------------------------------------
 
@@ -109,9 +117,7 @@ class AvgPool2d(Function):
 
 def _pool_geometry(op, input, kernel_size, stride, padding, ceil_mode):
     check_tensor(op, "input", input, ndim=4)
-    kernel_size = as_pair(op, "kernel_size", kernel_size, 1)
-    stride = kernel_size if stride is None else as_pair(op, "stride", stride, 1)
-    padding = as_pair(op, "padding", padding, 0)
+    kernel_size, stride, padding = pool_arguments(op, kernel_size, stride, padding)
     check_windows(op, input.shape, kernel_size, stride, padding, bool(ceil_mode))
     return kernel_size, stride, padding, bool(ceil_mode)
 
@@ -163,15 +169,72 @@ class LocalResponseNorm(Function):
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     """Normalise each value by the energy of `size` neighbouring channels (across channels)."""
     check_tensor("local_response_norm", "input", input, ndim=4)
-    if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"local_response_norm: size must be an int >= 1, got {size!r}")
-    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool):
-            raise TypeError(f"local_response_norm: {name} must be a number, got {value!r}")
-    if not k > 0 or not alpha >= 0:     # then every scale k + alpha/size * sum(x^2) is positive
-        raise ValueError(f"local_response_norm: k must be > 0 and alpha >= 0 (the scale is raised to "
-                         f"-beta), got k={k}, alpha={alpha}")
-    return LocalResponseNorm(int(size), float(alpha), float(beta), float(k))(input)
+    return LocalResponseNorm(*lrn_arguments("local_response_norm", size, alpha, beta, k))(input)
+
+
+class BatchNorm(Function):
+    """Batch normalisation, optionally fused with the ReLU that follows (name batch_norm_relu): the kernels
+    clamp in the pass that normalises, and mask the gradient in the backward's passes."""
+
+    fresh_grads = True
+
+    def __init__(self, running_mean, running_var, training, momentum, eps, relu=False):
+        self.running = running_mean, running_var
+        self.training, self.momentum, self.eps, self.relu = training, momentum, eps, relu
+        self.name = "batch_norm_relu" if relu else "batch_norm"
+
+    def forward(self, x, weight=None, bias=None):
+        y, self.mean, self.invstd = kernels.for_array(x).batch_norm_forward(
+            x, weight, bias, *self.running, self.training, self.momentum, self.eps, self.relu)
+        self.x, self.weight, self.affine = x, weight, weight is not None
+        self.y = y if self.relu else None
+        return y
+
+    def backward(self, grad):
+        batch_statistics = self.training or self.running[0] is None
+        grad_x, grad_weight, grad_bias = kernels.for_array(grad).batch_norm_backward(
+            grad, self.x, self.weight, self.mean, self.invstd, batch_statistics, self.y)
+        return (grad_x, grad_weight, grad_bias) if self.affine else grad_x
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               relu=False):
+    """Batch normalisation over the channels (dim 1) of an (N, C), (N, C, L) or (N, C, H, W) input, as
+    torch.nn.functional.batch_norm: in training the batch's statistics (the variance biased) normalise, and the
+    running ones (Tensors, or None) are updated in place, the variance unbiased; else the running ones
+    normalise.  relu=True: relu(batch_norm(...)) as one op."""
+    op = "batch_norm"
+    check_tensor(op, "input", input, ndim=(2, 3, 4))
+    channels = input.shape[1]
+    named = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
+    for name, t in named.items():
+        if t is not None:
+            check_tensor(op, name, t, ndim=1)
+            if t.shape != (channels,):
+                raise ValueError(f"{op}: {name} must have shape ({channels},) for input of shape {input.shape}, "
+                                 f"got {t.shape}")
+            if t.dtype != input.dtype:
+                raise TypeError(f"{op}: {name} has dtype {t.dtype} but input has dtype {input.dtype}")
+            if t.device != input.device:
+                raise ValueError(f"{op}: {name} is on {t.device} but input is on {input.device}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: give both running_mean and running_var, or neither")
+    if (weight is None) != (bias is None):
+        raise ValueError(f"{op}: give both weight and bias, or neither")
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"{op}: eps must be a finite number >= 0, got {eps!r}")
+    if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) or not 0 <= momentum <= 1:
+        raise ValueError(f"{op}: momentum must be a number in [0, 1], got {momentum!r}")
+    if training and input.numel() // channels <= 1:
+        raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape {input.shape}")
+    x = input if input.ndim == 4 else input.reshape(*input.shape, *(1,) * (4 - input.ndim))
+    fn = BatchNorm(None if running_mean is None else running_mean.data, None if running_var is None else running_var.data,
+                   bool(training), float(momentum), float(eps), bool(relu))
+    y = fn(x) if weight is None else fn(x, weight, bias)
+    if training and running_mean is not None:
+        running_mean._bump()                         # changed in place: a graph that saved them sees it
+        running_var._bump()
+    return y if input.ndim == 4 else y.reshape(input.shape)
 
 
 # ---- fully connected, dropout --------------------------------------------------
@@ -309,10 +372,19 @@ def nll_loss(input, target):
     return NLLLoss(_check_target("nll_loss", input, target))(input)
 
 
-def cross_entropy(input, target):
-    """Mean cross-entropy of logits (N, C) against integer targets (N,)."""
+def cross_entropy(input, target, label_smoothing=0.0):
+    """Mean cross-entropy of logits (N, C) against integer targets (N,).  label_smoothing (in [0, 1], as in
+    PyTorch and "Rethinking the Inception Architecture"): the target becomes (1 - s) on its class plus s / C
+    on every class, i.e. the loss (1 - s) * nll + s * the mean over classes of -log p."""
     target = _check_target("cross_entropy", input, target)
-    return NLLLoss(target)(log_softmax(input, 1))
+    if not isinstance(label_smoothing, numbers.Real) or isinstance(label_smoothing, bool) \
+            or not 0 <= label_smoothing <= 1:
+        raise ValueError(f"cross_entropy: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    log_probs = log_softmax(input, 1)
+    loss = NLLLoss(target)(log_probs)
+    if label_smoothing:
+        loss = loss * (1.0 - label_smoothing) - log_probs.mean() * float(label_smoothing)
+    return loss
 
 
 # ---- concatenation (the Inception merge) -------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import OrderedDict
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from . import functional as F
 from . import random
 from .autograd import Tensor
 from .backend import array_module, parse_device, to_device
-from .checks import as_pair, check_probability
+from .checks import as_pair, check_probability, lrn_arguments, pool_arguments
 
 
 class Parameter(Tensor):
@@ -27,6 +28,14 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+class Buffer(Tensor):
+    """A Tensor a Module keeps and saves but does not train (BatchNorm's running statistics): in state_dict,
+    moved by .to(), never in parameters()."""
+
+    def __init__(self, data):
+        super().__init__(data, requires_grad=False)
 
 
 class Module:
@@ -76,19 +85,55 @@ class Module:
     def parameters(self):
         return (p for _, p in self.named_parameters())
 
+    def named_buffers(self, prefix=""):
+        for name, value in vars(self).items():
+            full = f"{prefix}.{name}" if prefix else name
+            if isinstance(value, Buffer):
+                yield full, value
+            elif isinstance(value, Module):
+                yield from value.named_buffers(full)
+
+    def buffers(self):
+        return (b for _, b in self.named_buffers())
+
+    def _tensors(self):
+        """(name, Parameter or Buffer): everything state_dict saves, parameters first."""
+        return list(self.named_parameters()) + list(self.named_buffers())
+
     def zero_grad(self):
         for p in self.parameters():
             p.grad = None
 
-    def to(self, device):
-        """Move every parameter (and its gradient) to `device` in place; returns the module.
-        Move a model before making its optimizer: optimizer state stays where it was made."""
-        target = parse_device(device, f"{type(self).__name__}.to")
-        for p in self.parameters():
-            p.data = to_device(p.data, target)
-            if p.grad is not None:
-                p.grad = Tensor(to_device(p.grad.data, target))
+    def to(self, device_or_dtype):
+        """Move every parameter and buffer (and gradient) to a device ('cpu', 'cuda', 'cuda:N'), or convert the
+        floating-point ones to a dtype (np.float64, "float32", ...), in place; returns the module.  As in
+        PyTorch, do it before making the optimizer: optimizer state stays as it was made.  Each array takes the
+        layout its device's kernels read in place (placed_for)."""
+        dtype = _as_dtype(device_or_dtype)
+        target = None if dtype is not None else parse_device(device_or_dtype, f"{type(self).__name__}.to")
+
+        def moved(data, filters):
+            if dtype is not None:
+                return data.astype(dtype, order="K") if data.dtype.kind == "f" and data.dtype != dtype else data
+            return placed_for(to_device(data, target), target, filters)
+        for module in self.modules():
+            for name, t in vars(module).items():
+                if isinstance(t, (Parameter, Buffer)):
+                    filters = module.filters_name == name
+                    t.data = moved(t.data, filters)
+                    if t.grad is not None:
+                        t.grad = Tensor(moved(t.grad.data, filters))
         return self
+
+    def double(self):
+        """Floating-point parameters and buffers as float64 (as torch.nn.Module.double)."""
+        return self.to(np.float64)
+
+    def float(self):
+        """Floating-point parameters and buffers as float32 (as torch.nn.Module.float)."""
+        return self.to(np.float32)
+
+    filters_name = None          # the parameter that holds a convolution's filters (Conv2d: "weight")
 
     def cpu(self):
         return self.to("cpu")
@@ -106,8 +151,8 @@ class Module:
 
     # ---- saving and loading ------------------------------------------------------
     def state_dict(self):
-        """Name -> NumPy array (a copy) for every parameter."""
-        return OrderedDict((name, np.array(p.numpy(), copy=True)) for name, p in self.named_parameters())
+        """Name -> NumPy array (a copy) for every parameter and buffer."""
+        return OrderedDict((name, np.array(t.numpy(), copy=True)) for name, t in self._tensors())
 
     def load_state_dict(self, state_dict, strict: bool = True):
         """Copy arrays into the parameters; names, shapes and dtypes must match.
@@ -115,7 +160,13 @@ class Module:
         Every mismatch is listed in one error.  With strict=False, missing and
         unexpected names are allowed (shapes and dtypes are still checked).
         """
-        own = dict(self.named_parameters())
+        own = dict(self._tensors())
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict: expected a mapping of names to arrays, got {type(state_dict).__name__}")
+        state_dict = {name: value.data if isinstance(value, Tensor) else value for name, value in state_dict.items()}
+        for name, value in state_dict.items():
+            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                raise TypeError(f"load_state_dict: the value of {name!r} is a {type(value).__name__}, not an array")
         problems = []
         if strict:
             problems += [f"missing: {name}" for name in own if name not in state_dict]
@@ -173,6 +224,31 @@ def stored_filters(values):
     return stored
 
 
+def _as_dtype(value):
+    """np.dtype of a floating dtype given as such (np.float64, "float32"), else None (a device name)."""
+    if isinstance(value, str) and value.partition(":")[0] in ("cpu", "cuda"):
+        return None
+    try:
+        dtype = np.dtype(value) if value is not None else None
+    except TypeError:
+        return None
+    if dtype is not None and dtype.kind != "f":
+        raise TypeError(f"Module.to: only floating dtypes convert a module, got {dtype}")
+    return dtype
+
+
+def placed_for(data, device, filters=False):
+    """A parameter's array in the layout its device's kernels read in place: on a GPU, C-contiguous (the CUDA
+    wrappers copy anything else on every call, and SGD's one-pass kernel takes only that; a 1x1 convolution's
+    filters, stored as (KH, KW, C, O) behind their (O, C, KH, KW) shape, arrive Fortran-ordered); on the CPU,
+    a convolution's filters as their product's matrix (stored_filters), anything else as it is."""
+    if device != "cpu":
+        return array_module(data).ascontiguousarray(data)
+    if filters and data.ndim == 4 and not data.transpose(2, 3, 1, 0).flags.c_contiguous:
+        return stored_filters(data)
+    return data
+
+
 def _positive_int(op, name, value):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
@@ -181,6 +257,8 @@ def _positive_int(op, name, value):
 
 class Conv2d(Module):
     """Weights and biases drawn uniformly from +-1/sqrt(fan_in), as PyTorch does by default."""
+
+    filters_name = "weight"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, dtype=np.float32):
         super().__init__()
@@ -222,7 +300,8 @@ class Linear(Module):
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
-        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
+        pool_arguments("MaxPool2d", kernel_size, stride, padding)
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, bool(ceil_mode)
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
@@ -234,6 +313,7 @@ class MaxPool2d(Module):
 class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__()
+        pool_arguments("AvgPool2d", kernel_size, stride, padding)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
 
@@ -247,6 +327,7 @@ class AvgPool2d(Module):
 class LocalResponseNorm(Module):
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
+        lrn_arguments("LocalResponseNorm", size, alpha, beta, k)
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x):
@@ -277,6 +358,9 @@ class Dropout(Module):
 class Flatten(Module):
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
+        for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise TypeError(f"Flatten: {name} must be an int, got {value!r}")
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x):
@@ -308,3 +392,78 @@ class Sequential(Module):
         for m in self.children():
             x = m(x)
         return x
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation of (N, C, H, W) inputs, as torch.nn.BatchNorm2d: weight 1 and bias 0 (affine), running
+    statistics (mean 0, variance 1) and num_batches_tracked as buffers (track_running_stats).  In training the
+    batch's statistics normalise and the running ones move by `momentum` (None: a cumulative average over
+    the batches seen); in eval mode the running ones normalise.  forward(x, relu=True) fuses the ReLU."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=np.float32):
+        super().__init__()
+        self.num_features = _positive_int("BatchNorm2d", "num_features", num_features)
+        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not math.isfinite(eps) or eps < 0:
+            raise ValueError(f"BatchNorm2d: eps must be a finite number >= 0, got {eps!r}")
+        if momentum is not None and (not isinstance(momentum, numbers.Real) or isinstance(momentum, bool)
+                                     or not 0 <= momentum <= 1):
+            raise ValueError(f"BatchNorm2d: momentum must be a number in [0, 1] or None, got {momentum!r}")
+        self.eps, self.momentum, self.affine = float(eps), momentum, bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(c, dtype)) if affine else None
+        if track_running_stats:
+            self.running_mean, self.running_var = Buffer(np.zeros(c, dtype)), Buffer(np.ones(c, dtype))
+            self.num_batches_tracked = Buffer(np.zeros((), np.int64))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def forward(self, x, relu=False):
+        if not isinstance(x, Tensor) or x.ndim != 4:
+            raise ValueError(f"BatchNorm2d: expected a 4-D input (N, C, H, W), got "
+                             f"{'shape ' + str(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm2d: expected {self.num_features} channels, got input of shape {x.shape}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
+            if self.momentum is None:                     # a cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked.data)
+        batch_statistics = self.training or not self.track_running_stats
+        running = (self.running_mean, self.running_var) if not self.training or self.track_running_stats else (None, None)
+        return F.batch_norm(x, *running, self.weight, self.bias, batch_statistics, factor, self.eps, relu)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale the gradients of `parameters` in place so that their total norm (of all of them as one vector) is
+    at most max_norm, as torch.nn.utils.clip_grad_norm_; returns the total norm before clipping (a float64
+    Tensor).  norm_type: a p >= 1 (float("inf") for the largest magnitude)."""
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    grads = [p.grad for p in parameters if p.grad is not None]
+    for name, value in (("max_norm", max_norm), ("norm_type", norm_type)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isnan(value):
+            raise ValueError(f"clip_grad_norm_: {name} must be a number, got {value!r}")
+    if max_norm < 0 or norm_type < 1:
+        raise ValueError(f"clip_grad_norm_: max_norm must be >= 0 and norm_type >= 1, got {max_norm!r}, {norm_type!r}")
+    if not grads:
+        return Tensor(np.array(0.0))
+    norms = [float(array_module(g.data).abs(g.data).max()) if math.isinf(norm_type) else
+             float(array_module(g.data).sum(array_module(g.data).abs(g.data.astype(np.float64)) ** norm_type))
+             for g in grads]
+    total = max(norms) if math.isinf(norm_type) else sum(norms) ** (1.0 / norm_type)
+    if error_if_nonfinite and not math.isfinite(total):
+        raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {total}; "
+                           "set error_if_nonfinite=False to clip anyway")
+    coefficient = min(max_norm / (total + 1e-6), 1.0)
+    for g in grads:
+        g.data *= g.dtype.type(coefficient)
+    return Tensor(np.array(total))
+
+
+utils = SimpleNamespace(clip_grad_norm_=clip_grad_norm_)

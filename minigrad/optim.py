@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from types import SimpleNamespace
 
 import kernels
 
 from .autograd import Tensor, no_grad
-from .backend import array_module
+from .backend import array_module, on_device_of
 
 
 class Optimizer:
@@ -25,12 +27,20 @@ class Optimizer:
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.defaults = defaults
         self.param_groups = []
+        seen = {}
         for i, group in enumerate(groups):
+            if not isinstance(group, dict) or "params" not in group:
+                raise TypeError(f"{type(self).__name__}: group {i} must be a dict with 'params', got {type(group).__name__}")
             group = {**defaults, **group, "params": list(group["params"])}
             for p in group["params"]:
                 if not isinstance(p, Tensor) or not p.requires_grad:
                     raise TypeError(f"{type(self).__name__}: group {i} holds a {type(p).__name__} that does not "
                                     "require grad; pass model.parameters()")
+                if id(p) in seen:      # it would be updated twice a step
+                    where = "twice in group" if seen[id(p)] == i else f"in groups {seen[id(p)]} and"
+                    raise ValueError(f"{type(self).__name__}: a parameter of shape {p.shape} appears {where} {i}; "
+                                     "each parameter must appear once")
+                seen[id(p)] = i
             _check_hyperparameters(type(self).__name__, group)
             self.param_groups.append(group)
         self.state = {}                 # id(param) -> dict of arrays
@@ -78,19 +88,28 @@ class Optimizer:
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self.update(p, p.grad.data, group, self.state.setdefault(id(p), {}))
+                        with on_device_of(p.data):       # its state made, its kernel launched, on its own device
+                            self.update(p, p.grad.data, group, self.state.setdefault(id(p), {}))
                         p._bump()           # an in-place change: a graph that saved p sees it
 
     def update(self, p, grad, group, state):
         raise NotImplementedError
 
 
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_hyperparameters(name, group):
+    """PyTorch's ranges, and finite: a NaN learning rate would silently make every weight NaN."""
     for key in ("lr", "momentum", "weight_decay", "eps"):
-        if key in group and (not isinstance(group[key], (int, float)) or group[key] < 0):
-            raise ValueError(f"{name}: {key} must be a number >= 0, got {group[key]!r}")
-    if "betas" in group and not all(0 <= b < 1 for b in group["betas"]):
-        raise ValueError(f"{name}: betas must be in [0, 1), got {group['betas']!r}")
+        if key in group and not (_is_number(group[key]) and math.isfinite(group[key]) and group[key] >= 0):
+            raise ValueError(f"{name}: {key} must be a finite number >= 0, got {group[key]!r}")
+    if "betas" in group:
+        betas = group["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2
+                and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"{name}: betas must be a pair of numbers in [0, 1), got {betas!r}")
     if group.get("nesterov") and group.get("momentum", 0) <= 0:
         raise ValueError(f"{name}: nesterov needs momentum > 0")
 
@@ -116,7 +135,8 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction; weight_decay adds weight_decay * p to the gradient."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas, eps=eps,
+                                      weight_decay=weight_decay))
 
     def update(self, p, grad, group, state):
         # The moments change in place (SGD's reason); each term rounds as in m = beta1 * m + (1 - beta1) * g.
@@ -141,14 +161,55 @@ class Adam(Optimizer):
         p.data -= update.astype(p.dtype, copy=False)
 
 
+class RMSprop(Optimizer):
+    """RMSprop with PyTorch's rule: v = alpha * v + (1 - alpha) * g^2 (g the gradient plus weight_decay * p);
+    the step g / (sqrt(v) + eps), or with centered, g / (sqrt(v - m^2) + eps) with m the running mean of g;
+    through momentum (buf = momentum * buf + step) if momentum > 0; p -= lr * step.  "Rethinking the Inception
+    Architecture" trained Inception-v3 with it (decay 0.9, eps 1.0)."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        if not (_is_number(alpha) and 0 <= alpha <= 1):
+            raise ValueError(f"RMSprop: alpha must be a number in [0, 1], got {alpha!r}")
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                      centered=bool(centered)))
+
+    def update(self, p, grad, group, state):
+        xp = array_module(p.data)
+        if group["weight_decay"]:
+            grad = grad + group["weight_decay"] * p.data
+        alpha = group["alpha"]
+        if "square_avg" not in state:
+            state["square_avg"] = xp.zeros_like(p.data)
+            if group["centered"]:
+                state["grad_avg"] = xp.zeros_like(p.data)
+        square = state["square_avg"]
+        square *= alpha
+        square += (1 - alpha) * grad * grad
+        if group["centered"]:
+            mean = state["grad_avg"]
+            mean *= alpha
+            mean += (1 - alpha) * grad
+            denominator = xp.sqrt(square - mean * mean)
+        else:
+            denominator = xp.sqrt(square)
+        denominator += group["eps"]
+        step = grad / denominator
+        if group["momentum"] > 0:
+            buffer = state.setdefault("momentum_buffer", xp.zeros_like(p.data))
+            buffer *= group["momentum"]
+            buffer += step
+            step = buffer
+        p.data -= (group["lr"] * step).astype(p.dtype, copy=False)
+
+
 class _StepLR:
     """Multiply every group's learning rate by gamma every step_size calls of step() (epochs)."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if not isinstance(step_size, int) or step_size < 1:
+        if not isinstance(step_size, numbers.Integral) or isinstance(step_size, bool) or step_size < 1:
             raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
-        if not gamma > 0:
-            raise ValueError(f"StepLR: gamma must be > 0, got {gamma!r}")
+        if not (_is_number(gamma) and math.isfinite(gamma) and gamma > 0):
+            raise ValueError(f"StepLR: gamma must be a finite number > 0, got {gamma!r}")
         self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.last_epoch = 0
@@ -180,17 +241,21 @@ class Polyak:
     swaps the averaged weights in (for evaluation) and restores the trained ones afterwards."""
 
     def __init__(self, model, decay=0.999):
-        if not 0 < decay < 1:
-            raise ValueError(f"Polyak: decay must be in (0, 1), got {decay!r}")
+        if not (_is_number(decay) and 0 < decay < 1):
+            raise ValueError(f"Polyak: decay must be a number in (0, 1), got {decay!r}")
         self.model, self.decay, self.updates = model, decay, 0
-        self.average = {name: p.data.copy(order="K") for name, p in model.named_parameters()}
+        self.average = {}
+        for name, p in model.named_parameters():
+            with on_device_of(p.data):
+                self.average[name] = p.data.copy(order="K")
 
     def update(self):
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))   # warm-up: early weights count less
         for name, p in self.model.named_parameters():
-            self.average[name] *= decay
-            self.average[name] += (1 - decay) * p.data
+            with on_device_of(p.data):
+                self.average[name] *= decay
+                self.average[name] += (1 - decay) * p.data
 
     def applied(self):
         import contextlib
@@ -224,4 +289,4 @@ def parameter_groups(model, lr, weight_decay):
             {"params": biases, "lr": 2 * lr, "weight_decay": 0.0}]
 
 
-__all__ = ["Optimizer", "SGD", "Adam", "lr_scheduler", "Polyak", "parameter_groups"]
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "lr_scheduler", "Polyak", "parameter_groups"]

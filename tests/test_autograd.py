@@ -176,11 +176,14 @@ def test_scalars_keep_the_tensor_dtype():
     assert (1 / x).dtype == np.float32
 
 
-def test_mismatched_dtypes_are_an_error():
+def test_arithmetic_promotes_mixed_dtypes_but_kernel_ops_refuse_them():
+    """Arithmetic promotes as PyTorch does (float32 + float64 -> float64); the kernel ops compute in one dtype
+    and say so (conv2d's input and weight, cat's parts)."""
     a = minigrad.tensor([1.0], dtype=np.float32)
     b = minigrad.tensor([1.0], dtype=np.float64)
-    with pytest.raises(TypeError, match=r"mismatched dtypes float32 and float64 \(shapes \(1,\) and \(1,\)\)"):
-        a + b
+    assert (a + b).dtype == np.float64 and (b * a).dtype == np.float64
+    with pytest.raises(TypeError, match=r"cat: mismatched dtypes float32 and float64 \(shapes \(1,\) and \(1,\)\)"):
+        minigrad.cat([a, b], 0)
 
 
 def test_shape_ops_and_reductions():
@@ -353,3 +356,53 @@ def test_leaves_keep_fresh_gradients_uncopied_and_copy_shared_ones(monkeypatch, 
     assert not np.may_share_memory(p.grad.data, q.grad.data)
     p.grad.data += 1
     np.testing.assert_array_equal(q.grad.data, np.ones(3))
+
+
+def test_backward_and_the_optimizers_allocate_and_launch_on_the_arrays_device(monkeypatch):
+    """CuPy allocates and launches on the current GPU, whatever the arrays' device, so every allocation and
+    kernel call of backward and of an optimizer step must run inside on_device_of(...) of the arrays it
+    works on.  A fake device context stands in for CuPy's: it marks the inside of every on_device_of block,
+    and every kernel call and array-module allocation records whether it ran inside one."""
+    import contextlib
+
+    import kernels
+    from minigrad import autograd, nn, optim
+
+    inside, events = [False], []
+
+    @contextlib.contextmanager
+    def fake_device(a):
+        previous, inside[0] = inside[0], True
+        try:
+            yield
+        finally:
+            inside[0] = previous
+
+    class Recording:
+        def __init__(self, target, kind):
+            self.target, self.kind = target, kind
+
+        def __getattr__(self, name):
+            value = getattr(self.target, name)
+            if not callable(value):
+                return value
+            return lambda *args, **kwargs: events.append((self.kind, name, inside[0])) or value(*args, **kwargs)
+
+    real_for_array, real_module = kernels.for_array, autograd.array_module
+    monkeypatch.setattr(kernels, "for_array", lambda a: Recording(real_for_array(a), "kernel"))
+    for module in (autograd, optim):
+        monkeypatch.setattr(module, "on_device_of", fake_device)
+        monkeypatch.setattr(module, "array_module", lambda a: Recording(real_module(a), "array"))
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    x = minigrad.randn(2, 2, 4, 4, requires_grad=True)
+    for make in (lambda ps: optim.SGD(ps, 0.1, momentum=0.9), lambda ps: optim.Adam(ps)):
+        opt = make(model.parameters())
+        average = optim.Polyak(model, 0.9)
+        events.clear()
+        y = model(x)
+        (y * y).sum().backward()                     # seed, node sums, leaf accumulation
+        model(x).sum().backward()                    # gradients added to existing .grad
+        opt.step()
+        average.update()
+        assert {kind for kind, _, _ in events} == {"kernel", "array"}
+        assert [e for e in events if not e[2]] == [], "outside its arrays' device"

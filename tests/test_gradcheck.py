@@ -1,4 +1,6 @@
-"""Finite-difference gradient checks (float64) of every op, on hypothesis-drawn geometries.
+"""Finite-difference gradient checks (float64) of every op, on hypothesis-drawn geometries, in both of
+gradcheck's modes (element by element, and fast mode's random directions: the same verdict on every drawn
+case); the checker itself against planted wrong gradients; python -m minigrad.gradcheck.
 
 Run just these with:  pytest tests/test_gradcheck.py
 """
@@ -10,10 +12,17 @@ from hypothesis import strategies as st
 
 import minigrad
 import minigrad.functional as F
-from minigrad import Tensor, gradcheck
+from minigrad import Tensor
+from minigrad.testing import away_from_zero, conv_geometry, distinct_values, pool_geometry, seeds
 
 from conftest import examples
-from strategies import away_from_zero, conv_geometry, distinct_values, pool_geometry, seeds
+
+
+def gradcheck(fn, inputs, **options):
+    """Both modes, which must agree that the gradient is right: every element, then random directions."""
+    assert minigrad.gradcheck(fn, inputs, **options)
+    assert minigrad.gradcheck(fn, inputs, fast_mode=True, **options)
+    return True
 
 
 def leaf(array):
@@ -200,6 +209,133 @@ def test_gradcheck_catches_errors_that_cancel_in_a_plain_sum():
         gradcheck(lambda t: SwappedGradient()(t), [x])
 
 
-def test_gradcheck_checks_float32_inputs_in_float64():
+def test_gradcheck_checks_float32_inputs_in_float64_and_says_so():
     x = Tensor(normal((3, 3), 5).astype(np.float32), requires_grad=True)
-    assert gradcheck(lambda t: (t * t).sum(), [x])
+    with pytest.warns(UserWarning, match="gradcheck: input 0 is float32; it is checked as a float64 copy"):
+        assert gradcheck(lambda t: (t * t).sum(), [x])
+
+
+# ---- mutation tests: planted wrong backward passes ---------------------------------------------------------
+
+class Planted(minigrad.Function):
+    """x @ w with a backward of one of three planted kinds of wrong (or right)."""
+
+    def __init__(self, mistake):
+        self.mistake = mistake
+
+    def forward(self, x, w):
+        self.x, self.w = x, w
+        return x @ w
+
+    def backward(self, grad):
+        grad_x, grad_w = grad @ self.w.T, self.x.T @ grad
+        if self.mistake == "scaled":
+            grad_w = grad_w * 1.03                              # 3% too large
+        elif self.mistake == "transposed":
+            grad_w = grad_w.T.reshape(grad_w.shape).copy()      # a square weight's gradient transposed
+        elif self.mistake == "one element":
+            grad_w = grad_w.copy()
+            grad_w[1, 2] += 0.5
+        return grad_x, grad_w
+
+
+@pytest.mark.parametrize("mistake,fast_catches", [("scaled", True), ("transposed", True), ("one element", False),
+                                                  (None, None)])
+def test_planted_mistakes_are_caught(mistake, fast_catches):
+    """Element-wise mode catches every planted mistake; fast mode the first two (a single element off is a
+    difference its few random directions see only weakly); a right backward passes both."""
+    x, w = leaf(normal((5, 4), 3)), leaf(normal((4, 4), 4))
+    fn = lambda a, b: Planted(mistake)(a, b)
+    if mistake is None:
+        assert gradcheck(fn, [x, w])
+        return
+    with pytest.raises(minigrad.GradcheckError, match=r"input 1 \(shape \(4, 4\)\)"):
+        minigrad.gradcheck(fn, [x, w])
+    if fast_catches:
+        with pytest.raises(minigrad.GradcheckError, match=r"fast mode\): gradient of input 1 .* along random direction"):
+            minigrad.gradcheck(fn, [x, w], fast_mode=True)
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda: minigrad.gradcheck(lambda t: t * 2, [Tensor(np.arange(3))]), ValueError,
+     "no floating-point input requires grad"),
+    (lambda: minigrad.gradcheck(lambda t: t * 2, [leaf([1.0]).detach()]), ValueError, "no floating-point input requires"),
+    (lambda: minigrad.gradcheck(lambda t: t.numpy(), [leaf([1.0])]), TypeError, "fn must return a Tensor, got ndarray"),
+    (lambda: minigrad.gradcheck(lambda t: t, leaf([1.0])), TypeError, "inputs must be a list or tuple"),
+    (lambda: minigrad.gradcheck(lambda t: Tensor(np.zeros(int(t.data.sum() * 1e6) % 3 + 1)) + t.sum(), [leaf([0.5])]),
+     minigrad.GradcheckError, "output changed shape"),
+])
+def test_bad_input_to_gradcheck_is_one_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_a_gradient_of_the_wrong_shape_is_named():
+    class WrongShape(minigrad.Function):
+        def forward(self, a):
+            return a * 2
+
+        def backward(self, grad):
+            return grad.sum(axis=0)
+    with pytest.raises(minigrad.GradcheckError, match=r"the gradient of input 0 has shape \(3,\) but the input has "
+                                                      r"shape \(2, 3\)"):
+        minigrad.gradcheck(lambda t: WrongShape()(t), [leaf(normal((2, 3), 0))])
+
+
+# ---- whole networks: python -m minigrad.gradcheck ------------------------------------------------------------
+
+def test_the_model_command_checks_every_parameter(capsys):
+    from minigrad.gradcheck import main
+    assert main(["mini-googlenet", "--directions", "1", "--samples", "1"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "passed: 40 of 40 parameters" and len(out) == 42
+    assert out[1].startswith("layers.conv1.conv.weight") and out[1].endswith("pass")
+
+
+def test_a_broken_kernel_backward_fails_the_model_command(monkeypatch, capsys):
+    import kernels
+    from minigrad.gradcheck import main
+    backend = kernels.cpu_backend()
+    real = backend.max_pool2d_backward
+    monkeypatch.setattr(backend, "max_pool2d_backward", lambda *args: real(*args) * 1.05)
+    assert main(["mini-googlenet", "--directions", "1", "--samples", "0"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("FAILED:") and "layers.conv1.conv.weight" in out[-1]
+
+
+@pytest.mark.parametrize("argv,message", [(["resnet"], "unknown model 'resnet'"),
+                                          (["googlenet", "--input-size", "8"], "too small"),
+                                          (["mini-googlenet", "--directions", "0"], "--directions must be an integer")])
+def test_the_model_command_refuses_bad_input_in_one_line(argv, message, capsys):
+    from minigrad.gradcheck import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+class ViewIndexed(np.ndarray):
+    """Stands in for a CuPy array: an index of every dimension gives a 0-d view into the array (CuPy's
+    behaviour), not a copy of the scalar (NumPy's)."""
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == self.ndim and all(isinstance(k, (int, np.integer)) for k in key):
+            flat = int(np.ravel_multi_index(key, self.shape))
+            return np.asarray(self).reshape(-1)[flat:flat + 1].reshape(())
+        return super().__getitem__(key)
+
+
+def test_gradcheck_is_right_where_indexing_gives_views(monkeypatch):
+    """An element read before it is perturbed must be a copy: with a 0-d view the 'minus' evaluation would
+    happen at x, not x - eps, and every numeric gradient would be half the true one."""
+    import importlib
+    module = importlib.import_module("minigrad.gradcheck")        # the module (minigrad.gradcheck is the function)
+    real = module._float64_leaf
+    monkeypatch.setattr(module, "_float64_leaf",
+                        lambda t: Tensor(real(t).data.view(ViewIndexed), requires_grad=True))
+    x = leaf([1.0, -2.0, 3.0])
+    probe = x.data.view(ViewIndexed)
+    element = probe[(0,)]
+    probe[(0,)] = 5.0
+    assert element == 5.0                                 # the stand-in really hands out views
+    probe[(0,)] = 1.0
+    assert gradcheck(lambda t: (t * t * t).sum(), [x])          # both modes

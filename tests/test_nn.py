@@ -116,3 +116,19 @@ def test_layers_match_their_functional_ops():
     assert pool(x).shape == (2, 3, 5, 5)
     assert nn.AvgPool2d(3, 3, ceil_mode=True)(x).shape == (2, 3, 3, 3)
     assert nn.Conv2d(3, 2, 1, bias=False, dtype=np.float64).bias is None
+
+
+def test_parameters_take_their_devices_layout():
+    """On a GPU every parameter is C-contiguous (a 1x1 convolution's filters, stored on the CPU as (KH, KW, C, O)
+    behind their shape, would arrive Fortran-ordered: copied by every kernel call, and no one-pass SGD); on the
+    CPU a convolution's filters are stored as their product's matrix again.  NumPy stands in for CuPy."""
+    from minigrad.nn import placed_for, stored_filters
+    filters = stored_filters(np.random.default_rng(0).standard_normal((8, 4, 1, 1)).astype(np.float32))
+    assert filters.flags.f_contiguous and not filters.flags.c_contiguous
+    on_gpu = placed_for(filters, "cuda:0", filters=True)
+    assert on_gpu.flags.c_contiguous and np.array_equal(on_gpu, filters)
+    back = placed_for(on_gpu, "cpu", filters=True)
+    assert back.transpose(2, 3, 1, 0).flags.c_contiguous and np.array_equal(back, filters)
+    assert placed_for(back, "cpu", filters=True) is back                  # already so: no copy
+    bias = np.zeros(8, np.float32)
+    assert placed_for(bias, "cpu") is bias

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from kernels import reference as ref
 from kernels.geometry import pool_out_size
 from minigrad.explain import direct_conv2d
+from minigrad.testing import conv_geometry, distinct_values, pool_geometry, seeds
 
 from conftest import examples
-from strategies import conv_geometry, distinct_values, pool_geometry, seeds
 
 
 def direct_max_pool2d(x, kernel, stride, padding, ceil_mode):

@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 import minigrad
 import minigrad.functional as F
 from minigrad import Tensor
-from minigrad.testing import tolerance
+from minigrad.testing import conv_geometry, distinct_values, pool_geometry, seeds, tolerance
 
 from conftest import examples
-from strategies import conv_geometry, distinct_values, pool_geometry, seeds
 
 dtypes = st.sampled_from([np.float32, np.float64])
 
