@@ -25,7 +25,8 @@ def to_torch(module):
 
     from minigrad import nn
     from models.googlenet import AUX_AFTER, GoogLeNet
-    from models.inception import ConvReLU, Inception, InceptionNaive
+    from models.inception import ConvBNReLU, ConvReLU, Inception, InceptionNaive
+    from models.inception_v3 import ExpandedBank, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, InceptionV3
     from models.network import Network
 
     tnn = torch.nn
@@ -59,12 +60,29 @@ def to_torch(module):
             return tnn.Dropout(m.p)
         if isinstance(m, nn.Flatten):
             return tnn.Flatten(m.start_dim, m.end_dim)
+        if isinstance(m, nn.BatchNorm2d):
+            bn = tnn.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+            if m.affine:
+                bn.weight, bn.bias = param(m.weight), param(m.bias)
+            if m.track_running_stats:
+                with torch.no_grad():
+                    bn.running_mean.copy_(torch.from_numpy(m.running_mean.numpy()))
+                    bn.running_var.copy_(torch.from_numpy(m.running_var.numpy()))
+                    bn.num_batches_tracked.fill_(int(m.num_batches_tracked.numpy()))
+            return bn
         if isinstance(m, ConvReLU):
             return tnn.Sequential(convert(m.conv), tnn.ReLU())
+        if isinstance(m, ConvBNReLU):
+            return tnn.Sequential(convert(m.conv), convert(m.bn), tnn.ReLU())
+        if isinstance(m, (InceptionA, InceptionB, InceptionC, InceptionD, InceptionE, ExpandedBank)):
+            return _Branches([convert(b) for _, b in m.named_children()])
+        if isinstance(m, InceptionV3):
+            return _GoogLeNet(convert(m.layers), [convert(m.AuxLogits)] if m.aux_logits else [], ("Mixed_6e",))
         if isinstance(m, (Inception, InceptionNaive)):
             return _Branches([convert(b) for b in (m.branch1x1, m.branch3x3, m.branch5x5, m.branch_pool)])
         if isinstance(m, GoogLeNet):
-            return _GoogLeNet(convert(m.layers), [convert(getattr(m, f"aux{i}")) for i in (1, 2) if m.aux_logits])
+            return _GoogLeNet(convert(m.layers), [convert(getattr(m, f"aux{i}")) for i in (1, 2) if m.aux_logits],
+                              AUX_AFTER)
         if isinstance(m, Network):
             return convert(m.layers)
         children = list(m.named_children())
@@ -81,16 +99,18 @@ def to_torch(module):
             return torch.cat([b(x) for b in self.branches], 1)
 
     class _GoogLeNet(tnn.Module):
-        def __init__(self, layers, aux):
+        """A network of named layers with auxiliary heads after some of them (GoogLeNet's, Inception-v3's)."""
+
+        def __init__(self, layers, aux, aux_after):
             super().__init__()
-            self.layers, self.aux = layers, tnn.ModuleList(aux)
+            self.layers, self.aux, self.aux_after = layers, tnn.ModuleList(aux), tuple(aux_after)
 
         def forward(self, x):
             outputs = []
             for name, layer in self.layers.named_children():
                 x = layer(x)
-                if self.training and len(self.aux) and name in AUX_AFTER:
-                    outputs.append(self.aux[AUX_AFTER.index(name)](x))
+                if self.training and len(self.aux) and name in self.aux_after:
+                    outputs.append(self.aux[self.aux_after.index(name)](x))
             return (x, *outputs) if outputs else x
 
     return convert(module)

@@ -5,14 +5,18 @@
     rows = models.summary(net, (1, 3, 224, 224))
 """
 
+from . import memory
 from .baselines import alexnet, mini_googlenet, plain_net
 from .googlenet import INCEPTION_TABLE, GoogLeNet, googlenet, training_loss
-from .inception import ConvReLU, Inception, InceptionNaive
+from .inception import ConvBNReLU, ConvReLU, Inception, InceptionNaive
+from .inception_v3 import InceptionV3, inception_v3
 from .summary import summary
 
 MODELS = {
     "googlenet": googlenet,
     "googlenet-naive": lambda **kw: googlenet(naive=True, **kw),
+    "googlenet-bn": lambda **kw: googlenet(batch_norm=True, **kw),
+    "inception-v3": inception_v3,
     "alexnet": alexnet,
     "plain": plain_net,
     "mini-googlenet": mini_googlenet,
@@ -27,5 +31,6 @@ def get_model(name, **kwargs):
     return MODELS[name](**kwargs)
 
 
-__all__ = ["ConvReLU", "Inception", "InceptionNaive", "GoogLeNet", "googlenet", "alexnet", "plain_net",
-           "mini_googlenet", "INCEPTION_TABLE", "MODELS", "get_model", "summary", "training_loss"]
+__all__ = ["memory", "ConvReLU", "ConvBNReLU", "InceptionV3", "inception_v3", "Inception", "InceptionNaive", "GoogLeNet",
+           "googlenet", "alexnet", "plain_net", "mini_googlenet", "INCEPTION_TABLE", "MODELS", "get_model", "summary",
+           "training_loss"]

@@ -9,7 +9,7 @@ import minigrad.functional as F
 from kernels.geometry import pool_out_size
 from minigrad import nn
 
-from .inception import ConvReLU, Inception, InceptionNaive
+from .inception import Inception, InceptionNaive, conv_unit
 from .network import Network, as_pair, check_network_args, classifier_head, grids, reference_init, stage_pool
 
 # Table 1 of the paper: the Inception modules and the max-pools between them.
@@ -30,16 +30,17 @@ INCEPTION_TABLE = [
 AUX_AFTER = ("4a", "4d")      # where the auxiliary classifiers branch off
 
 
-def stem(in_channels=3, lrn=True):
+def stem(in_channels=3, lrn=True, batch_norm=False):
     """conv 7x7/2 (64) -> max-pool 3x3/2 -> LRN -> conv 1x1 (64) -> conv 3x3 (192) -> LRN -> max-pool 3x3/2."""
-    layers = [("conv1", ConvReLU(in_channels, 64, 7, stride=2, padding=3)), ("pool1", stage_pool()),
+    unit = conv_unit(batch_norm)
+    layers = [("conv1", unit(in_channels, 64, 7, stride=2, padding=3)), ("pool1", stage_pool()),
               ("norm1", nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)),
-              ("conv2", nn.Sequential(ConvReLU(64, 64, 1), ConvReLU(64, 192, 3, padding=1))),
+              ("conv2", nn.Sequential(unit(64, 64, 1), unit(64, 192, 3, padding=1))),
               ("norm2", nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)), ("pool2", stage_pool())]
     return [(n, m) for n, m in layers if lrn or not isinstance(m, nn.LocalResponseNorm)]
 
 
-def inception_stages(in_channels, naive=False, table=INCEPTION_TABLE):
+def inception_stages(in_channels, naive=False, table=INCEPTION_TABLE, batch_norm=False):
     """(name, layer) for each row of `table` (modules and stage max-pools), and the output width.
     The naive version keeps the #1x1, #3x3 and #5x5 counts and passes the pool branch through,
     so its width grows module by module."""
@@ -49,8 +50,8 @@ def inception_stages(in_channels, naive=False, table=INCEPTION_TABLE):
             stages.append((row, stage_pool()))
             continue
         name, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj = row
-        module = (InceptionNaive(channels, n1x1, n3x3, n5x5) if naive
-                  else Inception(channels, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj))
+        module = (InceptionNaive(channels, n1x1, n3x3, n5x5, batch_norm) if naive
+                  else Inception(channels, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj, batch_norm))
         stages.append((name, module))
         channels = module.out_channels
     return stages, channels
@@ -59,11 +60,11 @@ def inception_stages(in_channels, naive=False, table=INCEPTION_TABLE):
 class AuxClassifier(nn.Module):
     """avg-pool 5x5/3 -> conv 1x1 (128) + ReLU -> linear 1024 + ReLU -> dropout 70% -> linear."""
 
-    def __init__(self, in_channels, grid, num_classes):
+    def __init__(self, in_channels, grid, num_classes, batch_norm=False):
         super().__init__()
         side = [pool_out_size(g, 5, 3, 0, False) for g in grid]
         self.pool = nn.AvgPool2d(5, stride=3)
-        self.conv = ConvReLU(in_channels, 128, 1)
+        self.conv = conv_unit(batch_norm)(in_channels, 128, 1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(128 * side[0] * side[1], 1024)
         self.relu = nn.ReLU()
@@ -77,16 +78,18 @@ class AuxClassifier(nn.Module):
 class GoogLeNet(Network):
     """The network of Table 1.  In training mode with aux_logits it returns (logits, aux1, aux2);
     otherwise the logits.  `naive=True` builds it from naive modules (Figure 2a) to measure the
-    blow-up that the 1x1 reductions avoid."""
+    blow-up that the 1x1 reductions avoid.  `batch_norm=True`: BN-GoogLeNet, every convolution followed
+    by batch normalisation (no bias, eps 0.001, as torchvision's) and no LRN, as the BatchNorm paper's
+    Inception did (which also changed the module widths and 5x5s; these keep Table 1's)."""
 
     def __init__(self, num_classes=1000, aux_logits=True, lrn=True, naive=False, dropout=0.4,
-                 in_channels=3, input_size=224):
+                 in_channels=3, input_size=224, batch_norm=False):
         check_network_args("GoogLeNet", num_classes, in_channels, input_size, dropout)
-        modules, channels = inception_stages(192, naive)
-        layers = stem(in_channels, lrn) + modules
+        modules, channels = inception_stages(192, naive, batch_norm=batch_norm)
+        layers = stem(in_channels, lrn and not batch_norm, batch_norm) + modules
         grid = grids(input_size, layers, "GoogLeNet")
-        super().__init__("GoogLeNet", layers + classifier_head(channels, grid["5b"], num_classes, dropout),
-                         in_channels, input_size)
+        super().__init__("BN-GoogLeNet" if batch_norm else "GoogLeNet",
+                         layers + classifier_head(channels, grid["5b"], num_classes, dropout), in_channels, input_size)
         self.aux_logits = aux_logits
         if aux_logits:
             widths = {name: m.out_channels for name, m in modules if hasattr(m, "out_channels")}
@@ -95,7 +98,7 @@ class GoogLeNet(Network):
                     raise ValueError(f"GoogLeNet: input_size {as_pair(input_size)} leaves a {grid[name]} grid at "
                                      f"{name}, too small for the auxiliary classifier's 5x5 pool; "
                                      "use aux_logits=False or a larger input")
-                setattr(self, f"aux{index}", AuxClassifier(widths[name], grid[name], num_classes))
+                setattr(self, f"aux{index}", AuxClassifier(widths[name], grid[name], num_classes, batch_norm))
         reference_init(self, classifiers=[self.layers.fc] + [getattr(self, f"aux{i}").classifier
                                                              for i in (1, 2) if aux_logits])
 
@@ -117,5 +120,5 @@ def training_loss(outputs, target):
     return F.cross_entropy(outputs, target)
 
 
-def googlenet(num_classes=1000, aux_logits=True, lrn=True, naive=False, dropout=0.4, **kwargs):
-    return GoogLeNet(num_classes, aux_logits, lrn, naive, dropout, **kwargs)
+def googlenet(num_classes=1000, aux_logits=True, lrn=True, naive=False, dropout=0.4, batch_norm=False, **kwargs):
+    return GoogLeNet(num_classes, aux_logits, lrn, naive, dropout, batch_norm=batch_norm, **kwargs)

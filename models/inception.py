@@ -24,6 +24,24 @@ class ConvReLU(nn.Module):
         return self.conv(x, relu=True)
 
 
+class ConvBNReLU(nn.Module):
+    """A convolution without bias, batch normalisation and ReLU (torchvision's BasicConv2d, BN-Inception's and
+    Inception-v3's unit); the ReLU fused into the normalisation's pass.  eps 0.001, as those networks use."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, eps=1e-3):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=eps)
+
+    def forward(self, x):
+        return self.bn(self.conv(x), relu=True)
+
+
+def conv_unit(batch_norm):
+    """The convolution unit of a network: ConvBNReLU with batch normalisation, else ConvReLU."""
+    return ConvBNReLU if batch_norm else ConvReLU
+
+
 class InceptionNaive(nn.Module):
     """Figure 2a: [1x1] [3x3 pad 1] [5x5 pad 2] [3x3 max-pool stride 1 pad 1], concatenated.
 
@@ -31,12 +49,13 @@ class InceptionNaive(nn.Module):
     ch1x1 + ch3x3 + ch5x5 + in_channels channels.
     """
 
-    def __init__(self, in_channels, ch1x1, ch3x3, ch5x5):
+    def __init__(self, in_channels, ch1x1, ch3x3, ch5x5, batch_norm=False):
         super().__init__()
+        unit = conv_unit(batch_norm)
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + in_channels
-        self.branch1x1 = ConvReLU(in_channels, ch1x1, 1)
-        self.branch3x3 = ConvReLU(in_channels, ch3x3, 3, padding=1)
-        self.branch5x5 = ConvReLU(in_channels, ch5x5, 5, padding=2)
+        self.branch1x1 = unit(in_channels, ch1x1, 1)
+        self.branch3x3 = unit(in_channels, ch3x3, 3, padding=1)
+        self.branch5x5 = unit(in_channels, ch5x5, 5, padding=2)
         self.branch_pool = nn.MaxPool2d(3, stride=1, padding=1)
 
     def forward(self, x):
@@ -47,13 +66,14 @@ class Inception(nn.Module):
     """Figure 2b: 1x1 reductions before the 3x3 and 5x5 convolutions, and a 1x1
     projection after the pool; ReLU after every convolution."""
 
-    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
+    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, batch_norm=False):
         super().__init__()
+        unit = conv_unit(batch_norm)
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
-        self.branch1x1 = ConvReLU(in_channels, ch1x1, 1)
-        self.branch3x3 = nn.Sequential(ConvReLU(in_channels, ch3x3red, 1), ConvReLU(ch3x3red, ch3x3, 3, padding=1))
-        self.branch5x5 = nn.Sequential(ConvReLU(in_channels, ch5x5red, 1), ConvReLU(ch5x5red, ch5x5, 5, padding=2))
-        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), ConvReLU(in_channels, pool_proj, 1))
+        self.branch1x1 = unit(in_channels, ch1x1, 1)
+        self.branch3x3 = nn.Sequential(unit(in_channels, ch3x3red, 1), unit(ch3x3red, ch3x3, 3, padding=1))
+        self.branch5x5 = nn.Sequential(unit(in_channels, ch5x5red, 1), unit(ch5x5red, ch5x5, 5, padding=2))
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), unit(in_channels, pool_proj, 1))
 
     def forward(self, x):
         return minigrad.cat([self.branch1x1(x), self.branch3x3(x), self.branch5x5(x), self.branch_pool(x)], 1)

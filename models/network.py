@@ -50,6 +50,22 @@ class Network(nn.Module):
         return self.layers(x)
 
 
+def run_with_heads(model, x, heads=True):
+    """model(x) without gradients in training mode (so that auxiliary heads run; heads=False: eval mode) but
+    with batch normalisation on its running statistics (one image has one value per channel on 1x1 grids);
+    the mode restored after.  For counting shapes and costs, not for training."""
+    was_training = model.training
+    model.train(heads)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    try:
+        with minigrad.no_grad():
+            return model(x)
+    finally:
+        model.train(was_training)
+
+
 def grids(input_size, layers, model):
     """The spatial size after every named layer, with a clear error where the input is too small.
     (Inception modules keep the grid; convolutions and pools shrink it by their own arithmetic.)"""

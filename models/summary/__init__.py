@@ -11,7 +11,6 @@ own weights.  Printed in the layout of the paper's Table 1:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -23,6 +22,8 @@ from minigrad import nn
 from minigrad.checks import as_pair
 
 from ..inception import Inception, InceptionNaive
+from ..inception_v3 import ExpandedBank, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE
+from ..network import run_with_heads
 
 
 def _paper_table():
@@ -41,6 +42,23 @@ PAPER_EXPLANATIONS = {
 }
 COLUMNS = ["n1x1", "n3x3red", "n3x3", "n5x5red", "n5x5", "pool_proj"]
 
+# Inception-v3's modules: what each is, by the figure of "Rethinking the Inception Architecture".
+V3_MODULES = {InceptionA: "inception A (fig. 5)", InceptionB: "grid reduction (fig. 10)",
+              InceptionC: "inception C (fig. 6)", InceptionD: "grid reduction (fig. 10)",
+              InceptionE: "inception E (fig. 7)"}
+_PARALLEL = (Inception, InceptionNaive, ExpandedBank, *V3_MODULES)      # modules whose children run side by side
+
+# What a released network's table differs in from its paper's, printed under its summary.
+MODEL_NOTES = {
+    "inception_v3": ["Rethinking the Inception Architecture's Table 1 shows the 17x17 module 5 times; the released "
+                     "network (torchvision's, built here) has 4 (Mixed_6b-6e).",
+                     "Its 35x35 modules (Mixed_5b-5d) keep a 5x5 branch beside the double 3x3 that Figure 5 "
+                     "replaces it with; its 8x8 modules (Mixed_7b-7c) are Figure 7's, with a 1x1 -> 3x3 branch "
+                     "before the second bank.",
+                     "The table's first 3x3 convolutions are given as 'padded'; the release pads only Conv2d_2b, "
+                     "hence 35x35 after the stem from 299x299."],
+}
+
 
 def _convs(module):
     return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
@@ -50,9 +68,20 @@ def _out(conv):
     return conv.weight.shape[0]
 
 
+def _depth(module):
+    """Layers with weights along the longest path through a module: convolutions in sequence add up,
+    branches side by side (an Inception module's, Figure 7's bank) count their deepest."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        return 1
+    depths = [_depth(child) for child in module.children()]
+    return max(depths, default=0) if isinstance(module, _PARALLEL) else sum(depths)
+
+
 def _describe(layer):
     """(type, patch size/stride, depth, filter columns) of one named layer."""
     columns = dict.fromkeys(COLUMNS)
+    if type(layer) in V3_MODULES:
+        return V3_MODULES[type(layer)], None, _depth(layer), columns
     if isinstance(layer, Inception):
         columns.update(n1x1=_out(layer.branch1x1.conv), n3x3red=_out(layer.branch3x3[0].conv),
                        n3x3=_out(layer.branch3x3[1].conv), n5x5red=_out(layer.branch5x5[0].conv),
@@ -99,7 +128,7 @@ def summary(model, input_shape=None):
             raise ValueError(f"summary: give the input_shape for a {type(model).__name__}")
         input_shape = (1, model.in_channels, *model.input_size)
     layers = list(model.layers.named_children()) if hasattr(model, "layers") else [(type(model).__name__, model)]
-    heads = [(f"{name} (auxiliary)", m) for name, m in model.named_children() if name.startswith("aux")]
+    heads = [(f"{name} (auxiliary)", m) for name, m in model.named_children() if name.lower().startswith("aux")]
     outputs, macs, hooks = {}, {}, []
 
     def record_output(name):
@@ -117,13 +146,9 @@ def summary(model, input_shape=None):
         for m in layer.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 hooks.append(m.register_forward_hook(record_macs(name)))
-    was_training = model.training
-    model.train(bool(heads))                     # the auxiliary heads run only in training mode
-    try:
-        with minigrad.no_grad():
-            model(minigrad.Tensor(np.zeros(input_shape, dtype=next(model.parameters()).dtype)))
+    try:                                         # the auxiliary heads run only in training mode
+        run_with_heads(model, minigrad.Tensor(np.zeros(input_shape, dtype=next(model.parameters()).dtype)), bool(heads))
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
 
@@ -209,19 +234,42 @@ def format_table(rows, paper=False):
 
 
 def main(argv=None):
-    from .. import MODELS, get_model
+    from minigrad import cli
+    return cli.run("python -m models.summary", _main, argv)
 
-    parser = argparse.ArgumentParser(prog="python -m models.summary", description="Per-layer table of a model "
-                                     "in the layout of Table 1 of 'Going Deeper with Convolutions'.")
+
+def parse_args(argv):
+    from minigrad import cli
+
+    from .. import MODELS, memory
+
+    parser = cli.Parser(prog="python -m models.summary", description="Per-layer table of a model "
+                        "in the layout of Table 1 of 'Going Deeper with Convolutions'.")
     parser.add_argument("model", choices=list(MODELS))
     parser.add_argument("--paper", action="store_true", help="put the paper's printed values beside ours "
                         "(GoogLeNet rows) and flag the rows that differ")
-    parser.add_argument("--input-size", type=int, help="input height and width (default: the model's)")
+    parser.add_argument("--input-size", type=cli.integer(1, 2**16), help="input height and width (default: the model's)")
     args = parser.parse_args(argv)
-    kwargs = {"input_size": args.input_size} if args.input_size else {}
+    if args.input_size:
+        try:
+            memory.check_fits(args.model, 1, 1000, 3, args.input_size, f"--input-size {args.input_size}", training=False)
+        except ValueError as error:
+            raise cli.CommandError(str(error)) from None
+    return args
+
+
+def _main(argv):
+    from minigrad import cli
+
+    from .. import get_model
+
+    args = parse_args(argv)
     try:
-        model = get_model(args.model, **kwargs)
+        model = get_model(args.model, **({"input_size": args.input_size} if args.input_size else {}))
     except ValueError as error:
-        parser.exit(2, f"python -m models.summary: error: {error}\n")
+        raise cli.CommandError(str(error)) from None
     print(format_table(summary(model), paper=args.paper))
+    notes = MODEL_NOTES.get(getattr(model, "name", ""), [])
+    if notes:
+        print("\n" + "\n".join(f"note: {note}" for note in notes))
     return 0
