@@ -11,7 +11,6 @@ plain baseline and AlexNet (parameters, multiply-adds, forward and training-step
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import json
@@ -23,48 +22,57 @@ import numpy as np
 
 import minigrad
 import models
-from benchmarks.timing import machine_header, measure
+from benchmarks.timing import machine_header, measure, measure_alternating
 from benchmarks.torch_reference import torch_times
+from minigrad import cli
 from minigrad.backend import parse_device, synchronize
+from models import memory
 from models.googlenet import INCEPTION_TABLE
 
 INPUT_SIZES = {"3a": (192, 28), "3b": (256, 28), "4a": (480, 14), "4b": (512, 14), "4c": (512, 14),
                "4d": (512, 14), "4e": (528, 14), "5a": (832, 7), "5b": (832, 7)}
 CONFIGS = {row[0]: row[1:] for row in INCEPTION_TABLE if not isinstance(row, str)}
 NETWORKS = {"googlenet": "GoogLeNet", "googlenet-naive": "GoogLeNet (naive modules)",
-            "plain": "plain 3x3 network", "alexnet": "AlexNet"}
+            "plain": "plain 3x3 network", "alexnet": "AlexNet", "googlenet-bn": "BN-GoogLeNet",
+            "inception-v3": "Inception-v3"}
+NETWORK_SIZE = {"inception-v3": 299}          # networks whose input is not 224x224 (112x112 with --quick)
+
+# "Rethinking the Inception Architecture"'s factorizations, each at a grid and a width of the networks that use
+# them (a square kernel C -> C against its replacement C -> C -> C): (grid, channels, full kernel, the
+# factorized layers' kernels).  Analytic saving: 1 - 18/25 (Figure 5), 1 - 2n/n^2 (Figure 6).
+FACTORIZATIONS = {
+    "5x5 as 3x3 + 3x3, 28x28": (28, 96, (5, 5), [(3, 3), (3, 3)]),       # GoogLeNet 3b's 5x5 width
+    "5x5 as 3x3 + 3x3, 35x35": (35, 64, (5, 5), [(3, 3), (3, 3)]),       # Inception-v3 5b's 5x5 width
+    "7x7 as 1x7 + 7x1, 17x17": (17, 192, (7, 7), [(1, 7), (7, 1)]),      # Inception-v3 6e's c7
+    "3x3 as 1x3 + 3x1, 8x8": (8, 384, (3, 3), [(1, 3), (3, 1)]),         # Inception-v3 7b's bank width
+}
 
 
-class UsageError(Exception):
-    """A bad command-line value: reported in one line, exit status 2."""
+UsageError = cli.CommandError          # a bad command-line value: one line on stderr, exit status 2
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs after a warm-up; the median is "
-                        "reported (default 3)")
+    """The options, each checked before any work: sizes, names, the device, --out writable, PyTorch for
+    --compare, and the memory that --batch asks for."""
+    parser = cli.Parser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=cli.integer(1, 2**16), help="batch size (default 8; 2 with --quick)")
+    parser.add_argument("--repeat", type=cli.integer(1, 10**4), help="timed runs after a warm-up; the median is "
+                        "reported (default 3; 1 with --quick)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="Inception configurations, e.g. 3a,4e")
-    parser.add_argument("--networks", default=",".join(NETWORKS), help="whole networks, or 'none'")
+    parser.add_argument("--configs", type=cli.name_list(list(CONFIGS), "configuration"), default=list(CONFIGS),
+                        help="Inception configurations, e.g. 3a,4e")
+    parser.add_argument("--networks", type=cli.name_list(list(NETWORKS), "network", none=True), default=list(NETWORKS),
+                        help="whole networks, or 'none'")
+    parser.add_argument("--factorizations", type=cli.name_list(list(FACTORIZATIONS), "factorization", none=True),
+                        default=list(FACTORIZATIONS), help="Inception-v3's factorized convolutions against the "
+                        "convolutions they replace, or 'none'")
     parser.add_argument("--out", default="benchmark-results", help="folder for the CSV, JSON and PNG files")
-    parser.add_argument("--quick", action="store_true", help="batch 2, one timed run, networks at 112x112")
+    parser.add_argument("--quick", action="store_true", help="batch 2 and one timed run unless given, networks at "
+                        "112x112")
     parser.add_argument("--compare", choices=["torch"], help="time PyTorch on the same work, in the same run")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.batch, args.repeat = 2, 1
-    if args.batch < 1:
-        raise UsageError(f"--batch must be a positive integer, got {args.batch}")
-    if args.repeat < 1:
-        raise UsageError(f"--repeat must be a positive integer, got {args.repeat}")
-    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in args.configs if c not in CONFIGS]
-    if unknown:
-        raise UsageError(f"unknown configuration {', '.join(unknown)}; choose from {','.join(CONFIGS)}")
-    args.networks = [] if args.networks == "none" else [n.strip() for n in args.networks.split(",") if n.strip()]
-    unknown = [n for n in args.networks if n not in NETWORKS]
-    if unknown:
-        raise UsageError(f"unknown network {', '.join(unknown)}; choose from {','.join(NETWORKS)} or none")
+    args.batch = args.batch or (2 if args.quick else 8)            # an explicit --batch wins over --quick's
+    args.repeat = args.repeat or (1 if args.quick else 3)
     if args.device == "cuda":
         try:
             args.device = parse_device("cuda", "--device")
@@ -73,16 +81,24 @@ def parse_args(argv):
         if args.compare:
             raise UsageError("--compare torch times PyTorch on the CPU; for the GPU comparison run "
                              "python -m benchmarks.gpu_check")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, ".write-test")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as error:
-        raise UsageError(f"cannot write to --out {args.out}: {error.strerror}") from None
+    cli.writable_folder("--out", args.out)
     if args.compare == "torch" and importlib.util.find_spec("torch") is None:    # found, not loaded here
         raise UsageError("--compare torch needs PyTorch (pip install torch==2.13.0)")
+    for name in args.networks:
+        memory.check_fits(name, args.batch, 1000, 3, network_size(name, args.quick),
+                          f"--batch {args.batch} ({NETWORKS[name]})")
+    if args.configs:
+        cli.check_memory(f"--batch {args.batch} (the Inception modules)", args.batch * max(map(module_bytes, args.configs)))
     return args
+
+
+def module_bytes(config):
+    """About the most memory one image takes in a step of the naive module `config` (the larger of the two): its
+    input, its branches' outputs and their concatenation, kept for the backward, and a gradient of each."""
+    channels, side = INPUT_SIZES[config]
+    n1x1, _, n3x3, _, n5x5, _ = CONFIGS[config]
+    width = n1x1 + n3x3 + n5x5 + channels
+    return 4 * side * side * (channels + 2 * width) * 2
 
 
 def progress(total):
@@ -195,8 +211,49 @@ def bench_module(name, naive, args, bar):
     return result
 
 
+def network_size(key, quick):
+    return NETWORK_SIZE.get(key, 112 if quick else 224)
+
+
+def factorized_pair(name):
+    """(the full convolution, its factorization) as modules C -> C (-> C), each with a ReLU: FACTORIZATIONS."""
+    grid, channels, kernel, parts = FACTORIZATIONS[name]
+    full = models.ConvReLU(channels, channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2))
+    layers = [models.ConvReLU(channels, channels, k, padding=(k[0] // 2, k[1] // 2)) for k in parts]
+    return full, minigrad.nn.Sequential(*layers)
+
+
+def bench_factorization(name, args, bar):
+    """Parameters, multiply-adds and time of a convolution and of its factorization, side by side."""
+    grid, channels, kernel, parts = FACTORIZATIONS[name]
+    minigrad.manual_seed(0)
+    x = minigrad.randn(args.batch, channels, grid, grid, requires_grad=True, device=args.device)
+    row = {"factorization": name, "grid": grid, "channels": channels}
+    modules = factorized_pair(name)
+    bar.set_postfix_str(name)
+    for label, module in zip(("full", "factorized"), modules):
+        module.to(args.device)
+        counted = models.summary(module, (1, channels, grid, grid))[0]
+
+        def forward():
+            with minigrad.no_grad():
+                module(x)
+
+        def step():
+            module.zero_grad()
+            out = module(x)
+            out.backward(np.ones(out.shape, np.float32))
+        times = measure_alternating({"forward": forward, "step": step}, args.repeat, settle=1)
+        row.update({f"{label}_params": counted["params"], f"{label}_multiply_adds": counted["multiply_adds"],
+                    f"{label}_forward_ms": times["forward"] * 1e3, f"{label}_step_ms": times["step"] * 1e3})
+    bar.update()
+    row["analytic_saving"] = 1 - row["factorized_multiply_adds"] / row["full_multiply_adds"]
+    row["measured_saving"] = 1 - row["factorized_step_ms"] / row["full_step_ms"]
+    return row
+
+
 def bench_network(key, args, bar):
-    size = 112 if args.quick else 224
+    size = network_size(key, args.quick)
     spec = {"kind": "network", "name": key, "input_size": size}
     net = build_model(spec)
     rows = models.summary(net)
@@ -267,9 +324,26 @@ def format_tables(module_rows, network_rows, compare):
     return "\n".join(lines)
 
 
-def write_outputs(out, module_rows, network_rows, header, args):
+def format_factorizations(rows):
+    """The factorized convolutions against the ones they replace: cost, time, and the saving predicted from the
+    multiply-adds beside the measured one."""
+    lines = ["| factorization | channels | params full / factorized | M mult-adds full / factorized | fwd ms full / "
+             "factorized | fwd+bwd ms full / factorized | fwd+bwd ratio | saving: analytic | saving: measured |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['factorization']} | {r['channels']} | {r['full_params']:,} / {r['factorized_params']:,} | "
+                     f"{r['full_multiply_adds'] / 1e6:.1f} / {r['factorized_multiply_adds'] / 1e6:.1f} | "
+                     f"{r['full_forward_ms']:.2f} / {r['factorized_forward_ms']:.2f} | "
+                     f"{r['full_step_ms']:.2f} / {r['factorized_step_ms']:.2f} | "
+                     f"{r['factorized_step_ms'] / r['full_step_ms']:.2f}x | {r['analytic_saving']:.0%} | "
+                     f"{r['measured_saving']:.0%} |")
+    return "\n".join(lines)
+
+
+def write_outputs(out, module_rows, network_rows, header, args, factorization_rows=()):
     written = []
-    for name, rows in (("inception_modules", module_rows), ("networks", network_rows)):
+    for name, rows in (("inception_modules", module_rows), ("networks", network_rows),
+                       ("factorizations", list(factorization_rows))):
         if rows:
             path = os.path.join(out, f"{name}.csv")
             with open(path, "w", newline="") as f:
@@ -279,8 +353,8 @@ def write_outputs(out, module_rows, network_rows, header, args):
             written.append(path)
     path = os.path.join(out, "results.json")
     with open(path, "w") as f:
-        json.dump({"header": header, "batch": args.batch, "repeat": args.repeat,
-                   "inception_modules": module_rows, "networks": network_rows}, f, indent=1)
+        json.dump({"header": header, "batch": args.batch, "repeat": args.repeat, "inception_modules": module_rows,
+                   "factorizations": list(factorization_rows), "networks": network_rows}, f, indent=1)
     written.append(path)
     try:
         import matplotlib
@@ -327,24 +401,27 @@ def write_outputs(out, module_rows, network_rows, header, args):
 
 
 def main(argv=None):
-    try:
-        args = parse_args(argv)
-    except UsageError as error:
-        print(f"python -m benchmarks: error: {error}", file=sys.stderr)
-        return 2
+    return cli.run("python -m benchmarks", _main, argv)
+
+
+def _main(argv):
+    args = parse_args(argv)
     header = machine_header()
     print(header)
     print(f"float32, batch {args.batch}, {args.device}, median of {args.repeat} timed runs after a warm-up"
           + (", networks at 112x112 (--quick)" if args.quick else ""))
-    bar = progress(2 * len(args.configs) + len(args.networks))
+    bar = progress(2 * len(args.configs) + len(args.factorizations) + len(args.networks))
     try:
         module_rows = [bench_module(c, naive, args, bar) for c in args.configs for naive in (True, False)]
+        factorization_rows = [bench_factorization(f, args, bar) for f in args.factorizations]
         network_rows = [bench_network(n, args, bar) for n in args.networks]
     finally:
         bar.close()
     print()
     print(format_tables(module_rows, network_rows, args.compare))
-    written = write_outputs(args.out, module_rows, network_rows, header, args)
+    if factorization_rows:
+        print("\n" + format_factorizations(factorization_rows))
+    written = write_outputs(args.out, module_rows, network_rows, header, args, factorization_rows)
     print("\nwritten: " + ", ".join(written))
     return 0
 

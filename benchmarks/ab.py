@@ -18,7 +18,6 @@ that read them so (those with conv.filter_matrix, or conv._filter_matrix before 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import io
 import statistics
@@ -33,6 +32,7 @@ import numpy as np
 
 import kernels.cpu as current
 from benchmarks.timing import machine_header
+from minigrad import cli
 
 # 3a's 3x3 and 5x5, 4c's 3x3, 5b's 3x3, 5x5 and widest 1x1: one layer of each kind and size.
 DEFAULT_LAYERS = "96,128,3,28;16,32,5,28;128,256,3,14;192,384,3,7;48,128,5,7;832,384,1,7"
@@ -124,19 +124,35 @@ def compare(old, layers, batch, pairs, passes=("forward", "backward")):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.split("\n\n")[0])
+    return cli.run("python -m benchmarks.ab", _main, argv)
+
+
+def parse_args(argv):
+    """The options, and the layers they name, checked (the revision is read by _main)."""
+    parser = cli.Parser(prog="python -m benchmarks.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("rev", help="the git revision to compare against (a commit, branch or tag)")
     parser.add_argument("--layers", default=DEFAULT_LAYERS, help=f"C,O,K,SIDE;... (default {DEFAULT_LAYERS})")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--pairs", type=int, default=41, help="interleaved pairs per layer and pass (default 41)")
+    parser.add_argument("--batch", type=cli.integer(1, 1024), default=8)
+    parser.add_argument("--pairs", type=cli.integer(1, 10**5), default=41,
+                        help="interleaved pairs per layer and pass (default 41)")
     args = parser.parse_args(argv)
     try:
-        layers = parse_layers(args.layers)
-        if args.batch < 1 or args.pairs < 1:
-            raise ValueError("--batch and --pairs must be positive integers")
+        args.layers = parse_layers(args.layers)
+    except ValueError as e:
+        raise cli.CommandError(str(e)) from None
+    for c, o, k, side in args.layers:          # the input, the output and the columns of a layer, per image, twice
+        cli.check_memory(f"--batch {args.batch} with layer {c},{o},{k},{side}",
+                         2 * 4 * args.batch * side * side * (c + o + c * k * k))
+    return args
+
+
+def _main(argv):
+    args = parse_args(argv)
+    layers = args.layers
+    try:
         old = load_revision(args.rev)
     except ValueError as e:
-        parser.exit(2, f"{e}\n")
+        raise cli.CommandError(str(e)) from None
     print(machine_header())
     print(f"this checkout against {args.rev}, float32, batch {args.batch}, {args.pairs} interleaved pairs; "
           "ratio: median of new/old per pair (< 1: this checkout faster)\n")
@@ -144,7 +160,8 @@ def main(argv=None):
     print("| --- | --- | ---: | ---: | ---: |")
     for layer, name, ratio, t_new, t_old in compare(old, layers, args.batch, args.pairs):
         print(f"| {layer} | {name} | {ratio:.3f} | {t_new:.3f} | {t_old:.3f} |", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -69,24 +69,38 @@ def launch(ranks, threads, args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.distributed", description=__doc__.split("\n\n")[0])
+def parse_args(argv):
+    from minigrad import cli, distributed
+    from models import memory
+
+    parser = cli.Parser(prog="python -m benchmarks.distributed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=list(MODELS), default="mini-googlenet")
-    parser.add_argument("--batch", type=int, default=64, help="combined batch over all ranks (default 64)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps after a warm-up (default 10)")
+    parser.add_argument("--batch", type=cli.integer(2, 2**16), default=64,
+                        help="combined batch over all ranks, even (default 64)")
+    parser.add_argument("--steps", type=cli.integer(1, 10**6), default=10, help="timed steps after a warm-up (default 10)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args)
-        return 0
-    from minigrad import distributed
+        return args
+    if args.batch % 2:
+        raise cli.CommandError(f"--batch must be even (it is split over 2 ranks), got {args.batch}")
     args.mpiexec = distributed.mpiexec()
     if not distributed.is_available() or not args.mpiexec:
-        print(f"python -m benchmarks.distributed: error: needs MPI: {distributed.INSTALL_HINT}", file=sys.stderr)
-        return 2
-    if args.batch < 2 or args.batch % 2 or args.steps < 1:
-        print("python -m benchmarks.distributed: error: --batch must be even and >= 2, --steps >= 1", file=sys.stderr)
-        return 2
+        raise cli.CommandError(f"needs MPI: {distributed.INSTALL_HINT}")
+    memory.check_fits(args.model, args.batch, 10, 3, memory.DEFAULT_SIZE[args.model], f"--batch {args.batch}")
+    return args
+
+
+def main(argv=None):
+    from minigrad import cli
+    return cli.run("python -m benchmarks.distributed", _main, argv)
+
+
+def _main(argv):
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
     from mpi4py import MPI
 
     from benchmarks.timing import machine_header

@@ -274,33 +274,51 @@ def median(values):
     return statistics.median(values)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.googlenet", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", default="8,32", help="GoogLeNet batch sizes (default 8,32)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of alternating child processes (default 3)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per child after a warm-up (default 3)")
-    parser.add_argument("--modules", default=",".join(MODULES), help="reduced Inception modules, or 'none'")
-    parser.add_argument("--module-batch", type=int, default=8)
-    parser.add_argument("--per-op", default="3a", metavar="MODULE",
+def parse_args(argv):
+    """The options, each checked before any work (sizes, names, --json writable, the memory of the batches)."""
+    from minigrad import cli
+    from models import memory
+
+    parser = cli.Parser(prog="python -m benchmarks.googlenet", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=cli.integer_list(1, 4096), default=[8, 32],
+                        help="GoogLeNet batch sizes (default 8,32)")
+    parser.add_argument("--rounds", type=cli.integer(1, 1000), default=3,
+                        help="rounds of alternating child processes (default 3)")
+    parser.add_argument("--repeat", type=cli.integer(1, 1000), default=3,
+                        help="timed runs per child after a warm-up (default 3)")
+    parser.add_argument("--modules", type=cli.name_list(MODULES, "module", none=True), default=list(MODULES),
+                        help="reduced Inception modules, or 'none'")
+    parser.add_argument("--module-batch", type=cli.integer(1, 4096), default=8)
+    parser.add_argument("--per-op", type=cli.name_list(MODULES, "module", none=True), default=["3a"], metavar="MODULE",
                         help="time each op of this reduced module in both libraries (default 3a; 'none' to skip)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
+        return args
+    if len(args.per_op) > 1:
+        raise cli.CommandError(f"--per-op takes one module, got {','.join(args.per_op)}")
+    args.per_op = args.per_op[0] if args.per_op else None
+    if args.json:
+        cli.writable_folder("--json", os.path.dirname(os.path.abspath(args.json)))
+    for batch in args.batches:
+        memory.check_fits("googlenet", batch, 1000, 3, 224, f"--batches {batch}")
+    memory.check_fits("googlenet", args.module_batch, 1000, 3, 224, f"--module-batch {args.module_batch}")
+    return args
+
+
+def main(argv=None):
+    from minigrad import cli
+    return cli.run("python -m benchmarks.googlenet", _main, argv)
+
+
+def _main(argv):
+    args = parse_args(argv)
+    if args.child:
         library, task = args.child[0], json.loads(args.child[1])
         print(json.dumps((child_torch if library == "torch" else child_minigrad)(task)))
         return 0
-    try:
-        batches = [int(b) for b in args.batches.split(",") if b]
-        modules = [] if args.modules == "none" else [m for m in args.modules.split(",") if m]
-    except ValueError:
-        parser.error("--batches takes comma-separated integers")
-    if not batches or min(batches) < 1 or args.rounds < 1 or args.repeat < 1 or args.module_batch < 1:
-        parser.error("--batches, --rounds, --repeat and --module-batch must be positive")
-    args.per_op = None if args.per_op == "none" else args.per_op
-    unknown = [m for m in modules + ([args.per_op] if args.per_op else []) if m not in MODULES]
-    if unknown:
-        parser.error(f"unknown module {', '.join(unknown)}; choose from {','.join(MODULES)}")
+    batches, modules = args.batches, args.modules
 
     from benchmarks.timing import machine_header, verdict
     print(machine_header())

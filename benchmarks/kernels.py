@@ -20,7 +20,6 @@ every kernel, with an empty and with a warm cache.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -34,6 +33,7 @@ import kernels
 import minigrad
 from benchmarks.timing import machine_header, measure_alternating, verdict
 from kernels.geometry import conv_out_size
+from minigrad import cli
 from minigrad.nn import stored_filters
 
 
@@ -266,17 +266,28 @@ def at_least(target, unit="%"):
     return (lambda v: v >= target), ((lambda v: f"{v:.0%}") if unit == "%" else (lambda v: f"{v:.1f}x"))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=7, help="timed runs per row (median shown)")
-    parser.add_argument("--rounds", type=int, default=1,
+def parse_args(argv):
+    parser = cli.Parser(prog="python -m benchmarks.kernels", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=cli.integer(1, 256), default=8)
+    parser.add_argument("--repeat", type=cli.integer(1, 1000), default=7, help="timed runs per row (median shown)")
+    parser.add_argument("--rounds", type=cli.integer(1, 1000), default=1,
                         help="repeat the whole measurement; show medians, ranges and rounds meeting the target")
     parser.add_argument("--compile-time", action="store_true", help="also measure first-call compile time")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.repeat < 1 or args.rounds < 1:
-        parser.exit(2, "python -m benchmarks.kernels: error: --batch, --repeat and --rounds must be >= 1\n")
+    if args.json:
+        cli.writable_folder("--json", os.path.dirname(os.path.abspath(args.json)))
+    # its largest arrays: the stem's input and columns, a 64x112x112 pool's input and output, per image
+    cli.check_memory(f"--batch {args.batch}", args.batch * 6 * 2**20 * 8)
+    return args
+
+
+def main(argv=None):
+    return cli.run("python -m benchmarks.kernels", _main, argv)
+
+
+def _main(argv):
+    args = parse_args(argv)
 
     cpu = kernels.cpu_backend("numba")
     rng = np.random.default_rng(0)

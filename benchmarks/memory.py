@@ -7,7 +7,6 @@ graph and its buffers are freed every step, so memory must stay flat.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import minigrad
 import minigrad.functional as F
 import models
-from minigrad import optim
+from minigrad import cli, optim
 
 
 def resident_mb():
@@ -44,13 +43,18 @@ def train_steps(steps, batch=32, size=32, on_step=None):
             on_step(step, resident_mb())
 
 
+def parse_args(argv):
+    parser = cli.Parser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=cli.integer(21, 10**7), default=300, help="training steps, at least 21")
+    return parser.parse_args(argv)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
-    args = parser.parse_args(argv)
-    if args.steps < 21:
-        print("python -m benchmarks.memory: error: --steps must be at least 21", file=sys.stderr)
-        return 2
+    return cli.run("python -m benchmarks.memory", _main, argv)
+
+
+def _main(argv):
+    args = parse_args(argv)
     rss = {}
     train_steps(args.steps, on_step=lambda step, mb: rss.__setitem__(step, mb))
     base, last, peak = rss[20], rss[args.steps], max(v for k, v in rss.items() if k >= 20)

@@ -10,14 +10,14 @@ machine, the table in force and the thread count, and ends with how many layers 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 
 import numpy as np
 
 import minigrad
-from minigrad import nn
+from minigrad import cli, nn
+from models import memory
 
 
 def conv_layers(model, input_shape):
@@ -29,13 +29,10 @@ def conv_layers(model, input_shape):
         if isinstance(module, nn.Conv2d):
             hooks.append(module.register_forward_hook(
                 lambda m, inputs, output: found.append((names[id(m)], inputs[0].shape, m))))
-    was_training = model.training
-    model.train()
+    from models.network import run_with_heads
     try:
-        with minigrad.no_grad():
-            model(minigrad.zeros(*input_shape, dtype=next(model.parameters()).dtype))
+        run_with_heads(model, minigrad.zeros(*input_shape, dtype=next(model.parameters()).dtype))
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return found
@@ -64,33 +61,42 @@ def format_rows(header, rows):
 
 
 def main(argv=None):
+    return cli.run("python -m benchmarks.plan", _main, argv)
+
+
+def parse_args(argv):
+    from kernels.cpu.conv import winograd_enabled
+    from models import MODELS
+
+    parser = cli.Parser(prog="python -m benchmarks.plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help=f"one of: {', '.join(MODELS)}")
+    parser.add_argument("--batch", type=cli.integer(1, 2**16), default=8, help="batch size (default 8)")
+    parser.add_argument("--input-size", type=cli.integer(1, 2**16), help="input height and width (default: the model's)")
+    parser.add_argument("--threads", type=cli.integer(1, 4096), help="plan for this many threads (default: Numba's)")
+    args = parser.parse_args(argv)
+    if args.model not in MODELS:
+        raise cli.CommandError(f"unknown model {args.model!r}; expected one of {', '.join(MODELS)}")
+    try:
+        winograd_enabled()
+        if args.input_size:            # the plans come from one image's forward pass at this size
+            memory.check_fits(args.model, 1, 1000, 3, args.input_size, f"--input-size {args.input_size}", training=False)
+    except ValueError as error:
+        raise cli.CommandError(str(error)) from None
+    return args
+
+
+def _main(argv):
     from kernels.cpu import tuning
     from kernels.cpu.conv import winograd_enabled
-    from models import MODELS, get_model
+    from models import get_model
 
     from .timing import machine_header
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.plan", description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help=f"one of: {', '.join(MODELS)}")
-    parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
-    parser.add_argument("--input-size", type=int, help="input height and width (default: the model's)")
-    parser.add_argument("--threads", type=int, help="plan for this many threads (default: Numba's)")
-    args = parser.parse_args(argv)
-
-    def refuse(message):
-        print(f"python -m benchmarks.plan: error: {message}", file=sys.stderr)
-        return 2
-    if args.model not in MODELS:
-        return refuse(f"unknown model {args.model!r}; expected one of {', '.join(MODELS)}")
-    for option in ("batch", "input_size", "threads"):
-        value = getattr(args, option)
-        if value is not None and not 1 <= value <= 4096:
-            return refuse(f"--{option.replace('_', '-')} must be between 1 and 4096, got {value}")
+    args = parse_args(argv)
     try:
-        winograd_enabled()
         model = get_model(args.model, **({"input_size": args.input_size} if args.input_size else {}))
     except ValueError as error:
-        return refuse(str(error))
+        raise cli.CommandError(str(error)) from None
     rows, plans = plan_table(model, args.batch, args.threads)
     table = tuning.current()
     print(machine_header())

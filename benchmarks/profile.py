@@ -9,7 +9,6 @@ and GB/s for the memory-bound ops.  Sorted by time.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -18,7 +17,9 @@ import minigrad
 import models
 from benchmarks.__main__ import training_step
 from benchmarks.timing import machine_header
+from minigrad import cli
 from minigrad.profiler import profile, with_rates
+from models import memory
 
 # glibc's allocator tunes its thresholds over the first steps: measured on GoogLeNet (batch 8), the
 # second step still takes 16,700 page faults (~70 ms here), the fourth and later 10 to 600.
@@ -69,21 +70,31 @@ def format_profile(rows, wall_seconds, top=None):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0])
+def parse_args(argv):
+    parser = cli.Parser(prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", choices=list(models.MODELS))
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--input-size", type=int, help="input height and width (default: the model's)")
-    parser.add_argument("--top", type=int, help="show only the slowest N rows")
+    parser.add_argument("--batch", type=cli.integer(1, 4096), default=8)
+    parser.add_argument("--input-size", type=cli.integer(1, 4096), help="input height and width (default: the model's)")
+    parser.add_argument("--top", type=cli.integer(1), help="show only the slowest N rows")
     args = parser.parse_args(argv)
-    if args.batch < 1:
-        print("python -m benchmarks.profile: error: --batch must be a positive integer", file=sys.stderr)
-        return 2
+    size = args.input_size or memory.DEFAULT_SIZE[args.model]
+    try:
+        memory.check_fits(args.model, args.batch, 1000, 3, size, f"--batch {args.batch} at --input-size {size}")
+    except ValueError as error:
+        raise cli.CommandError(str(error)) from None
+    return args
+
+
+def main(argv=None):
+    return cli.run("python -m benchmarks.profile", _main, argv)
+
+
+def _main(argv):
+    args = parse_args(argv)
     try:
         rows, wall_seconds = run(args.model, args.batch, args.input_size)
     except ValueError as error:
-        print(f"python -m benchmarks.profile: error: {error}", file=sys.stderr)
-        return 2
+        raise cli.CommandError(str(error)) from None
     print(machine_header())
     print(f"{args.model}, float32, batch {args.batch}")
     print(format_profile(rows, wall_seconds, args.top))

@@ -14,7 +14,6 @@ what the code computes now.  Figures go to docs/figures/.
 
 from __future__ import annotations
 
-import argparse
 import html
 import inspect
 import re
@@ -27,6 +26,7 @@ import kernels  # noqa: F401  (before NumPy-heavy imports: thread settings)
 import models
 from kernels import reference as ref
 from kernels.cuda.loader import source as cuda_source
+from minigrad import cli
 from minigrad.explain import explain_conv2d, explain_max_pool2d, matrix
 from models.googlenet import INCEPTION_TABLE
 from models.summary import format_table, summary
@@ -403,10 +403,18 @@ def fill(text, blocks):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m docs.build", description=__doc__.split("\n\n")[0])
+    return cli.run("python -m docs.build", _main, argv)
+
+
+def parse_args(argv):
+    parser = cli.Parser(prog="python -m docs.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-measure", action="store_true", help="skip the measured profile (block and figure)")
     parser.add_argument("--no-figures", action="store_true", help="update the text only")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _main(argv):
+    args = parse_args(argv)
     blocks = {("generated", name): text for name, text in generated_blocks().items()}
     rows = None if args.no_measure else profile_rows()
     if rows is not None:

@@ -14,7 +14,6 @@ against.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 from kernels import reference as ref
 from kernels.geometry import conv_out_size, pool_out_size
 
+from . import cli
 from .checks import as_pair, check_windows
 
 MAX_PRINTED = 4000          # entries of the largest matrix printed: "explain" is for small geometries
@@ -199,7 +199,13 @@ def explain_max_pool2d(x_shape, kernel, stride, padding, ceil_mode, random=False
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minigrad.explain", description=__doc__.split("\n\n")[0])
+    return cli.run("python -m minigrad.explain", _main, argv)
+
+
+def parse_args(argv):
+    """The options, and the geometry they give (args.x_shape, args.pairs), checked as conv2d and max_pool2d
+    check theirs."""
+    parser = cli.Parser(prog="python -m minigrad.explain", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="op", required=True)
     for op in ("conv2d", "max_pool2d"):
         p = sub.add_parser(op)
@@ -208,29 +214,35 @@ def main(argv=None):
         p.add_argument("--stride", default="1" if op == "conv2d" else "2", help="S or SH,SW")
         p.add_argument("--padding", default="1" if op == "conv2d" else "0", help="P or PH,PW")
         p.add_argument("--random", action="store_true", help="normal values instead of small integers")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=cli.integer(0, 2**32 - 1), default=0)
         if op == "conv2d":
-            p.add_argument("--out-channels", type=int, default=1, help="number of filters (default 1)")
+            p.add_argument("--out-channels", type=cli.integer(1, 10**6), default=1, help="number of filters (default 1)")
         else:
             p.add_argument("--ceil-mode", action="store_true", help="round the output size up (GoogLeNet's pools)")
     args = parser.parse_args(argv)
     try:
-        x_shape = _ints(args.input, 4, "--input")
-        if min(x_shape) < 1:
+        args.x_shape = _ints(args.input, 4, "--input")
+        if min(args.x_shape) < 1:
             raise ExplainError(f"--input sizes must be >= 1, got {args.input}")
-        pairs = {name: as_pair(args.op, name, _ints(getattr(args, name), 2, f"--{name}"), minimum)
-                 for name, minimum in (("kernel", 1), ("stride", 1), ("padding", 0))}
+        args.pairs = {name: as_pair(args.op, name, _ints(getattr(args, name), 2, f"--{name}"), minimum)
+                      for name, minimum in (("kernel", 1), ("stride", 1), ("padding", 0))}
+    except (ValueError, TypeError) as error:
+        raise cli.CommandError(str(error)) from None
+    return args
+
+
+def _main(argv):
+    args = parse_args(argv)
+    pairs = args.pairs
+    try:
         if args.op == "conv2d":
-            if args.out_channels < 1:
-                raise ExplainError(f"--out-channels must be >= 1, got {args.out_channels}")
-            text, _ = explain_conv2d(x_shape, args.out_channels, pairs["kernel"], pairs["stride"], pairs["padding"],
+            text, _ = explain_conv2d(args.x_shape, args.out_channels, pairs["kernel"], pairs["stride"], pairs["padding"],
                                      args.random, args.seed)
         else:
-            text, _ = explain_max_pool2d(x_shape, pairs["kernel"], pairs["stride"], pairs["padding"], args.ceil_mode,
+            text, _ = explain_max_pool2d(args.x_shape, pairs["kernel"], pairs["stride"], pairs["padding"], args.ceil_mode,
                                          args.random, args.seed)
     except (ValueError, TypeError) as error:
-        print(f"python -m minigrad.explain: error: {error}", file=sys.stderr)
-        return 2
+        raise cli.CommandError(str(error)) from None
     print(text)
     return 0
 

@@ -12,7 +12,6 @@ loss and accuracy curves as a PNG.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -22,52 +21,77 @@ import time
 import numpy as np
 
 import minigrad
-from minigrad import checkpoint, data, distributed, optim
-from minigrad.backend import parse_device
+from minigrad import checkpoint, cli, data, distributed, optim
+from minigrad.backend import array_module, parse_device
 from minigrad.random import generator
 
-from . import MODELS, get_model, training_loss
+from . import MODELS, get_model, memory, training_loss
 
 
 class TrainingError(Exception):
-    """Stops training with a message and a non-zero exit (no traceback)."""
+    """Stops training with a message and a non-zero exit (no traceback): 2 for what the command was asked,
+    1 for a run that diverged."""
+
+    def __init__(self, message, status=2):
+        super().__init__(message)
+        self.status = status
+
+
+# The settings a run trains by, their defaults and how each is checked.  A checkpoint records them, and a
+# resumed run takes them from it: an option given again must say the same (see reconcile).
+SETTINGS = {
+    "model": ("mini-googlenet", None),
+    "data": ("digits", None),
+    "image_size": (16, cli.integer(1, 4096)),
+    "batch_size": (32, cli.integer(1, 2**20)),
+    "optimizer": ("sgd", None),
+    "lr": (0.05, cli.real(above=0)),
+    "momentum": (0.9, cli.real(minimum=0, maximum=1)),
+    "weight_decay": (5e-4, cli.real(minimum=0)),
+    "lr_step": (8, cli.integer(1, 10**6)),
+    "lr_gamma": (0.96, cli.real(above=0)),
+    "polyak": (0.99, cli.real(minimum=0, below=1)),
+    "held_out": (0.2, cli.real(above=0, below=1)),
+    "crop_padding": (1, cli.integer(0, 4096)),
+    "flip": (False, None),
+    "seed": (0, cli.integer(0, 2**32 - 1)),
+}
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="mini-googlenet", choices=list(MODELS))
-    parser.add_argument("--data", default="digits", help="digits, a .npz file, or an image folder")
-    parser.add_argument("--image-size", type=int, default=16, help="digits are upsampled to this size (default 16)")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--lr-step", type=int, default=8, help="StepLR: epochs per step (default 8, as the paper)")
-    parser.add_argument("--lr-gamma", type=float, default=0.96, help="StepLR: factor per step (default 0.96)")
-    parser.add_argument("--polyak", type=float, default=0.99, metavar="DECAY",
+    """The options, each checked (cli types: finite numbers in range), the training settings not given left
+    None until reconcile() fills them (from the checkpoint on --resume, else the defaults)."""
+    parser = cli.Parser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=list(MODELS))
+    parser.add_argument("--data", help="digits, a .npz file, or an image folder (default digits)")
+    parser.add_argument("--image-size", type=SETTINGS["image_size"][1],
+                        help="digits are upsampled to this size (default 16)")
+    parser.add_argument("--epochs", type=cli.integer(1, 10**6), default=30)
+    parser.add_argument("--batch-size", type=SETTINGS["batch_size"][1], help="default 32")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], help="default sgd")
+    parser.add_argument("--lr", type=SETTINGS["lr"][1], help="learning rate (default 0.05)")
+    parser.add_argument("--momentum", type=SETTINGS["momentum"][1], help="SGD's momentum, 0 to 1 (default 0.9)")
+    parser.add_argument("--weight-decay", type=SETTINGS["weight_decay"][1], help="default 5e-4")
+    parser.add_argument("--lr-step", type=SETTINGS["lr_step"][1], help="StepLR: epochs per step (default 8, as the paper)")
+    parser.add_argument("--lr-gamma", type=SETTINGS["lr_gamma"][1], help="StepLR: factor per step (default 0.96)")
+    parser.add_argument("--polyak", type=SETTINGS["polyak"][1], metavar="DECAY",
                         help="evaluate Polyak-averaged weights with this decay, as the paper did (default 0.99; 0: off)")
-    parser.add_argument("--held-out", type=float, default=0.2, help="fraction held out for evaluation")
-    parser.add_argument("--crop-padding", type=int, default=1, help="random-crop augmentation: pad by this much "
-                        "and crop back (0: off)")
-    parser.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", type=SETTINGS["held_out"][1], help="fraction held out for evaluation (default 0.2)")
+    parser.add_argument("--crop-padding", type=SETTINGS["crop_padding"][1], help="random-crop augmentation: pad by "
+                        "this much and crop back (default 1; 0: off)")
+    parser.add_argument("--flip", action="store_true", default=None, help="random horizontal flips (not for digits)")
+    parser.add_argument("--seed", type=SETTINGS["seed"][1])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", default="train-results", help="folder for checkpoint, report and plot")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz, with its settings")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel over the ranks of an MPI job (mpiexec -n 2 python -m models.train "
                              "--distributed): --batch-size is the combined batch, split evenly over the ranks")
-    args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "image_size", "lr_step"):
-        if getattr(args, name) < 1:
-            raise TrainingError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if not 0 < args.held_out < 1:
-        raise TrainingError(f"--held-out must be between 0 and 1, got {args.held_out}")
-    if args.lr <= 0:
-        raise TrainingError(f"--lr must be positive, got {args.lr}")
+    try:
+        args = parser.parse_args(argv)
+    except cli.CommandError as error:
+        raise TrainingError(str(error)) from None
     if args.device == "cuda":
         try:
             args.device = parse_device("cuda", "--device")
@@ -75,11 +99,42 @@ def parse_args(argv):
             raise TrainingError(str(error)) from None
     if args.distributed and not distributed.is_available():
         raise TrainingError(f"--distributed needs mpi4py and an MPI library: {distributed.INSTALL_HINT}")
+    try:
+        cli.writable_folder("--out", args.out)
+    except cli.CommandError as error:
+        raise TrainingError(str(error)) from None
+    if not args.resume:
+        reconcile(args, None)
     return args
+
+
+def reconcile(args, recorded):
+    """Fill the training settings: from `recorded` (a checkpoint's, on --resume), where an option given again
+    must match it (a run that silently trained by other settings, or reported settings it did not use, would
+    be wrong), else from the defaults."""
+    conflicts = []
+    for name, (default, _) in SETTINGS.items():
+        given = getattr(args, name)
+        if recorded is not None and name in recorded:
+            if given is not None and given != recorded[name]:
+                flag = "--" + name.replace("_", "-")
+                conflicts.append(f"{flag} {given} (the checkpoint's is {recorded[name]})")
+            setattr(args, name, recorded[name])
+        elif given is None:
+            setattr(args, name, default)
+    if conflicts:
+        raise TrainingError(f"--resume continues the run in the checkpoint with its own settings, but this command "
+                            f"asks for {'; '.join(conflicts)}; drop those options, or start a new run in another --out")
+
+
+DIGITS = 1797                                   # images in scikit-learn's digits
 
 
 def load_data(args):
     if args.data == "digits":
+        # upsampled, padded and converted: about three float32 copies of the images at once
+        cli.check_memory(f"--image-size {args.image_size} (the digits upsampled)",
+                         3 * DIGITS * args.image_size ** 2 * 4)
         return data.load_digits(args.image_size)
     if args.data.endswith(".npz"):
         return data.load_npz(args.data)
@@ -108,18 +163,38 @@ def evaluate(model, dataset, batch_size, device="cpu", comm=None):
 class Trainer:
     def __init__(self, args):
         self.args = args
+        self.path = os.path.join(args.out, "checkpoint.npz")
+        self.resumed = None
+        if args.resume:              # the checkpoint's settings first: they decide the data and the model
+            self.resumed = checkpoint.load(self.path)
+            header = self.resumed[1]
+            if header["model"] != (args.model or header["model"]):
+                raise checkpoint.CheckpointError(f"{self.path} holds a {header['model']}, not a {args.model}")
+            reconcile(args, header.get("settings", {"model": header["model"]}))
         self.comm = distributed.init() if args.distributed else None
         self.rank, self.world = (self.comm.rank, self.comm.size) if self.comm else (0, 1)
+        if self.comm:
+            args.device = self.comm.device(args.device)         # each rank on its own GPU of the machine
         self.leader = self.rank == 0                     # the rank that prints and writes files
         if args.batch_size % self.world:
             raise TrainingError(f"--batch-size {args.batch_size} does not split evenly over {self.world} ranks")
         minigrad.manual_seed(args.seed)
         dataset = load_data(args)
+        if len(dataset) == 0:
+            raise TrainingError(f"--data {args.data} holds no images")
+        held = len(dataset) - dataset.split_point(args.held_out)
+        if held < 1 or held > len(dataset) - 1:
+            raise TrainingError(f"--held-out {args.held_out} holds out {held} of the {len(dataset)} images, leaving "
+                                f"{len(dataset) - held} to train on; both parts need at least one image")
         self.train_set, self.test_set = dataset.split(args.held_out, seed=args.seed)
         _, channels, height, width = dataset.x.shape
         if height != width:
             raise TrainingError(f"images must be square for these models, got {height}x{width}")
         try:
+            batch = min(args.batch_size // self.world, len(self.train_set))     # a batch holds at most the data
+            memory.check_fits(args.model, batch, dataset.num_classes, channels, height,
+                              f"--model {args.model} with --batch-size {args.batch_size} on {channels}x{height}x{width} "
+                              f"images of {dataset.num_classes:,} classes (labels up to {dataset.num_classes - 1:,})")
             self.model = get_model(args.model, num_classes=dataset.num_classes, in_channels=channels,
                                    input_size=height)
         except (ValueError, TypeError) as error:
@@ -142,7 +217,6 @@ class Trainer:
             self.loader = data.DataLoader(self.train_set, args.batch_size, shuffle=True, seed=args.seed,
                                           transforms=transforms)
         self.epoch, self.history = 0, []
-        self.path = os.path.join(args.out, "checkpoint.npz")
 
     # ---- checkpoints -------------------------------------------------------------
     def save(self):
@@ -155,7 +229,8 @@ class Trainer:
         opt_scalars = {str(p): {k: v for k, v in s.items() if not hasattr(v, "shape")} for p, s in opt["state"].items()}
         if self.polyak:
             arrays.update({f"polyak/{k}": v for k, v in self.polyak.average.items()})
-        header = {"model": self.args.model, "epoch": self.epoch, "history": self.history,
+        header = {"model": self.args.model, "settings": {name: getattr(self.args, name) for name in SETTINGS},
+                  "epoch": self.epoch, "history": self.history,
                   "optimizer": {"param_groups": opt["param_groups"], "scalars": opt_scalars},
                   "scheduler": self.scheduler.state_dict(), "loader": self.loader.state_dict(),
                   "rng": generator().bit_generator.state,
@@ -163,10 +238,11 @@ class Trainer:
         checkpoint.save(self.path, arrays, header)
 
     def resume(self):
-        arrays, header = checkpoint.load(self.path)
-        if header["model"] != self.args.model:
-            raise checkpoint.CheckpointError(f"{self.path} holds a {header['model']}, not a {self.args.model}")
-        self.model.load_state_dict(checkpoint.split(arrays, "model"))
+        arrays, header = self.resumed
+        try:
+            self.model.load_state_dict(checkpoint.split(arrays, "model"))
+        except ValueError as error:            # the same model built for other data (other classes, channels)
+            raise checkpoint.CheckpointError(f"{self.path} does not fit this model and data: {error}") from None
         state = {}
         for name, value in checkpoint.split(arrays, "optimizer").items():
             position, key = name.split("/", 1)
@@ -199,10 +275,7 @@ class Trainer:
             loss = training_loss(outputs, y)
             value = loss.item()
             if not math.isfinite(value):
-                raise TrainingError(f"the loss became {value} at epoch {self.epoch + 1}, step {step}; stopped. "
-                                    f"The last good checkpoint (epoch {self.epoch}) is kept at {self.path}"
-                                    if self.epoch else f"the loss became {value} at epoch 1, step {step}; stopped "
-                                    "(no checkpoint yet). Try a smaller --lr")
+                raise self.diverged(f"the loss became {value} at epoch {self.epoch + 1}, step {step}")
             self.optimizer.zero_grad()
             loss.backward()
             if self.comm:
@@ -223,6 +296,19 @@ class Trainer:
             loss_sum, steps, correct, seen = self.comm.sum([sum(losses), len(losses), correct, seen])
             return loss_sum / steps, correct / seen, seconds
         return float(np.mean(losses)), correct / seen, seconds
+
+    def diverged(self, what):
+        return TrainingError(f"{what}; stopped. The last good checkpoint (epoch {self.epoch}) is kept at {self.path}"
+                             if self.epoch else f"{what}; stopped (no checkpoint yet). Try a smaller --lr", status=1)
+
+    def check_weights(self):
+        """Every parameter finite, before an epoch's weights are evaluated or checkpointed: the loss is
+        checked before each step, so the update of an epoch's last step is checked only here."""
+        bad = [name for name, p in self.model.named_parameters()
+               if not bool(array_module(p.data).isfinite(p.data).all())]
+        if bad:
+            raise self.diverged(f"the weights became non-finite in epoch {self.epoch + 1} ({', '.join(bad[:3])}"
+                                f"{', ...' if len(bad) > 3 else ''}), after the last loss was checked")
 
     def held_out_accuracy(self):
         if self.polyak:
@@ -258,6 +344,7 @@ class Trainer:
             finally:
                 if bar is not None:
                     bar.close()
+            self.check_weights()
             self.scheduler.step()
             self.epoch += 1
             accuracy = self.held_out_accuracy()
@@ -306,9 +393,11 @@ class Trainer:
 
 def describe_error(error):
     """(exit status, one-line message) for the errors a user can cause, None for anything else."""
-    if isinstance(error, (TrainingError, data.DataError, checkpoint.CheckpointError)):
-        code = 1 if isinstance(error, TrainingError) and "loss became" in str(error) else 2
-        return code, f"python -m models.train: error: {error}"
+    if isinstance(error, (TrainingError, data.DataError, checkpoint.CheckpointError, cli.CommandError)):
+        return getattr(error, "status", 2), f"python -m models.train: error: {error}"
+    if isinstance(error, MemoryError):
+        return 2, (f"python -m models.train: error: out of memory: {error}; ask for less (a smaller --batch-size or "
+                   "--image-size)")
     if isinstance(error, OSError):
         return 2, f"python -m models.train: error: {error.filename or ''}: {error.strerror}"
     return None

@@ -14,8 +14,11 @@ def run(*args, module="benchmarks"):
 
 @pytest.mark.parametrize("args,message", [
     (["--configs", "3a,9z"], "unknown configuration 9z"),
-    (["--batch", "0"], "--batch must be a positive integer, got 0"),
-    (["--repeat", "-1"], "--repeat must be a positive integer"),
+    (["--batch", "0"], "--batch must be an integer from 1 to 65536, got 0"),
+    (["--repeat", "-1"], "--repeat must be an integer from 1 to 10000, got -1"),
+    (["--batch", "nan"], "--batch must be an integer from 1 to 65536, got 'nan'"),
+    (["--batch", "60000"], "--batch 60000 (GoogLeNet) would need about"),
+    (["--batch", "60000", "--networks", "none"], "--batch 60000 (the Inception modules) would need about"),
     (["--networks", "resnet"], "unknown network resnet"),
     (["--device", "cuda"], "--device: device 'cuda'"),          # no GPU here: CuPy is missing or finds none
     (["--out", "/proc/forbidden"], "cannot write to --out /proc/forbidden"),
@@ -76,7 +79,7 @@ def test_googlenet_benchmark_reports_every_target(tmp_path):
     ops = data["ops"]
     assert ops["3x3 192->384"]["gemms_alone_ms"] > 0 and ops["concat to 1024 channels"]["gemms_alone_ms"] is None
     bad = run("--batches", "x", module="benchmarks.googlenet")
-    assert bad.returncode == 2 and "--batches takes comma-separated integers" in bad.stderr
+    assert bad.returncode == 2 and "--batches must be an integer from 1 to 4096, got 'x'" in bad.stderr
 
 
 def test_kernels_benchmark_reports_every_row_against_its_reference(tmp_path):
@@ -106,7 +109,7 @@ def test_kernels_benchmark_reports_every_row_against_its_reference(tmp_path):
     # every row with a target says in how many of the rounds it was met
     assert result.stdout.count(" of 2 rounds (") == 12 + 2 * 5 + 1
     bad = run("--rounds", "0", module="benchmarks.kernels")
-    assert bad.returncode == 2 and "--rounds must be >= 1" in bad.stderr
+    assert bad.returncode == 2 and "--rounds must be an integer from 1 to 1000, got 0" in bad.stderr
 
 
 def test_verdict_counts_the_rounds_that_meet_a_target():
@@ -139,7 +142,7 @@ def test_ab_compares_against_a_revision_in_one_process():
     assert "BLAS:" in result.stdout
     for args, message in [(["no-such-revision"], "cannot read revision 'no-such-revision'"),
                           (["HEAD", "--layers", "16,16,3"], "--layers: each layer is C,O,K,SIDE"),
-                          (["HEAD", "--pairs", "0"], "--batch and --pairs must be positive")]:
+                          (["HEAD", "--pairs", "0"], "--pairs must be an integer from 1 to 100000, got 0")]:
         bad = run(*args, module="benchmarks.ab")
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
@@ -167,10 +170,38 @@ def test_plan_lists_every_convolution_with_its_plan(capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["resnet"], "unknown model 'resnet'; expected one of"),
-    (["googlenet", "--batch", "0"], "--batch must be between 1 and 4096, got 0"),
+    (["googlenet", "--batch", "0"], "--batch must be an integer from 1 to 65536, got 0"),
     (["googlenet", "--input-size", "20"], "input_size (20, 20) is too small"),
 ])
 def test_plan_refuses_bad_input_in_one_line(args, message):
     result = run(*args, module="benchmarks.plan")
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_check_runs_its_tests_in_the_repository_from_any_folder(tmp_path, monkeypatch, capsys):
+    """Started from another folder, the GPU tests still run from the repository (their paths are relative to
+    it); without a GPU the command says what failed (CuPy missing, the driver's error, no device)."""
+    from benchmarks import gpu_check
+    from minigrad.backend import cuda_available, cuda_problem
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(kwargs, command=command)
+        return subprocess.CompletedProcess(command, 0, "3 passed, 1 skipped in 2.00s\n", "")
+    monkeypatch.setattr(gpu_check.subprocess, "run", fake_run)
+    monkeypatch.chdir(tmp_path)
+    counts, _, code = gpu_check.run_tests()
+    assert seen["cwd"] == gpu_check.ROOT and all((gpu_check.ROOT / path).is_file() for path in gpu_check.GPU_TESTS)
+    assert str(gpu_check.ROOT) in seen["env"]["PYTHONPATH"]
+    assert counts["passed"] == 3 and counts["skipped"] == 1 and code == 0
+    if not cuda_available():
+        assert gpu_check.main([]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"no GPU: {cuda_problem()}" in err and cuda_problem()
+
+
+def test_each_rank_gets_its_own_gpu():
+    from minigrad.distributed import rank_device
+    assert [rank_device("cuda:0", local, 2) for local in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert rank_device("cpu", 3, 2) == "cpu" and rank_device("cuda:0", 1, 0) == "cuda:0"

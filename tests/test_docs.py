@@ -85,7 +85,9 @@ def test_explain_max_pool2d_shows_windows_argmax_and_the_gradient(capsys):
     (["conv2d", "--input", "8,64,56,56"], "too large to print"),
     (["conv2d", "--stride", "0"], "conv2d: stride must be >= 1"),
     (["max_pool2d", "--padding", "2"], "max_pool2d: padding (2, 2) must be at most half of kernel_size"),
-    (["conv2d", "--out-channels", "0"], "--out-channels must be >= 1"),
+    (["conv2d", "--out-channels", "0"], "--out-channels must be an integer from 1 to 1000000, got 0"),
+    (["conv2d", "--seed", "-1"], "--seed must be an integer from 0 to 4294967295, got -1"),
+    (["relu"], "op: invalid choice: 'relu'"),
 ])
 def test_explain_refuses_bad_geometry_in_one_line(args, message, capsys):
     assert explain(args) == 2

@@ -180,6 +180,29 @@ def test_local_response_norm(valid, size, alpha, beta, k, grad, data):
     check("local_response_norm", lambda t: F.local_response_norm(t, size, alpha, beta, k), lambda: [tensor_of(x, grad)])
 
 
+@settings(max_examples=examples(60))
+@given(st.booleans(), st.booleans(), st.booleans(), st.sampled_from([1e-5, 1e-3, -1.0, float("nan")]),
+       st.sampled_from([0.1, 0.0, 1.0, -0.5, 2.0]), st.booleans(), st.data())
+def test_batch_norm(valid, training, affine, eps, momentum, grad, data):
+    """batch_norm with drawn inputs, statistics and parameters (often of the wrong shape or dtype); the running
+    statistics are fresh copies on each path, so that every path updates the same values.  Weights and biases
+    are finite and eps at least 1e-5: an infinite weight makes inf - inf in one formula's order and not in
+    another's, and eps 0 on a constant channel divides by zero, where the paths' NaN and inf need not agree."""
+    x = data.draw(arrays(rank=4, min_side=1, dtypes=FLOATS) if valid else arrays())
+    channels = x.shape[1] if x.ndim >= 2 else 1
+    c = channels if valid or data.draw(st.booleans()) else data.draw(st.integers(0, 4))
+    dtype = x.dtype if valid or data.draw(st.booleans()) else data.draw(st.sampled_from(DTYPES))
+    stats = [np.zeros(c, dtype), np.ones(c, dtype)] if data.draw(st.booleans()) else None
+    params = [np.nan_to_num(data.draw(arrays(shape=(c,), dtypes=[dtype])), posinf=1.0, neginf=-1.0)
+              for _ in range(2)] if affine else []
+
+    def make():
+        running = [Tensor(a.copy()) for a in stats] if stats else [None, None]
+        return [tensor_of(x, grad)] + [tensor_of(p, grad) for p in params] + running
+    check("batch_norm", lambda t, *rest: F.batch_norm(t, *rest[len(params):], *rest[:len(params)], training=training,
+                                                      momentum=momentum, eps=eps), make)
+
+
 @settings(max_examples=examples(100))
 @given(arrays(max_side=5), st.data())
 def test_linear_dropout_log_softmax_losses(x, data):
@@ -262,34 +285,118 @@ def test_model_constructors(name, num_classes, input_size, in_channels):
         FUZZ_STATS["messages"].add(str(error))
 
 
-tokens = st.sampled_from(["--batch", "--repeat", "--configs", "--networks", "--out", "--quick", "--device",
-                          "--compare", "0", "-1", "8", "3a", "9z", "none", "cuda", "torch", "googlenet", "x",
-                          "--epochs", "--lr", "--data", "--held-out", "1.5", "nowhere", "--model", "--image-size",
-                          "--distributed"])
+# Every command's options, by the kind of value each takes; positional arguments first.  The fuzzer draws
+# values of every kind for every option, the wrong kinds included.
+INT, REAL, NAME, NAMES, INTS, PATH, FLAG = "int", "real", "name", "names", "ints", "path", "flag"
+COMMANDS = {
+    "models.train": ([], {"--model": NAME, "--data": NAME, "--image-size": INT, "--epochs": INT, "--batch-size": INT,
+                          "--optimizer": NAME, "--lr": REAL, "--momentum": REAL, "--weight-decay": REAL,
+                          "--lr-step": INT, "--lr-gamma": REAL, "--polyak": REAL, "--held-out": REAL,
+                          "--crop-padding": INT, "--seed": INT, "--device": NAME, "--out": PATH, "--flip": FLAG}),
+    "benchmarks.__main__": ([], {"--batch": INT, "--repeat": INT, "--configs": NAMES, "--device": NAME, "--out": PATH,
+                                 "--quick": FLAG, "--compare": NAME}),
+    "benchmarks.googlenet": ([], {"--batches": INTS, "--rounds": INT, "--repeat": INT, "--modules": NAMES,
+                                  "--module-batch": INT, "--per-op": NAMES, "--json": PATH}),
+    "benchmarks.profile": ([NAME], {"--batch": INT, "--input-size": INT, "--top": INT}),
+    "benchmarks.kernels": ([], {"--batch": INT, "--repeat": INT, "--rounds": INT, "--compile-time": FLAG, "--json": PATH}),
+    "benchmarks.memory": ([], {"--steps": INT}),
+    "benchmarks.distributed": ([], {"--model": NAME, "--batch": INT, "--steps": INT}),
+    "benchmarks.plan": ([NAME], {"--batch": INT, "--input-size": INT, "--threads": INT}),
+    "benchmarks.ab": ([NAME], {"--layers": INTS, "--batch": INT, "--pairs": INT}),
+    "benchmarks.gpu_check": ([], {"--repeat": INT, "--configs": NAMES, "--module-batch": INT, "--batches": INTS,
+                                  "--skip-tests": FLAG}),
+    "models.summary": ([NAME], {"--paper": FLAG, "--input-size": INT}),
+    "minigrad.explain": ([NAME], {"--input": INTS, "--kernel": INTS, "--stride": INTS, "--padding": INTS, "--seed": INT,
+                                  "--out-channels": INT, "--random": FLAG}),
+    "docs.build": ([], {"--no-measure": FLAG, "--no-figures": FLAG}),
+}
+VALUES = {INT: ["nan", "inf", "-inf", "-1", "0", "1", "2", "3", "8", "100", "5000", "1e9", "99999999999", "2.5", "x", ""],
+          REAL: ["nan", "inf", "-inf", "-1", "0", "1e-3", "0.5", "0.99", "1", "2", "1e300", "x", ""],
+          NAME: ["mini-googlenet", "googlenet", "alexnet", "resnet", "sgd", "adam", "cpu", "cuda", "torch", "digits",
+                 "nowhere", "conv2d", "max_pool2d", "HEAD", ""],
+          NAMES: ["3a", "3a,4e", "3a,9z", "none", "", "5b"],
+          INTS: ["8", "8,32", "0,8", "8,x", "1,2,5,5", "3,3", "16,16,3,7", "-1", ""],
+          PATH: ["TMP", "TMP/sub", "/proc/forbidden/out"]}
 
 
-@settings(max_examples=examples(80))
-@given(st.lists(tokens, max_size=6), st.sampled_from(["benchmarks", "train"]))
-def test_command_line_parsers(argv, which):
-    """Argument parsing of the commands: a parsed result, or exit 2 / a one-line usage error."""
-    from benchmarks.__main__ import UsageError
-    from benchmarks.__main__ import parse_args as bench_args
+@st.composite
+def command_lines(draw):
+    """(command, argv): a command and a drawn list of its options and values (any kind of value)."""
+    name = draw(st.sampled_from(sorted(COMMANDS)))
+    positional, options = COMMANDS[name]
+    argv = [draw(st.sampled_from(VALUES[kind])) for kind in positional]
+    for flag in draw(st.lists(st.sampled_from(sorted(options)), max_size=4, unique=True)):
+        argv.append(flag)
+        if options[flag] != FLAG:
+            argv.append(draw(st.sampled_from(VALUES[draw(st.sampled_from([options[flag]] * 3 + [INT, REAL, NAME]))])))
+    if name == "benchmarks.__main__":
+        argv += ["--networks", "none"]        # its networks' memory checks build each network: covered elsewhere
+    return name, argv
+
+
+@settings(max_examples=examples(150))
+@given(command_lines())
+def test_every_commands_options(command):
+    """Every command's option parsing (python -m models.train, benchmarks, ...: each one's parse_args, which
+    checks everything before any work): values that parse are finite and in range; anything else is one
+    line, a CommandError (TrainingError for models.train), never a traceback or another exit."""
+    import importlib
+
+    from minigrad.cli import CommandError
     from models.train import TrainingError
-    from models.train import parse_args as train_args
+    name, argv = command
     FUZZ_STATS["examples"] += 1
+    module = importlib.import_module(name)
     with tempfile.TemporaryDirectory() as folder:
-        argv = [folder if a == "x" else a for a in argv]
+        argv = [a.replace("TMP", folder) for a in argv]
         cwd = os.getcwd()
         os.chdir(folder)                                        # a default --out lands in the temporary folder
         try:
-            (bench_args if which == "benchmarks" else train_args)(argv)
-        except (UsageError, TrainingError) as error:
-            FUZZ_STATS["messages"].add(str(error))
-            assert "\n" not in str(error)
-        except SystemExit as exit:
-            assert exit.code == 2
+            args = module.parse_args(argv)
+        except (CommandError, TrainingError) as error:
+            message = str(error)
+            assert message and "\n" not in message and "Traceback" not in message, (name, argv, message)
+            FUZZ_STATS["messages"].add(message)
+            return
         finally:
             os.chdir(cwd)
+    for key, value in vars(args).items():                   # what parsed is usable
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float):
+                assert np.isfinite(v), (name, argv, key)
+            if isinstance(v, int) and not isinstance(v, bool) and key not in ("threads",):
+                assert 0 <= v <= 2**32, (name, argv, key)
+
+
+@settings(max_examples=examples(60))
+@given(st.sampled_from(["SGD", "Adam", "StepLR", "Polyak", "MaxPool2d", "AvgPool2d", "LocalResponseNorm", "Dropout",
+                        "Conv2d", "Linear", "Flatten"]),
+       st.lists(st.one_of(st.sampled_from([0, 1, 3, -1, 0.5, 1.5, float("nan"), float("inf"), -float("inf"), True,
+                                           None, "3", (0.9,), (0.9, 0.999), (2, 2), [1, 1, 1], np.float32(0.1)])),
+                min_size=0, max_size=3))
+def test_optimizer_and_layer_constructors(kind, values):
+    """Optimizers, the scheduler, the averaging and the layers, given drawn arguments: built, or a ValueError or
+    TypeError naming the class; a built optimizer never holds a NaN or infinite hyper-parameter."""
+    FUZZ_STATS["examples"] += 1
+    w = nn.Parameter(np.ones((2, 2), np.float32))
+    makers = {
+        "SGD": lambda *v: minigrad.optim.SGD([w], *v), "Adam": lambda *v: minigrad.optim.Adam([w], *v),
+        "StepLR": lambda *v: minigrad.optim.lr_scheduler.StepLR(minigrad.optim.SGD([w], 0.1), *v),
+        "Polyak": lambda *v: minigrad.optim.Polyak(nn.Linear(2, 2), *v),
+        "MaxPool2d": nn.MaxPool2d, "AvgPool2d": nn.AvgPool2d, "LocalResponseNorm": nn.LocalResponseNorm,
+        "Dropout": nn.Dropout, "Conv2d": nn.Conv2d, "Linear": nn.Linear, "Flatten": nn.Flatten}
+    try:
+        built = makers[kind](*values)
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        assert message.startswith(f"{kind}:") or message.startswith(f"{kind.lower()}") or "missing" in message \
+            or "positional argument" in message or "takes" in message, (kind, values, message)
+        FUZZ_STATS["messages"].add(message)
+        return
+    for group in getattr(built, "param_groups", []):
+        for key in ("lr", "momentum", "weight_decay", "eps"):
+            if key in group:
+                assert np.isfinite(group[key]) and group[key] >= 0, (kind, values, group)
 
 
 @settings(max_examples=examples(40))

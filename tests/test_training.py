@@ -158,7 +158,7 @@ def test_polyak_average_and_swap():
 
 
 def test_bad_optimizer_arguments():
-    with pytest.raises(ValueError, match="SGD: lr must be a number >= 0"):
+    with pytest.raises(ValueError, match="SGD: lr must be a finite number >= 0"):
         optim.SGD([param([1.0])], lr=-1)
     with pytest.raises(ValueError, match="SGD: nesterov needs momentum > 0"):
         optim.SGD([param([1.0])], lr=0.1, nesterov=True)
@@ -337,7 +337,7 @@ def test_non_finite_loss_is_a_message_and_exit_1(tmp_path, small_npz):
 
 @pytest.mark.parametrize("args,message", [
     (["--data", "missing.npz"], "missing.npz: no such file"),
-    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--epochs", "0"], "--epochs must be an integer from 1 to 1000000, got 0"),
     (["--data", "nowhere"], "expected 'digits', a .npz file or an image folder"),
     (["--resume", "--out", "/tmp/minigrad-no-checkpoint-here"], "no such checkpoint"),
 ])
