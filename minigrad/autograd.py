@@ -608,16 +608,32 @@ class Pow(Function):
 
 
 class MatMul(Function):
+    """a @ b with NumPy's (and torch.matmul's) rules: 1-D operands as a row or a column, the leading dimensions of
+    N-D operands broadcast (a stack of matrices)."""
     name = "matmul"
 
     def forward(self, a, b):
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-            raise ValueError(f"matmul: expected 2-D operands (n, k) @ (k, m), got shapes {a.shape} and {b.shape}")
+        if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"matmul: the operands' inner dimensions must agree (..., n, k) @ (..., k, m), got shapes "
+                             f"{a.shape} and {b.shape}")
+        try:
+            out = a @ b
+        except ValueError:
+            raise ValueError(f"matmul: the leading dimensions of shapes {a.shape} and {b.shape} do not broadcast") from None
         self.a, self.b = a, b
-        return a @ b
+        return out
 
     def backward(self, grad):
-        return grad @ self.b.T, self.a.T @ grad
+        a = self.a[None] if self.a.ndim == 1 else self.a                  # a row
+        b = self.b[:, None] if self.b.ndim == 1 else self.b               # a column
+        g = grad
+        if self.b.ndim == 1:
+            g = g[..., None]                                              # the column's axis back
+        if self.a.ndim == 1:
+            g = g[..., None, :]                                           # the row's axis back
+        grad_a = unbroadcast(g @ b.swapaxes(-1, -2), a.shape)
+        grad_b = unbroadcast(a.swapaxes(-1, -2) @ g, b.shape)
+        return grad_a.reshape(self.a.shape), grad_b.reshape(self.b.shape)
 
 
 class Cast(Function):

@@ -330,6 +330,75 @@ def log_softmax(input, dim):
     return LogSoftmax(int(dim) % input.ndim)(input)
 
 
+class Softmax(Function):
+    name = "softmax"
+
+    def __init__(self, dim):
+        self.dim = dim
+
+    def forward(self, x):
+        xp = array_module(x)
+        e = xp.exp(x - x.max(axis=self.dim, keepdims=True))      # exp never overflows
+        self.y = e / e.sum(axis=self.dim, keepdims=True)
+        return self.y
+
+    def backward(self, grad):
+        return self.y * (grad - (grad * self.y).sum(axis=self.dim, keepdims=True))
+
+
+def softmax(input, dim):
+    """exp(input) / sum(exp(input)) along dim."""
+    check_tensor("softmax", "input", input, ndim=tuple(range(1, 33)))
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool) or not -input.ndim <= dim < input.ndim:
+        raise ValueError(f"softmax: dim {dim!r} is out of range for input shape {input.shape}")
+    return Softmax(int(dim) % input.ndim)(input)
+
+
+class Pad(Function):
+    """Constant padding, per axis (before, after); negative widths crop."""
+    name = "pad"
+
+    def __init__(self, widths, value):
+        self.widths, self.value = widths, value
+
+    def forward(self, x):
+        xp = array_module(x)
+        crop = tuple(slice(max(0, -b), n - max(0, -a)) for (b, a), n in zip(self.widths, x.shape))
+        kept = x[crop]
+        self.shape, self.crop = x.shape, crop
+        out = xp.full(tuple(n + max(0, b) + max(0, a) for (b, a), n in zip(self.widths, kept.shape)), self.value, x.dtype)
+        self.place = tuple(slice(max(0, b), max(0, b) + n) for (b, _), n in zip(self.widths, kept.shape))
+        out[self.place] = kept
+        return out
+
+    def backward(self, grad):
+        grad_x = array_module(grad).zeros(self.shape, grad.dtype)
+        grad_x[self.crop] = grad[self.place]
+        return grad_x
+
+
+def pad(input, pad, value=0.0):
+    """input padded with `value`, as torch.nn.functional.pad in constant mode: pad = (left, right, top, bottom,
+    ...) pairs from the last dimension backwards; negative widths crop.  value may be -inf (what max-pooling
+    reads its padding as)."""
+    check_tensor("pad", "input", input, floating=False)
+    if not isinstance(pad, (tuple, list)) or len(pad) % 2 or len(pad) // 2 > input.ndim or not all(
+            isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pad):
+        raise ValueError(f"pad: pad must be an even number of ints, at most two per dimension of input shape "
+                         f"{input.shape}, got {pad!r}")
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"pad: value must be a number, got {value!r}")
+    widths = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):
+        widths[input.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    for (before, after), n in zip(widths, input.shape):
+        if n + before + after < 0 or max(0, -before) + max(0, -after) > n:
+            raise ValueError(f"pad: pad {tuple(pad)} crops more than input shape {input.shape} holds")
+    if value != value or (abs(value) == float("inf") and input.dtype.kind != "f"):
+        raise ValueError(f"pad: value {value} cannot fill a tensor of dtype {input.dtype}")
+    return Pad(tuple(widths), value)(input)
+
+
 class NLLLoss(Function):
     name = "nll_loss"
 

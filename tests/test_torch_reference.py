@@ -175,3 +175,33 @@ def test_nll_loss(torch, dtype):
     compare(torch, lambda t: F.nll_loss(F.log_softmax(t, 1), target),
             lambda t: torch.nn.functional.nll_loss(torch.log_softmax(t, 1), torch.tensor(target)),
             [normal((4, 3), 5)], dtype)
+
+
+@st.composite
+def pads(draw):
+    """(input shape, pad): up to two padded dimensions, widths from cropping 1 to padding 3 on each side."""
+    shape = tuple(draw(st.lists(st.integers(3, 5), min_size=2, max_size=4)))
+    dims = draw(st.integers(1, 2))
+    return shape, tuple(draw(st.integers(-1, 3)) for _ in range(2 * dims))
+
+
+@settings(max_examples=examples(25))
+@given(pads(), st.sampled_from([0.0, 1.5, -np.inf]), dtypes, seeds)
+def test_pad(torch, geometry, value, dtype, seed):
+    """F.pad in constant mode: negative widths crop, -inf fills (what max-pooling reads padding as)."""
+    shape, widths = geometry
+    compare(torch, lambda x: F.pad(x, widths, value), lambda x: torch.nn.functional.pad(x, widths, value=value),
+            [normal(shape, seed)], dtype)
+
+
+@settings(max_examples=examples(15))
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=4), st.data(), dtypes, seeds)
+def test_softmax(torch, shape, data, dtype, seed):
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    compare(torch, lambda x: F.softmax(x * 3, dim), lambda x: torch.softmax(x * 3, dim), [normal(shape, seed)], dtype)
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((5, 2, 3), (3, 4)),
+                                             ((2, 1, 2, 3), (5, 3, 4)), ((4,), (2, 4, 3))])
+def test_matmul_broadcasts_and_takes_vectors_as_numpy_does(torch, a_shape, b_shape):
+    compare(torch, lambda a, b: a @ b, lambda a, b: a @ b, [normal(a_shape, 1), normal(b_shape, 2)], np.float64)
