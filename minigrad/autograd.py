@@ -23,7 +23,7 @@ import kernels
 from .backend import array_module, device_of, on_device_of, parse_device, synchronize, to_device
 
 _grad_enabled = True
-_profiler = None        # set by minigrad.profiler.profile(): told the time of every forward and backward
+_observer = None        # set by minigrad.profiler.profile() and the ONNX exporter: told of every forward and backward
 
 
 @contextlib.contextmanager
@@ -62,7 +62,7 @@ class Function:
     def __call__(self, *inputs: Tensor):
         _check_same_kind(self.op_name(), inputs)
         with on_device_of(inputs[0].data):      # the inputs' GPU is current while the op runs
-            if _profiler is None:
+            if _observer is None:
                 result = self.forward(*(t.data for t in inputs))
             else:                               # timed; on a GPU only once the queued work is done
                 synchronize(inputs[0].data)
@@ -71,8 +71,8 @@ class Function:
                 synchronize(result[-1] if isinstance(result, tuple) else result)
         outputs = tuple(Tensor(r) for r in result) if isinstance(result, tuple) else (Tensor(result),)
         self.outputs, self.tuple_output = len(outputs), isinstance(result, tuple)
-        if _profiler is not None:
-            _profiler.forward(self, inputs, outputs, time.perf_counter() - start)
+        if _observer is not None:
+            _observer.forward(self, inputs, outputs, time.perf_counter() - start)
         for index, output in enumerate(outputs):
             output._output_index = index
             if self.shares_input_memory:
@@ -320,7 +320,7 @@ class Tensor:
                 raise RuntimeError(f"backward: input {index} of {fn.op_name()} was modified by an in-place "
                                    f"operation after it was used (version {seen} then, {counter[0]} now); "
                                    "its gradient would be wrong. Use an out-of-place op (x = x + y) instead")
-        if _profiler is not None:
+        if _observer is not None:
             for g in slots:
                 if g is not None:
                     synchronize(g)
@@ -328,11 +328,11 @@ class Tensor:
         grads = fn.backward(grad_out)
         if not isinstance(grads, tuple):
             grads = (grads,)
-        if _profiler is not None:
+        if _observer is not None:
             for g in grads:
                 if g is not None:
                     synchronize(g)
-            _profiler.backward(fn, slots, grads, time.perf_counter() - start)
+            _observer.backward(fn, slots, grads, time.perf_counter() - start)
         for edge, g in zip(fn.edges, grads):
             if edge is None or g is None:
                 continue

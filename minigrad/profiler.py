@@ -78,26 +78,37 @@ def profile(model=None):
     """Record every op run inside the block; with a model, each op is labelled with the
     (innermost) named module that ran it."""
     prof = Profile()
+    start = time.perf_counter()
+    try:
+        with observing(prof, model):
+            yield prof
+    finally:
+        prof.wall_seconds = time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def observing(observer, model=None):
+    """Inside the block the engine tells `observer` of every op: observer.forward(fn, inputs, outputs, seconds)
+    and observer.backward(fn, grad_outputs, grads, seconds).  With a model, observer.layers (a list) holds the
+    names of the modules running, innermost last (the profiler's rows, the ONNX exporter's node names)."""
     patched = []
     if model is not None:
         for name, module in model.named_modules():
             original, label = type(module).forward, name or type(model).__name__
 
             def labelled(*args, _module=module, _name=label, _forward=original, **kwargs):
-                prof.layers.append(_name)
+                observer.layers.append(_name)
                 try:
                     return _forward(_module, *args, **kwargs)
                 finally:
-                    prof.layers.pop()
+                    observer.layers.pop()
 
             vars(module)["forward"] = labelled
             patched.append(module)
-    previous, _engine._profiler = _engine._profiler, prof
-    start = time.perf_counter()
+    previous, _engine._observer = _engine._observer, observer
     try:
-        yield prof
+        yield observer
     finally:
-        prof.wall_seconds = time.perf_counter() - start
-        _engine._profiler = previous
+        _engine._observer = previous
         for module in patched:
             vars(module).pop("forward", None)
