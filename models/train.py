@@ -195,8 +195,8 @@ class Trainer:
             memory.check_fits(args.model, batch, dataset.num_classes, channels, height,
                               f"--model {args.model} with --batch-size {args.batch_size} on {channels}x{height}x{width} "
                               f"images of {dataset.num_classes:,} classes (labels up to {dataset.num_classes - 1:,})")
-            self.model = get_model(args.model, num_classes=dataset.num_classes, in_channels=channels,
-                                   input_size=height)
+            self.model_input = {"num_classes": dataset.num_classes, "in_channels": channels, "input_size": height}
+            self.model = get_model(args.model, **self.model_input)
         except (ValueError, TypeError) as error:
             raise TrainingError(f"cannot build {args.model} for {channels}x{height}x{width} images: {error}") from None
         self.model.to(args.device)                 # before the optimizer and the averages are made
@@ -230,6 +230,7 @@ class Trainer:
         if self.polyak:
             arrays.update({f"polyak/{k}": v for k, v in self.polyak.average.items()})
         header = {"model": self.args.model, "settings": {name: getattr(self.args, name) for name in SETTINGS},
+                  "input": self.model_input,       # what the network was built for: models.classify rebuilds it
                   "epoch": self.epoch, "history": self.history,
                   "optimizer": {"param_groups": opt["param_groups"], "scalars": opt_scalars},
                   "scheduler": self.scheduler.state_dict(), "loader": self.loader.state_dict(),

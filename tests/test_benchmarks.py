@@ -205,3 +205,14 @@ def test_each_rank_gets_its_own_gpu():
     from minigrad.distributed import rank_device
     assert [rank_device("cuda:0", local, 2) for local in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
     assert rank_device("cpu", 3, 2) == "cpu" and rank_device("cuda:0", 1, 0) == "cuda:0"
+
+
+def test_onnx_benchmark_times_built_imported_and_onnxruntime():
+    pytest.importorskip("onnxruntime")
+    result = run("--models", "mini-googlenet", "--batch", "1", "--repeat", "1", module="benchmarks.onnx")
+    assert result.returncode == 0, result.stderr
+    cases = [line.split(" | ")[1] for line in result.stdout.splitlines() if line.startswith("| mini-googlenet")]
+    assert cases == ["built forward", "imported forward", "onnxruntime forward", "built forward+backward",
+                     "imported forward+backward"]
+    bad = run("--models", "resnet", module="benchmarks.onnx")
+    assert bad.returncode == 2 and "--models" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -327,3 +327,87 @@ def test_export_refuses_what_has_no_onnx_form():
     with pytest.raises(OnnxError, match="batch_norm on the batch's own statistics"):
         minigrad.onnx.export(bn, Tensor(np.zeros((2, 3, 2, 2), np.float32)), None)
 
+
+# ---- the commands: models.summary FILE.onnx, models.classify -------------------------------------------------
+
+def test_summary_of_the_zoo_googlenet_shows_its_grid_and_googlenets_filters(capsys):
+    from models.summary import main
+    assert main([os.path.join(LIGHT, "light_inception_v1.onnx"), "--paper"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("inception_3a "))
+    assert row.split()[2:11] == ["27x27x256", "2", "64", "96", "128", "16", "32", "32", "160K"]
+    assert "the output is 27x27x256 where the paper's is 28x28x256" in out
+    assert "total (inference): 6,998,552 parameters" in out
+
+
+@pytest.mark.parametrize("name", ["googlenet", "googlenet-bn"])
+def test_summary_of_an_exported_network_matches_the_models_own(name, tmp_path):
+    from models.summary import summary
+    from models.summary.graph import onnx_summary
+    model = models.get_model(name)
+    minigrad.onnx.export(model, Tensor(np.zeros((1, 3, 224, 224), np.float32)), tmp_path / "net.onnx")
+    ours = {r["name"]: r for r in onnx_summary(minigrad.onnx.load(tmp_path / "net.onnx"))}
+    native = {r["name"]: r for r in summary(model)}
+    keys = ["output", "depth", "n1x1", "n3x3red", "n3x3", "n5x5red", "n5x5", "pool_proj", "params", "weights",
+            "multiply_adds"]
+    for row in ["conv1", "pool1", "conv2", "3a", "4e", "5b", "pool5", "fc", "total (inference)"]:
+        assert {k: ours[row][k] for k in keys} == {k: native[row][k] for k in keys}, row
+
+
+def _mini(tmp_path):
+    model = models.get_model("mini-googlenet")
+    path = tmp_path / "mini.onnx"
+    minigrad.onnx.export(model, Tensor(np.zeros((1, 3, 32, 32), np.float32)), path)
+    return model, path
+
+
+def test_classify_prints_the_networks_top_classes(tmp_path, capsys):
+    from models.classify import main, prepare, read_photo
+    model, path = _mini(tmp_path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"thing {i}\n" for i in range(10)))
+    assert main(["--model", str(path), "--image", "china", "--labels", str(labels), "--top", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    model.eval()
+    scores = model(Tensor(prepare(read_photo("china"), 32, "caffe"))).numpy()[0]
+    best = np.argsort(-scores)[:3]
+    assert [line.split()[-1] for line in out[2:]] == [str(i) for i in best] and len(out) == 5
+    assert "caffe" in out[1] and "BGR" in out[1]
+
+
+def test_classify_reads_a_training_checkpoint(tmp_path, capsys):
+    from minigrad import checkpoint
+    from models.classify import main, prepare, read_photo
+    minigrad.manual_seed(3)
+    model = models.get_model("mini-googlenet", num_classes=4)
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    checkpoint.save(tmp_path / "checkpoint.npz", arrays, {"model": "mini-googlenet", "input": {
+        "num_classes": 4, "in_channels": 3, "input_size": 32}})
+    assert main(["--model", "mini-googlenet", "--checkpoint", str(tmp_path / "checkpoint.npz"),
+                 "--image", "flower", "--preprocess", "plain", "--top", "1"]) == 0
+    model.eval()
+    best = int(np.argmax(model(Tensor(prepare(read_photo("flower"), 32, "plain"))).numpy()))
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"class {best}")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "nonet", "--image", "china"], "--model: 'nonet' is neither a .onnx file nor one of"),
+    (["--model", "googlenet", "--image", "nowhere.jpg"], "--image: no file 'nowhere.jpg'"),
+    (["--model", "missing.onnx", "--image", "china"], "missing.onnx: "),
+    (["--model", "googlenet", "--image", "china", "--top", "0"], "--top must be an integer from 1 to 100"),
+    (["--model", "googlenet", "--image", "china", "--labels", "none.txt"], "--labels: no file 'none.txt'"),
+])
+def test_classify_refuses_bad_input_in_one_line(argv, message, capsys):
+    from models.classify import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_classify_refuses_labels_that_do_not_fit(tmp_path, capsys):
+    from models.classify import main
+    _, path = _mini(tmp_path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    assert main(["--model", str(path), "--image", "china", "--labels", str(labels)]) == 2
+    assert "names 2 classes; the network gives 10" in capsys.readouterr().err

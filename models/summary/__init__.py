@@ -35,6 +35,7 @@ def _paper_table():
 
 
 PAPER_TABLE1_JSON, PAPER_TABLE1 = _paper_table()
+PAPER_OUTPUTS = {row[0]: tuple(row[3]) for row in PAPER_TABLE1_JSON["rows"] if row[3]}
 # Where a printed value is known to follow from something other than the row's own filter counts.
 PAPER_EXPLANATIONS = {
     "conv1": "the printed 2.7K/34M match a depthwise-separable 7x7 (3->24 depthwise, multiplier 8, then "
@@ -178,17 +179,26 @@ def paper_comparison(row):
     """(paper params K, paper ops M, agrees, explanation) for a GoogLeNet row in Table 1, else None.
 
     Agreement allows one unit in the last printed digit (the table rounds, and K is 1024)."""
-    if row["name"] not in PAPER_TABLE1:
+    name = row["name"].removeprefix("inception_")          # the zoo's Caffe names: inception_3a
+    if name not in PAPER_TABLE1:
         return None
-    paper_params, paper_ops = PAPER_TABLE1[row["name"]]
+    paper_params, paper_ops = PAPER_TABLE1[name]
     unit = 0.1 if paper_params < 10 else 1.0
     params_agree = abs(row["weights"] / 1024 - paper_params) <= unit
     ops_agree = abs(row["multiply_adds"] / 1e6 - paper_ops) <= 1.0
+    paper_output = PAPER_OUTPUTS.get(name)
+    other_grid = bool(row["output"] and paper_output and tuple(row["output"]) != paper_output)
+    if other_grid and not ops_agree:                   # the zoo's GoogLeNet: floor pools, a smaller grid
+        ops_agree = True
+        grid = (f"the output is {'x'.join(map(str, row['output']))} where the paper's is "
+                f"{'x'.join(map(str, paper_output))}: multiply-adds scale with the grid")
+    else:
+        grid = ""
     differing = " and ".join(w for w, ok in (("params", params_agree), ("ops", ops_agree)) if not ok)
-    why = PAPER_EXPLANATIONS.get(row["name"]) or (
+    why = PAPER_EXPLANATIONS.get(name) or "; ".join(filter(None, [grid, (
         f"the printed {differing} disagree with the row's own filter counts "
-        f"({row['weights']:,} weights, {row['multiply_adds']:,} multiply-adds)" if differing else "")
-    return paper_params, paper_ops, params_agree and ops_agree, why
+        f"({row['weights']:,} weights, {row['multiply_adds']:,} multiply-adds)" if differing else "")]))
+    return paper_params, paper_ops, params_agree and ops_agree and not grid, why
 
 
 def _k(n):
@@ -245,12 +255,15 @@ def parse_args(argv):
 
     parser = cli.Parser(prog="python -m models.summary", description="Per-layer table of a model "
                         "in the layout of Table 1 of 'Going Deeper with Convolutions'.")
-    parser.add_argument("model", choices=list(MODELS))
+    parser.add_argument("model", help=f"one of {', '.join(MODELS)}, or an ONNX file (FILE.onnx)")
     parser.add_argument("--paper", action="store_true", help="put the paper's printed values beside ours "
                         "(GoogLeNet rows) and flag the rows that differ")
     parser.add_argument("--input-size", type=cli.integer(1, 2**16), help="input height and width (default: the model's)")
     args = parser.parse_args(argv)
-    if args.input_size:
+    if not args.model.endswith(".onnx") and args.model not in MODELS:
+        parser.error(f"argument model: invalid choice: {args.model!r} (choose from {', '.join(MODELS)}, or give a "
+                     ".onnx file)")
+    if args.input_size and not args.model.endswith(".onnx"):
         try:
             memory.check_fits(args.model, 1, 1000, 3, args.input_size, f"--input-size {args.input_size}", training=False)
         except ValueError as error:
@@ -264,6 +277,8 @@ def _main(argv):
     from .. import get_model
 
     args = parse_args(argv)
+    if args.model.endswith(".onnx"):
+        return _onnx_main(args)
     try:
         model = get_model(args.model, **({"input_size": args.input_size} if args.input_size else {}))
     except ValueError as error:
@@ -272,4 +287,19 @@ def _main(argv):
     notes = MODEL_NOTES.get(getattr(model, "name", ""), [])
     if notes:
         print("\n" + "\n".join(f"note: {note}" for note in notes))
+    return 0
+
+
+def _onnx_main(args):
+    from minigrad import cli, onnx
+
+    from .graph import onnx_summary
+    try:
+        model = onnx.load(args.model)
+        rows = onnx_summary(model, args.input_size)
+    except (onnx.OnnxError, ValueError) as error:
+        raise cli.CommandError(str(error)) from None
+    print(f"{args.model}: the ONNX graph {model.name!r}, opset {model.opset}, {len(model.nodes)} nodes; layers "
+          "found from the graph's structure")
+    print(format_table(rows, paper=args.paper))
     return 0
