@@ -112,6 +112,15 @@ def memory_bound_rows(cpu, batch, repeat, rng):
     y192, scale = cpu.lrn_forward(x192, 5, 1e-4, 0.75, 1.0)
     rows.append(("LRN backward, 192x56x56", 5 * x192.nbytes,
                  lambda: cpu.lrn_backward(x192, y192, scale, y192, 5, 1e-4, 0.75, 1.0)))
+    # BN-GoogLeNet's conv2 output, training: one pass for the statistics, one to normalise (+ReLU)
+    gamma, beta = np.ones(192, np.float32), np.zeros(192, np.float32)
+    mean, var = np.zeros(192, np.float32), np.ones(192, np.float32)
+    rows.append(("batch norm+ReLU, training, 192x56x56", 3 * x192.nbytes,
+                 lambda: cpu.batch_norm_forward(x192, gamma, beta, mean, var, True, 0.1, 1e-5, True)))
+    y_bn, batch_mean, invstd = cpu.batch_norm_forward(x192, gamma, beta, mean, var, True, 0.1, 1e-5, True)
+    # the backward reads the gradient and x for the sums, then both again for the result: 5 passes
+    rows.append(("batch norm+ReLU backward, 192x56x56", 5 * x192.nbytes,
+                 lambda: cpu.batch_norm_backward(y_bn, x192, gamma, batch_mean, invstd, True, y_bn)))
     return rows
 
 

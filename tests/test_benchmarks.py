@@ -88,7 +88,7 @@ def test_kernels_benchmark_reports_every_row_against_its_reference(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "BLAS:" in result.stdout
     data = json.loads((tmp_path / "k.json").read_text())
-    assert len(data["memory_bound"]) == 12 and len(data["conv"]) == 7 and len(data["rounds"]) == 2
+    assert len(data["memory_bound"]) == 14 and len(data["conv"]) == 7 and len(data["rounds"]) == 2
     for row in data["memory_bound"]:
         assert row["copy_gbps"] > 0 and row["of_copy"] == pytest.approx(sum(row["of_copy_rounds"]) / 2)
     for number, one_round in enumerate(data["rounds"]):
@@ -107,7 +107,7 @@ def test_kernels_benchmark_reports_every_row_against_its_reference(tmp_path):
     assert result.stdout.count("x numpy.matmul's speed) |") == 7
     assert data["inception_3a"]["numba"] > 0 and data["inception_3a"]["reference"] > 0
     # every row with a target says in how many of the rounds it was met
-    assert result.stdout.count(" of 2 rounds (") == 12 + 2 * 5 + 1
+    assert result.stdout.count(" of 2 rounds (") == 14 + 2 * 5 + 1
     bad = run("--rounds", "0", module="benchmarks.kernels")
     assert bad.returncode == 2 and "--rounds must be an integer from 1 to 1000, got 0" in bad.stderr
 
