@@ -24,13 +24,19 @@ MODELS = {
 }
 
 
+def canonical_name(name):
+    """A model's name as MODELS spells it: inception_v3 (Python's spelling) is inception-v3."""
+    return name.replace("_", "-") if name not in MODELS and name.replace("_", "-") in MODELS else name
+
+
 def get_model(name, **kwargs):
-    """Build a model by name (see MODELS)."""
+    """Build a model by name (see MODELS; underscores for hyphens are accepted)."""
+    name = canonical_name(name)
     if name not in MODELS:
         raise ValueError(f"get_model: unknown model {name!r}; expected one of {', '.join(MODELS)}")
     return MODELS[name](**kwargs)
 
 
 __all__ = ["memory", "ConvReLU", "ConvBNReLU", "InceptionV3", "inception_v3", "Inception", "InceptionNaive", "GoogLeNet",
-           "googlenet", "alexnet", "plain_net", "mini_googlenet", "INCEPTION_TABLE", "MODELS", "get_model", "summary",
-           "training_loss"]
+           "googlenet", "alexnet", "plain_net", "mini_googlenet", "INCEPTION_TABLE", "MODELS", "canonical_name",
+           "get_model", "summary", "training_loss"]

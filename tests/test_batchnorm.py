@@ -218,3 +218,9 @@ def test_inception_v3_summary_command_prints_the_table_and_how_the_release_diffe
     out = capsys.readouterr().out
     assert "Mixed_6e" in out and "23,834,568 parameters" in out and "5,713M multiply-adds" in out
     assert "has 4 (Mixed_6b-6e)" in out and "keep a 5x5 branch" in out
+
+
+def test_summary_takes_pythons_spelling_of_the_model_name(capsys):
+    from models.summary import main
+    assert main(["inception_v3"]) == 0
+    assert "total (inference): 23,834,568 parameters" in capsys.readouterr().out

@@ -251,7 +251,7 @@ def main(argv=None):
 def parse_args(argv):
     from minigrad import cli
 
-    from .. import MODELS, memory
+    from .. import MODELS, canonical_name, memory
 
     parser = cli.Parser(prog="python -m models.summary", description="Per-layer table of a model "
                         "in the layout of Table 1 of 'Going Deeper with Convolutions'.")
@@ -260,6 +260,8 @@ def parse_args(argv):
                         "(GoogLeNet rows) and flag the rows that differ")
     parser.add_argument("--input-size", type=cli.integer(1, 2**16), help="input height and width (default: the model's)")
     args = parser.parse_args(argv)
+    if not args.model.endswith(".onnx"):
+        args.model = canonical_name(args.model)
     if not args.model.endswith(".onnx") and args.model not in MODELS:
         parser.error(f"argument model: invalid choice: {args.model!r} (choose from {', '.join(MODELS)}, or give a "
                      ".onnx file)")
