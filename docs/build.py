@@ -14,6 +14,10 @@ what the code computes now.  Figures go to docs/figures/.
 
 from __future__ import annotations
 
+# isort: off
+import kernels  # noqa: F401  (first: its thread settings must be in place before NumPy loads OpenBLAS)
+# isort: on
+
 import html
 import inspect
 import re
@@ -22,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-import kernels  # noqa: F401  (before NumPy-heavy imports: thread settings)
 import models
 from kernels import reference as ref
 from kernels.cuda.loader import source as cuda_source
