@@ -10,7 +10,7 @@ import minigrad  # noqa: F401  (first: its thread settings must be in place befo
 # isort: on
 
 from . import memory
-from .baselines import alexnet, mini_googlenet, plain_net
+from .baselines import alexnet, mini_googlenet, mini_plain_net, plain_net
 from .googlenet import INCEPTION_TABLE, GoogLeNet, googlenet, training_loss
 from .inception import ConvBNReLU, ConvReLU, Inception, InceptionNaive
 from .inception_v3 import InceptionV3, inception_v3
@@ -25,6 +25,9 @@ MODELS = {
     "plain": plain_net,
     "mini-googlenet": mini_googlenet,
     "mini-googlenet-naive": lambda **kw: mini_googlenet(naive=True, **kw),
+    "mini-googlenet-bn": lambda **kw: mini_googlenet(batch_norm=True, **kw),
+    "mini-googlenet-factorized": lambda **kw: mini_googlenet(factorized=True, **kw),
+    "mini-plain": mini_plain_net,
 }
 
 
@@ -42,5 +45,5 @@ def get_model(name, **kwargs):
 
 
 __all__ = ["memory", "ConvReLU", "ConvBNReLU", "InceptionV3", "inception_v3", "Inception", "InceptionNaive", "GoogLeNet",
-           "googlenet", "alexnet", "plain_net", "mini_googlenet", "INCEPTION_TABLE", "MODELS", "canonical_name",
-           "get_model", "summary", "training_loss"]
+           "googlenet", "alexnet", "plain_net", "mini_googlenet", "mini_plain_net", "INCEPTION_TABLE", "MODELS",
+           "canonical_name", "get_model", "summary", "training_loss"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from minigrad import nn
 
 from .googlenet import INCEPTION_TABLE, inception_stages, stem
-from .inception import ConvReLU
+from .inception import ConvReLU, conv_unit
 from .network import Network, check_network_args, classifier_head, grids, reference_init, stage_pool
 
 
@@ -67,14 +67,71 @@ MINI_INCEPTION_TABLE = [
 ]
 
 
-def mini_googlenet(num_classes=10, in_channels=3, input_size=32, naive=False, dropout=0.2):
-    """conv 3x3 (32) -> max-pool 3x3/2 -> 3a, 3b -> max-pool -> 4a -> global avg-pool -> dropout -> linear."""
+def mini_googlenet(num_classes=10, in_channels=3, input_size=32, naive=False, dropout=0.2, batch_norm=False,
+                   factorized=False):
+    """conv 3x3 (32) -> max-pool 3x3/2 -> 3a, 3b -> max-pool -> 4a -> global avg-pool -> dropout -> linear.
+    naive: Figure 2a's modules; batch_norm: a BN after every convolution; factorized: each 5x5 as two 3x3."""
     check_network_args("mini_googlenet", num_classes, in_channels, input_size, dropout)
-    layers = [("conv1", ConvReLU(in_channels, 32, 3, padding=1)), ("pool1", stage_pool())]
-    modules, channels = inception_stages(32, naive, MINI_INCEPTION_TABLE)
+    if naive and factorized:
+        raise ValueError("mini_googlenet: factorized applies to the reduced modules, not naive=True")
+    layers = [("conv1", conv_unit(batch_norm)(in_channels, 32, 3, padding=1)), ("pool1", stage_pool())]
+    modules, channels = inception_stages(32, naive, MINI_INCEPTION_TABLE, batch_norm, factorized)
     layers += modules
     grid = grids(input_size, layers, "mini_googlenet")["4a"]
     model = Network("mini_googlenet", layers + classifier_head(channels, grid, num_classes, dropout),
                     in_channels, input_size)
     reference_init(model, classifiers=[model.layers.fc])
     return model
+
+
+def mini_plain_net(num_classes=10, in_channels=3, input_size=32, width_scale=None, dropout=0.2):
+    """mini_googlenet's layout with each Inception module replaced by two plain 3x3 convolutions (the same
+    depth: 8 layers with weights), each of the module's output width times `width_scale`.  None: the scale at
+    which the network's multiply-adds at 32x32 match the reduced mini_googlenet's (MATCHED_PLAIN_SCALE,
+    found by bisection on the count, within 1%): a plain network at the same cost."""
+    check_network_args("mini_plain_net", num_classes, in_channels, input_size, dropout)
+    scale = MATCHED_PLAIN_SCALE if width_scale is None else width_scale
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 64:
+        raise ValueError(f"mini_plain_net: width_scale must be a number in (0, 64], got {width_scale!r}")
+    modules, _ = inception_stages(32, table=MINI_INCEPTION_TABLE)
+    layers, channels = [("conv1", ConvReLU(in_channels, 32, 3, padding=1)), ("pool1", stage_pool())], 32
+    for name, module in modules:
+        if not hasattr(module, "out_channels"):
+            layers.append((name, module))
+            continue
+        width = max(1, round(module.out_channels * scale))
+        layers.append((name, nn.Sequential(ConvReLU(channels, width, 3, padding=1),
+                                           ConvReLU(width, width, 3, padding=1))))
+        channels = width
+    grid = grids(input_size, layers, "mini_plain_net")["4a"]
+    model = Network("mini_plain_net", layers + classifier_head(channels, grid, num_classes, dropout),
+                    in_channels, input_size)
+    reference_init(model, classifiers=[model.layers.fc])
+    return model
+
+
+def _convolution_multiply_adds(model, size=32):
+    """Multiply-adds of a network's convolutions and linear layers for one size x size image, from its
+    layer shapes (the grid of each stage follows from the pools)."""
+    from .summary import summary
+    return next(r["multiply_adds"] for r in summary(model, (1, model.in_channels, size, size))
+                if r["name"] == "total (inference)")
+
+
+def matched_plain_scale(tolerance=0.01):
+    """The width scale at which mini_plain_net's multiply-adds equal the reduced mini_googlenet's (bisection
+    on the scale; the widths are rounded to whole channels, so the match is within `tolerance`)."""
+    target = _convolution_multiply_adds(mini_googlenet())
+    low, high = 0.05, 4.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        cost = _convolution_multiply_adds(mini_plain_net(width_scale=middle))
+        if abs(cost - target) <= tolerance * target:
+            return round(middle, 4)
+        low, high = (middle, high) if cost < target else (low, middle)
+    raise ValueError(f"matched_plain_scale: no scale within {tolerance:.0%} of {target:,} multiply-adds")
+
+
+# Computed by matched_plain_scale() (tests/test_models.py recomputes it): the widths at which the plain
+# network costs what the reduced mini_googlenet costs.
+MATCHED_PLAIN_SCALE = 0.3277

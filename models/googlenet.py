@@ -40,10 +40,10 @@ def stem(in_channels=3, lrn=True, batch_norm=False):
     return [(n, m) for n, m in layers if lrn or not isinstance(m, nn.LocalResponseNorm)]
 
 
-def inception_stages(in_channels, naive=False, table=INCEPTION_TABLE, batch_norm=False):
+def inception_stages(in_channels, naive=False, table=INCEPTION_TABLE, batch_norm=False, factorized=False):
     """(name, layer) for each row of `table` (modules and stage max-pools), and the output width.
     The naive version keeps the #1x1, #3x3 and #5x5 counts and passes the pool branch through,
-    so its width grows module by module."""
+    so its width grows module by module; factorized modules have two 3x3 convolutions for the 5x5."""
     stages, channels = [], in_channels
     for row in table:
         if isinstance(row, str):
@@ -51,7 +51,7 @@ def inception_stages(in_channels, naive=False, table=INCEPTION_TABLE, batch_norm
             continue
         name, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj = row
         module = (InceptionNaive(channels, n1x1, n3x3, n5x5, batch_norm) if naive
-                  else Inception(channels, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj, batch_norm))
+                  else Inception(channels, n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj, batch_norm, factorized))
         stages.append((name, module))
         channels = module.out_channels
     return stages, channels

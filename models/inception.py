@@ -64,15 +64,20 @@ class InceptionNaive(nn.Module):
 
 class Inception(nn.Module):
     """Figure 2b: 1x1 reductions before the 3x3 and 5x5 convolutions, and a 1x1
-    projection after the pool; ReLU after every convolution."""
+    projection after the pool; ReLU after every convolution.  factorized=True: the 5x5 as two
+    stacked 3x3 convolutions ("Rethinking the Inception Architecture", Figure 5; 18 weights per
+    channel pair where the 5x5 has 25)."""
 
-    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, batch_norm=False):
+    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, batch_norm=False,
+                 factorized=False):
         super().__init__()
         unit = conv_unit(batch_norm)
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
         self.branch1x1 = unit(in_channels, ch1x1, 1)
         self.branch3x3 = nn.Sequential(unit(in_channels, ch3x3red, 1), unit(ch3x3red, ch3x3, 3, padding=1))
-        self.branch5x5 = nn.Sequential(unit(in_channels, ch5x5red, 1), unit(ch5x5red, ch5x5, 5, padding=2))
+        wide = [unit(ch5x5red, ch5x5, 3, padding=1), unit(ch5x5, ch5x5, 3, padding=1)] if factorized else \
+            [unit(ch5x5red, ch5x5, 5, padding=2)]
+        self.branch5x5 = nn.Sequential(unit(in_channels, ch5x5red, 1), *wide)
         self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), unit(in_channels, pool_proj, 1))
 
     def forward(self, x):

@@ -25,9 +25,11 @@ TRAINING_COPIES = 4                      # weights, gradients, momentum buffers,
 # Each network's default input size (its parameters are counted at most there), and the size its activations
 # are measured at (small, the smallest each builds at comfortably: its auxiliary heads need a 5x5 grid at 4a).
 DEFAULT_SIZE = {"googlenet": 224, "googlenet-naive": 224, "googlenet-bn": 224, "alexnet": 224, "plain": 224,
-                "mini-googlenet": 32, "mini-googlenet-naive": 32, "inception-v3": 299}
+                "mini-googlenet": 32, "mini-googlenet-naive": 32, "mini-googlenet-bn": 32, "mini-googlenet-factorized": 32,
+              "mini-plain": 32, "inception-v3": 299}
 SMALL_SIZE = {"googlenet": 96, "googlenet-naive": 96, "googlenet-bn": 96, "alexnet": 96, "plain": 96,
-              "mini-googlenet": 32, "mini-googlenet-naive": 32, "inception-v3": 299}
+              "mini-googlenet": 32, "mini-googlenet-naive": 32, "mini-googlenet-bn": 32, "mini-googlenet-factorized": 32,
+              "mini-plain": 32, "inception-v3": 299}
 
 
 def estimate(name, batch, num_classes, in_channels, input_size, training=True):

@@ -10,6 +10,7 @@ import pytest
 import minigrad
 import minigrad.functional as F
 import models
+from minigrad import nn
 from models import Inception, InceptionNaive
 from models.summary import PAPER_TABLE1, PAPER_TABLE1_JSON, paper_comparison, summary
 
@@ -206,3 +207,23 @@ def test_plain_net_has_googlenets_depth_and_widths():
     assert rows["total (inference)"]["depth"] == 22
     assert rows["3a"]["output"] == (28, 28, 256) and rows["5b"]["output"] == (7, 7, 1024)
     assert rows["3a"]["weights"] == 192 * 256 * 9 + 256 * 256 * 9
+
+
+def test_the_plain_network_matches_the_reduced_ones_cost():
+    """MATCHED_PLAIN_SCALE is what the bisection finds: the plain network's multiply-adds within 1% of the
+    reduced mini_googlenet's, at the same depth."""
+    from models.baselines import MATCHED_PLAIN_SCALE, _convolution_multiply_adds, matched_plain_scale
+    assert matched_plain_scale() == MATCHED_PLAIN_SCALE
+    reduced, plain = models.mini_googlenet(), models.mini_plain_net()
+    assert abs(_convolution_multiply_adds(plain) / _convolution_multiply_adds(reduced) - 1) <= 0.01
+    weighted = lambda m: sum(isinstance(x, (nn.Conv2d, nn.Linear)) for x in m.modules())      # noqa: E731
+    assert weighted(plain) == 8 and weighted(reduced) == 1 + 3 * 6 + 1       # both 8 deep; the modules 6 wide
+
+
+def test_factorized_modules_replace_each_5x5_by_two_3x3():
+    net = models.mini_googlenet(factorized=True)
+    kernels = [m.kernel_size for m in getattr(net.layers, "3a").branch5x5.modules() if isinstance(m, nn.Conv2d)]
+    assert kernels == [(1, 1), (3, 3), (3, 3)]
+    assert net(minigrad.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="factorized applies to the reduced modules"):
+        models.mini_googlenet(naive=True, factorized=True)
