@@ -14,7 +14,7 @@ import kernels  # noqa: F401  (first: it sets thread-pool settings that OpenBLAS
 import numpy as np
 # isort: on
 
-from . import checkpoint, data, functional, nn, onnx, optim, profiler
+from . import checkpoint, data, functional, nn, onnx, optim, profiler, viz
 from .autograd import Function, Tensor, is_grad_enabled, no_grad
 from .backend import array_module, cuda_available, parse_device, to_device
 from .functional import cat, split
@@ -68,4 +68,4 @@ def randn(*shape, dtype=np.float32, requires_grad=False, device="cpu") -> Tensor
 
 __all__ = ["Tensor", "Function", "tensor", "zeros", "randn", "cat", "split", "no_grad", "is_grad_enabled", "cuda_available",
            "gradcheck", "GradcheckError", "manual_seed", "functional", "nn", "onnx", "optim", "data", "checkpoint",
-           "profiler", "float32", "float64"]
+           "profiler", "viz", "float32", "float64"]

@@ -84,6 +84,7 @@ class Function:
             self.edges = tuple((t if t.creator is None else (t.creator, t._output_index)) if t.requires_grad else None
                                for t in inputs)
             self.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            self.output_shapes = tuple(o.shape for o in outputs)      # for minigrad.viz.graph
             # each input's version now: an in-place change before backward would make the
             # saved arrays stale, and backward checks for that instead of returning a wrong gradient
             self.input_versions = tuple((t._version, t._version[0]) for t in inputs)

@@ -29,6 +29,13 @@ def _multiply_adds(fn, inputs, output):
     return 0
 
 
+def _window_reads(fn, output):
+    """A pool's work: one read per output and window tap (its comparisons or additions)."""
+    if fn.op_name() in ("max_pool2d", "avg_pool2d"):
+        return math.prod(output.shape) * math.prod(fn.geometry[0])
+    return 0
+
+
 class Profile:
     def __init__(self):
         self.records = {}           # Function -> record dict
@@ -39,7 +46,7 @@ class Profile:
         self.records[fn] = {
             "op": fn.op_name(), "layer": self.layers[-1] if self.layers else "", "shape": outputs[0].shape,
             "forward_s": seconds, "backward_s": 0.0,
-            "multiply_adds": _multiply_adds(fn, inputs, outputs[0]),
+            "multiply_adds": _multiply_adds(fn, inputs, outputs[0]), "window_reads": _window_reads(fn, outputs[0]),
             "forward_bytes": sum(t.data.nbytes for t in inputs + outputs), "backward_bytes": 0}
 
     def backward(self, fn, grad_outputs, grads, seconds):
@@ -57,7 +64,7 @@ class Profile:
                 merged[key] = dict(r)
             else:
                 row = merged[key]
-                for k in ("forward_s", "backward_s", "multiply_adds", "forward_bytes", "backward_bytes"):
+                for k in ("forward_s", "backward_s", "multiply_adds", "window_reads", "forward_bytes", "backward_bytes"):
                     row[k] += r[k]
         total = self.wall_seconds or sum(r["forward_s"] + r["backward_s"] for r in merged.values())
         return sorted((with_rates(row, total) for row in merged.values()), key=lambda r: -r["seconds"])
