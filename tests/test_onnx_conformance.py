@@ -24,8 +24,8 @@ os.environ["ONNX_HOME"] = tempfile.mkdtemp(prefix="minigrad-onnx-home-")
 
 OPERATOR_TESTS = ["add", "averagepool", "basic_conv", "batchnorm", "cast", "concat", "constant", "constantofshape",
                   "conv", "div", "dropout", "flatten", "gather", "gemm", "globalaveragepool", "identity",
-                  "logsoftmax", "lrn", "matmul", "maxpool", "mul", "neg", "pow", "reduce_mean", "reduce_sum", "relu", "reshape", "slice",
-                  "shape", "softmax", "split", "squeeze", "sub", "sum", "transpose", "unsqueeze"]
+                  "logsoftmax", "lrn", "matmul", "maxpool", "mul", "neg", "pow", "reduce_mean", "reduce_sum", "relu",
+                  "reshape", "shape", "slice", "softmax", "split", "squeeze", "sub", "sum", "transpose", "unsqueeze"]
 
 INCLUDED = [
     rf"^test_({'|'.join(OPERATOR_TESTS)})(_.*)?_cpu$",

@@ -20,8 +20,8 @@ import warnings
 
 import numpy as np
 
-from .autograd import Tensor, no_grad
-from .backend import array_module, to_numpy
+from ..autograd import Tensor, no_grad
+from ..backend import array_module, to_numpy
 
 
 class GradcheckError(AssertionError):
@@ -184,12 +184,12 @@ def check_model(model, x, directions=3, samples=2, eps=1e-6, atol=1e-5, rtol=1e-
 
 def main(argv=None):
     """python -m minigrad.gradcheck MODEL: every parameter's gradient of a network, checked in float64."""
-    from . import cli
+    from .. import cli
     return cli.run("python -m minigrad.gradcheck", _main, argv)
 
 
 def parse_args(argv):
-    from . import cli
+    from .. import cli
 
     parser = cli.Parser(prog="python -m minigrad.gradcheck", description="Check every parameter's gradient of a "
                         "network against central differences in float64: a few random directions and elements "
@@ -206,9 +206,9 @@ def parse_args(argv):
 
 def load_model(name, input_size):
     """(model, input shape): a model of models.MODELS built for a small input, or an ONNX file's network."""
-    from . import cli
+    from .. import cli
     if name.endswith(".onnx"):
-        from . import onnx
+        from .. import onnx
         try:
             model = onnx.load(name)
         except (onnx.OnnxError, OSError) as error:
@@ -226,7 +226,7 @@ def load_model(name, input_size):
 
 
 def _main(argv):
-    from .random import manual_seed
+    from ..random import manual_seed
 
     args = parse_args(argv)
     manual_seed(args.seed)
@@ -243,8 +243,3 @@ def _main(argv):
     print(f"{'FAILED' if failed else 'passed'}: {len(rows) - len(failed)} of {len(rows)} parameters"
           + (f" ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''} wrong)" if failed else ""))
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    import sys
-    sys.exit(main())
