@@ -94,19 +94,10 @@ def cost(network):
     return total["params"], total["multiply_adds"]
 
 
-def accuracy(model, dataset, batch_size=256):
-    model.eval()
-    correct = 0
-    with minigrad.no_grad():
-        for x, y in data.DataLoader(dataset, batch_size):
-            correct += int((model(minigrad.Tensor(x)).numpy().argmax(1) == y).sum())
-    model.train()
-    return correct / len(dataset)
-
-
 def train(network, train_set, held_out, seed, epochs, progress=None):
     """One network trained by RECIPE from `seed`: (held-out accuracy, training seconds, curve, the model)."""
     import models
+    from models.train import evaluate
     minigrad.manual_seed(seed)
     model = models.get_model(NETWORKS[network][0], num_classes=10, in_channels=1, input_size=RECIPE["image_size"])
     r = RECIPE
@@ -131,7 +122,7 @@ def train(network, train_set, held_out, seed, epochs, progress=None):
         schedule.step()
         seconds += time.perf_counter() - start
         curve.append({"epoch": epoch + 1, "train_loss": total_loss / len(train_set),
-                      "held_out_accuracy": accuracy(model, held_out)})
+                      "held_out_accuracy": evaluate(model, held_out, 256)})
         if not np.isfinite(total_loss):
             break                                        # diverged: the record says so by its loss
     return curve[-1]["held_out_accuracy"], seconds, curve, model
