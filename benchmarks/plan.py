@@ -66,7 +66,7 @@ def main(argv=None):
 
 def parse_args(argv):
     from kernels.cpu.conv import winograd_enabled
-    from models import MODELS
+    from models import MODELS, model_name
 
     parser = cli.Parser(prog="python -m benchmarks.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help=f"one of: {', '.join(MODELS)}")
@@ -74,8 +74,7 @@ def parse_args(argv):
     parser.add_argument("--input-size", type=cli.integer(1, 2**16), help="input height and width (default: the model's)")
     parser.add_argument("--threads", type=cli.integer(1, 4096), help="plan for this many threads (default: Numba's)")
     args = parser.parse_args(argv)
-    if args.model not in MODELS:
-        raise cli.CommandError(f"unknown model {args.model!r}; expected one of {', '.join(MODELS)}")
+    args.model = model_name(args.model)
     try:
         winograd_enabled()
         if args.input_size:            # the plans come from one image's forward pass at this size

@@ -121,9 +121,7 @@ def parse_args(argv):
     parser.add_argument("--batch", type=cli.integer(1, 256), default=8, help="images per step (default 8)")
     parser.add_argument("--steps", type=cli.integer(1, 100), default=2, help="profiled steps, the best kept")
     args = parser.parse_args(argv)
-    args.model = models.canonical_name(args.model)
-    if args.model not in models.MODELS:
-        raise cli.CommandError(f"model: unknown model {args.model!r}; expected one of {', '.join(models.MODELS)}")
+    args.model = models.model_name(args.model)
     for name in (args.model, NAIVE.get(args.model)):
         if name:
             try:

@@ -36,6 +36,16 @@ def canonical_name(name):
     return name.replace("_", "-") if name not in MODELS and name.replace("_", "-") in MODELS else name
 
 
+def model_name(name, option="model", alternatives=""):
+    """The MODELS name a command was given (either spelling), or a one-line CommandError naming the option and
+    the choices (`alternatives`: what else the option takes, e.g. " or a .onnx file")."""
+    from minigrad.cli import CommandError
+    canonical = canonical_name(name)
+    if canonical not in MODELS:
+        raise CommandError(f"{option}: unknown model {name!r}; expected one of {', '.join(MODELS)}{alternatives}")
+    return canonical
+
+
 def get_model(name, **kwargs):
     """Build a model by name (see MODELS; underscores for hyphens are accepted)."""
     name = canonical_name(name)
@@ -46,4 +56,4 @@ def get_model(name, **kwargs):
 
 __all__ = ["memory", "ConvReLU", "ConvBNReLU", "InceptionV3", "inception_v3", "Inception", "InceptionNaive", "GoogLeNet",
            "googlenet", "alexnet", "plain_net", "mini_googlenet", "mini_plain_net", "INCEPTION_TABLE", "MODELS",
-           "canonical_name", "get_model", "summary", "training_loss"]
+           "canonical_name", "model_name", "get_model", "summary", "training_loss"]

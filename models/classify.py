@@ -33,7 +33,7 @@ SAMPLE_PHOTOS = {"chelsea": "skimage", "astronaut": "skimage", "coffee": "skimag
 
 
 def parse_args(argv):
-    from . import MODELS
+    from . import MODELS, model_name
     parser = cli.Parser(prog="python -m models.classify", description="The top classes of one photo.")
     parser.add_argument("--model", required=True, help=f"an ONNX file (FILE.onnx) or one of {', '.join(MODELS)}")
     parser.add_argument("--image", required=True, help="a photo file, or a sample photo's name: "
@@ -45,8 +45,8 @@ def parse_args(argv):
     parser.add_argument("--preprocess", choices=list(PREPARATIONS), default="caffe",
                         help="how the photo is prepared (default caffe, as the zoo's Caffe-trained networks expect)")
     args = parser.parse_args(argv)
-    if not args.model.endswith(".onnx") and args.model not in MODELS:
-        raise cli.CommandError(f"--model: {args.model!r} is neither a .onnx file nor one of {', '.join(MODELS)}")
+    if not args.model.endswith(".onnx"):
+        args.model = model_name(args.model, "--model", " or a .onnx file")
     if args.checkpoint and args.model.endswith(".onnx"):
         raise cli.CommandError("--checkpoint is for a model named by --model; an ONNX file holds its own weights")
     for option in ("labels", "checkpoint"):

@@ -96,7 +96,7 @@ class _Net:
 
 def load(spec, checkpoint_path=None):
     """A _Net for --model: an ONNX file, a models.train checkpoint, or a model name."""
-    from . import MODELS, canonical_name, get_model
+    from . import MODELS, get_model, model_name
     if spec.endswith(".onnx"):
         try:
             model = minigrad.onnx.load(spec)
@@ -118,10 +118,7 @@ def load(spec, checkpoint_path=None):
         model = get_model(header["model"], **header["input"])
         model.load_state_dict(checkpoint.split(arrays, "model"))
         return _Net(model, (model.in_channels, *model.input_size), f"{header['model']} from {spec}", False, "plain")
-    name = canonical_name(spec)
-    if name not in MODELS:
-        raise cli.CommandError(f"--model: {spec!r} is not a model ({', '.join(MODELS)}), a checkpoint.npz or a "
-                               ".onnx file")
+    name = model_name(spec, "--model", ", a checkpoint.npz or a .onnx file")
     minigrad.manual_seed(0)                          # the same random weights in every run
     model = get_model(name)
     return _Net(model, (model.in_channels, *model.input_size), f"{name} with random weights", True, "plain")

@@ -139,7 +139,7 @@ def test_summary_command_line():
     result = run("googlenet", "--paper")
     assert result.returncode == 0 and "differs [1]" in result.stdout and "1,583M multiply-adds" in result.stdout
     bad = run("resnet")
-    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    assert bad.returncode == 2 and "model: unknown model 'resnet'; expected one of googlenet" in bad.stderr
     small = run("googlenet", "--input-size", "32")
     assert small.returncode == 2 and "too small" in small.stderr and "Traceback" not in small.stderr
 

@@ -391,7 +391,7 @@ def test_classify_reads_a_training_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--model", "nonet", "--image", "china"], "--model: 'nonet' is neither a .onnx file nor one of"),
+    (["--model", "nonet", "--image", "china"], "--model: unknown model 'nonet'; expected one of googlenet"),
     (["--model", "googlenet", "--image", "nowhere.jpg"], "--image: no file 'nowhere.jpg'"),
     (["--model", "missing.onnx", "--image", "china"], "missing.onnx: "),
     (["--model", "googlenet", "--image", "china", "--top", "0"], "--top must be an integer from 1 to 100"),

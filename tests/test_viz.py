@@ -92,7 +92,7 @@ def test_spectral_order_brings_correlated_channels_together():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--model", "nonet", "--image", "china", "--out", "OUT"], "--model: 'nonet' is not a model"),
+    (["--model", "nonet", "--image", "china", "--out", "OUT"], "--model: unknown model 'nonet'; expected one of"),
     (["--model", "mini-googlenet", "--image", "nowhere.jpg", "--out", "OUT"], "--image: no file 'nowhere.jpg'"),
     (["--model", "mini-googlenet", "--image", "china", "--out", "OUT", "--layer", "9z"],
      "--layer: no module '9z'; the network has 3a, 3b, 4a"),

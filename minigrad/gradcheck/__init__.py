@@ -215,8 +215,7 @@ def load_model(name, input_size):
             raise cli.CommandError(str(error)) from None
         return model, model.input_shape(input_size)
     import models  # the command names the project's models; the engine itself knows none
-    if name not in models.MODELS:
-        raise cli.CommandError(f"unknown model {name!r}; expected one of {', '.join(models.MODELS)} or a .onnx file")
+    name = models.model_name(name, alternatives=" or a .onnx file")
     size = input_size or models.memory.SMALL_SIZE.get(name, 32)
     try:
         model = models.get_model(name, num_classes=10, input_size=size)

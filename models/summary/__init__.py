@@ -251,7 +251,7 @@ def main(argv=None):
 def parse_args(argv):
     from minigrad import cli
 
-    from .. import MODELS, canonical_name, memory
+    from .. import MODELS, memory, model_name
 
     parser = cli.Parser(prog="python -m models.summary", description="Per-layer table of a model "
                         "in the layout of Table 1 of 'Going Deeper with Convolutions'.")
@@ -261,10 +261,7 @@ def parse_args(argv):
     parser.add_argument("--input-size", type=cli.integer(1, 2**16), help="input height and width (default: the model's)")
     args = parser.parse_args(argv)
     if not args.model.endswith(".onnx"):
-        args.model = canonical_name(args.model)
-    if not args.model.endswith(".onnx") and args.model not in MODELS:
-        parser.error(f"argument model: invalid choice: {args.model!r} (choose from {', '.join(MODELS)}, or give a "
-                     ".onnx file)")
+        args.model = model_name(args.model, alternatives=", or a .onnx file")
     if args.input_size and not args.model.endswith(".onnx"):
         try:
             memory.check_fits(args.model, 1, 1000, 3, args.input_size, f"--input-size {args.input_size}", training=False)
