@@ -40,6 +40,41 @@ for _name in SET_HERE:
 BLAS_SPIN_LIMITED = "numpy" not in sys.modules or "OPENBLAS_THREAD_TIMEOUT" not in SET_HERE
 
 
+def _openblas_thread_setters():
+    """The thread-count setters of the OpenBLAS libraries loaded in this process (NumPy's, SciPy's), by their
+    exported names (NumPy's wheels rename them: scipy_openblas_set_num_threads64_)."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and line.split()[-1].startswith("/")})
+    except OSError:
+        return []
+    setters = []
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_"):
+            if hasattr(library, name):
+                setters.append(getattr(library, name))
+                break
+    return setters
+
+
+# When NumPy was imported first, OpenBLAS already runs with its default spin (hundreds of microseconds of busy
+# waiting after each GEMM), which nothing can change at run time; its threads then take the cores from Numba's
+# after every product (measured: the small GoogLeNet trained at 395 images/s instead of 1,699).  OpenBLAS is
+# then run on one thread, the caller's: no worker is left spinning, and the import order no longer decides the
+# speed.  MINIGRAD_THREAD_SETTINGS=off leaves it alone.
+BLAS_SERIAL = False
+if not BLAS_SPIN_LIMITED and os.environ.get("MINIGRAD_THREAD_SETTINGS", "on") != "off":
+    for _setter in _openblas_thread_setters():
+        _setter(1)
+        BLAS_SERIAL = True
+
+
 def _settle_glibc_malloc() -> bool:
     """glibc's malloc serves a block below its mmap threshold from its heap, and gives the top of the
     heap back to the system once more than twice that threshold lies free there.  The threshold starts

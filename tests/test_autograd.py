@@ -218,6 +218,29 @@ def test_importing_minigrad_sets_the_thread_pool_settings_before_numpy_loads():
     assert out == ["4", "True"]
 
 
+@pytest.mark.parametrize("numpy_first", [False, True])
+def test_either_import_order_leaves_no_blas_thread_spinning_against_numba(numpy_first):
+    """minigrad first: OpenBLAS loads with a short spin, two threads.  NumPy first: OpenBLAS already spins long,
+    so minigrad runs it on one thread (no worker left to spin).  Either way a training step runs (not timed
+    here; BENCHMARKS.md compares the two orders)."""
+    import subprocess
+    import sys
+    pytest.importorskip("threadpoolctl")
+    code = ("import os; os.environ.pop('OPENBLAS_THREAD_TIMEOUT', None)\n"
+            + ("import numpy\n" if numpy_first else "")
+            + "import minigrad, kernels, models, numpy as np\n"
+            "from threadpoolctl import threadpool_info\n"
+            "net = models.mini_googlenet(input_size=16)\n"
+            "models.training_loss(net(minigrad.zeros(2, 3, 16, 16)), np.array([1, 2])).backward()\n"
+            "threads = [p['num_threads'] for p in threadpool_info() if 'numpy' in p['filepath']]\n"
+            "print(kernels.BLAS_SPIN_LIMITED, kernels.BLAS_SERIAL, max(threads))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    limited, serial, threads = out
+    assert (limited, serial) == (("False", "True") if numpy_first else ("True", "False"))
+    if numpy_first:                                     # NumPy's OpenBLAS, which runs minigrad's GEMMs
+        assert threads == "1"
+
+
 ALLOCATOR_PROBE = """
 import ctypes, minigrad, kernels
 libc = ctypes.CDLL(None)
