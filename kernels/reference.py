@@ -264,8 +264,8 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
     invstd = 1.0 / np.sqrt(var + eps)
     scale = invstd * (1.0 if weight is None else weight)
-    shift = (0.0 if bias is None else bias) - mean * scale
-    y = (x * scale[None, :, None, None] + shift[None, :, None, None]).astype(x.dtype)
+    bias = 0.0 if bias is None else bias[None, :, None, None]
+    y = ((x - mean[None, :, None, None]) * scale[None, :, None, None] + bias).astype(x.dtype)
     if relu:
         y = relu_forward(y)
     return y, mean.astype(x.dtype), invstd.astype(x.dtype)
@@ -281,14 +281,17 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, training, relu_output=N
     if relu_output is not None:
         grad_y = relu_backward(grad_y, relu_output)
     g = grad_y.astype(np.float64)
-    xhat = (x - mean[None, :, None, None]).astype(np.float64) * invstd.astype(np.float64)[None, :, None, None]
+    xhat = (x.astype(np.float64) - mean.astype(np.float64)[None, :, None, None]) * invstd.astype(np.float64)[None, :, None, None]
     grad_bias = g.sum(axis=(0, 2, 3))
     grad_weight = (g * xhat).sum(axis=(0, 2, 3))
     w = np.ones(x.shape[1]) if weight is None else weight.astype(np.float64)
     k = (w * invstd)[None, :, None, None]
     if training:
+        # g centred first: sum(g_centred * xhat) is sum(g * xhat) when the mean is exact, and stays exact when
+        # the mean was rounded to x's dtype (a large weight over a small variance would magnify that error)
         count = x.size // x.shape[1]
-        grad_x = k * (g - grad_bias[None, :, None, None] / count - xhat * grad_weight[None, :, None, None] / count)
+        g_centred = g - grad_bias[None, :, None, None] / count
+        grad_x = k * (g_centred - xhat * (g_centred * xhat).sum(axis=(0, 2, 3))[None, :, None, None] / count)
     else:
         grad_x = k * g
     return grad_x.astype(x.dtype), grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)

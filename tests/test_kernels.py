@@ -597,6 +597,7 @@ def test_lrn_window_wider_than_the_channels(backend_name, size, dtype):
        st.booleans(), st.booleans(), st.booleans(), dtypes, seeds, launches)
 @example((2, 3, 1, 1), True, True, True, True, np.float32, 0, (7, 3))        # two values per channel
 @example((8, 64, 14, 14), True, False, True, False, np.float32, 1, (256, 65535))   # several statistics blocks
+@example((1, 8, 1, 1), False, False, False, False, np.float32, 0, (1, 1))    # zero variance: a huge invstd
 @on_every_backend
 def test_batch_norm(backend_name, shape, training, with_running, affine, relu, dtype, seed, launch):
     """Forward (batch or running statistics, the running ones updated in place), backward with and without
@@ -623,6 +624,23 @@ def test_batch_norm(backend_name, shape, training, with_running, affine, relu, d
     want = ref.batch_norm_backward(g, x, weight, mean_ref, invstd_ref, batch_statistics, relu_output)
     for a, b in zip(got, want):
         close(a, b, dtype, 10 * np.sqrt(x.size / c))
+
+
+@pytest.mark.parametrize("backend_name", [b.values[0] for b in BACKENDS], ids=[b.values[0] for b in BACKENDS])
+def test_batch_norm_is_exact_where_its_scale_is_huge(backend_name):
+    """A tiny variance (a huge 1 / sqrt(var + eps)) and a large weight magnify any rounding: one value per
+    channel must give exactly the bias, and a constant gradient exactly zero for the input, on every backend
+    as in the reference (each difference, x - mean and g - mean g, is taken before any product)."""
+    k = get_backend(backend_name)
+    x = np.array([0.12573022, -0.13210486, 0.64042264], np.float32).reshape(1, 1, 1, 3)
+    weight, bias = np.array([2040.9191], np.float32), np.array([0.5], np.float32)
+    single = normal((1, 8, 1, 1), 0, np.float32) * 3 + 1
+    y, _, _ = k.batch_norm_forward(single, None, np.full(8, 0.5, np.float32), None, None, False, 0.1, 1e-5)
+    np.testing.assert_array_equal(np.asarray(y), np.full((1, 8, 1, 1), 0.5, np.float32))
+    _, mean, invstd = ref.batch_norm_forward(x, weight, bias, None, None, True, 0.1, 1e-5)
+    for ops in (k, ref):
+        grad_x, _, _ = ops.batch_norm_backward(np.ones_like(x), x, weight, mean, invstd, True)
+        np.testing.assert_array_equal(np.asarray(grad_x), np.zeros_like(x))
 
 
 @settings(max_examples=examples(30))

@@ -46,21 +46,23 @@ def _block_statistics(x, stride, rows, c, block, means, deviations):
 
 
 @kernel(parallel=True)
-def _normalise(x, stride, rows, c, scale, shift, relu, y, zero):
-    """y[r] = x[r] * scale + shift, clamped at 0 with relu (NaN passes, as in ReLU); y C-ordered (rows, c)."""
+def _normalise(x, stride, rows, c, mean, scale, bias, relu, y, zero):
+    """y[r] = (x[r] - mean) * scale + bias, clamped at 0 with relu (NaN passes, as in ReLU); y C-ordered (rows, c).
+    Centring first keeps y exact where the variance is tiny and scale huge (x * scale + shift would cancel)."""
     for r in prange(rows):
         src, dst = x[r * stride:r * stride + c], y[r * c:(r + 1) * c]
         for q in range(c):
-            v = src[q] * scale[q] + shift[q]
+            v = (src[q] - mean[q]) * scale[q] + bias[q]
             dst[q] = zero if relu and v < zero else v
 
 
 @kernel(parallel=True)
-def _gradient_sums(g, g_stride, mask, mask_stride, use_mask, x, x_stride, mean, rows, c, block, sums, products, zero):
-    """Per block of pixel rows: the sums of g (masked where a fused ReLU's output was not positive) and of
-    g * (x - mean), per channel, in float64."""
+def _gradient_sums(g, g_stride, mask, mask_stride, use_mask, x, x_stride, mean, rows, c, block, sums, products, shifts,
+                   zero):
+    """Per block of pixel rows: the sums of g (masked where a fused ReLU's output was not positive), of
+    g * (x - mean) and of x - mean, per channel, in float64."""
     for b in prange(sums.shape[0]):
-        total, product = sums[b], products[b]
+        total, product, shift = sums[b], products[b], shifts[b]
         for r in range(b * block, min(rows, (b + 1) * block)):
             gr, mr, xr = g[r * g_stride:r * g_stride + c], mask[r * mask_stride:r * mask_stride + c], \
                 x[r * x_stride:r * x_stride + c]
@@ -68,19 +70,22 @@ def _gradient_sums(g, g_stride, mask, mask_stride, use_mask, x, x_stride, mean, 
                 v = gr[q] if not use_mask or mr[q] > zero else zero
                 total[q] += v
                 product[q] += v * (xr[q] - mean[q])
+                shift[q] += xr[q] - mean[q]
 
 
 @kernel(parallel=True)
-def _input_gradient(g, g_stride, mask, mask_stride, use_mask, x, x_stride, rows, c, k1, k2, k3, depends, out, zero):
-    """out[r] = g[r] * k1 + x[r] * k2 + k3 per channel (g masked as in _gradient_sums); out C-ordered.  Without
-    `depends` (running statistics: constants) only g * k1, so that x, even NaN, plays no part."""
+def _input_gradient(g, g_stride, mask, mask_stride, use_mask, x, x_stride, mean, g_mean, rows, c, k1, k2, depends,
+                    out, zero):
+    """out[r] = (g[r] - g_mean) * k1 + (x[r] - mean) * k2 per channel (g masked as in _gradient_sums); out
+    C-ordered.  Without `depends` (running statistics: constants) only g * k1, so that x, even NaN, plays no
+    part.  Both differences come first, so a constant g or x gives exact zeros however large k1 and k2."""
     for r in prange(rows):
         gr, mr, xr = g[r * g_stride:r * g_stride + c], mask[r * mask_stride:r * mask_stride + c], \
             x[r * x_stride:r * x_stride + c]
         dst = out[r * c:(r + 1) * c]
         for q in range(c):
             v = gr[q] if not use_mask or mr[q] > zero else zero
-            dst[q] = v * k1[q] + xr[q] * k2[q] + k3[q] if depends else v * k1[q]
+            dst[q] = (v - g_mean[q]) * k1[q] + (xr[q] - mean[q]) * k2[q] if depends else v * k1[q]
 
 
 def _statistics(x_rows, stride, rows, c):
@@ -107,10 +112,10 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
     invstd = 1.0 / np.sqrt(var + eps)
     scale = invstd * (1.0 if weight is None else weight)
-    shift = (0.0 if bias is None else bias) - mean * scale
+    bias = np.zeros(c, x.dtype) if bias is None else bias
     y = np.empty((n, h, w, c), x.dtype)
-    _normalise(x_rows, stride, rows, c, scale.astype(x.dtype), shift.astype(x.dtype), relu, y.reshape(-1),
-               x.dtype.type(0))
+    _normalise(x_rows, stride, rows, c, mean.astype(x.dtype), scale.astype(x.dtype), bias.astype(x.dtype), relu,
+               y.reshape(-1), x.dtype.type(0))
     return nchw(y), mean.astype(x.dtype), invstd.astype(x.dtype)
 
 
@@ -123,16 +128,18 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, training, relu_output=N
     use_mask, zero = relu_output is not None, x.dtype.type(0)
     block = _block_rows(c)
     blocks = -(-rows // block)
-    sums, products = np.zeros((blocks, c)), np.zeros((blocks, c))
+    sums, products, shifts = np.zeros((blocks, c)), np.zeros((blocks, c)), np.zeros((blocks, c))
     _gradient_sums(g, g_stride, mask, mask_stride, use_mask, x_rows, x_stride, mean.astype(np.float64), rows, c, block,
-                   sums, products, zero)
+                   sums, products, shifts, zero)
     grad_bias, centred = sums.sum(axis=0), products.sum(axis=0)         # sum(g), sum(g * (x - mean))
+    # sum((g - mean g) * (x - mean)): the same with an exact mean, and free of the error of the mean's rounding
+    # (to x's dtype in the forward), which a large weight over a small variance would magnify
+    covariance = centred - grad_bias / rows * shifts.sum(axis=0)
     istd = invstd.astype(np.float64)
-    k1 = istd * (1.0 if weight is None else weight.astype(np.float64))   # grad_x = g*k1 + (x - mean)*k2 + k3
-    k2 = -k1 * istd * istd * centred / rows if training else np.zeros(c)
-    k3 = -k1 * grad_bias / rows if training else np.zeros(c)
+    k1 = istd * (1.0 if weight is None else weight.astype(np.float64))   # grad_x = (g - mean g)*k1 + (x - mean)*k2
+    k2 = -k1 * istd * istd * covariance / rows if training else np.zeros(c)
     grad_x = np.empty((n, h, w, c), x.dtype)
-    _input_gradient(g, g_stride, mask, mask_stride, use_mask, x_rows, x_stride, rows, c, k1.astype(x.dtype),
-                    k2.astype(x.dtype), (k3 - mean.astype(np.float64) * k2).astype(x.dtype), bool(training),
+    _input_gradient(g, g_stride, mask, mask_stride, use_mask, x_rows, x_stride, mean.astype(x.dtype),
+                    (grad_bias / rows).astype(x.dtype), rows, c, k1.astype(x.dtype), k2.astype(x.dtype), bool(training),
                     grad_x.reshape(-1), zero)
     return nchw(grad_x), (centred * istd).astype(x.dtype), grad_bias.astype(x.dtype)

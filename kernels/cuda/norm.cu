@@ -50,34 +50,38 @@ KERNEL(batch_norm_combine)(long long total, const real* __restrict__ partial_mea
     }
 }
 
-// y = x * scale[ch] + shift[ch], clamped at 0 with relu (NaN passes).  total = N * C * P.
+// y = (x - mean[ch]) * scale[ch] + bias[ch], clamped at 0 with relu (NaN passes).  total = N * C * P.
+// Centring first keeps y exact where the variance is tiny and scale huge.
 KERNEL(batch_norm_apply)(long long total, const real* __restrict__ x, long long c, long long p,
-                         const real* __restrict__ scale, const real* __restrict__ shift, long long relu,
-                         real* __restrict__ y) {
+                         const real* __restrict__ mean, const real* __restrict__ scale,
+                         const real* __restrict__ bias, long long relu, real* __restrict__ y) {
     FOR_EACH_INDEX(index, total) {
         const long long ch = (index / p) % c;
-        const real v = x[index] * scale[ch] + shift[ch];
+        const real v = (x[index] - mean[ch]) * scale[ch] + bias[ch];
         y[index] = relu && v < (real)0 ? (real)0 : v;
     }
 }
 
-// Per (channel, chunk): the sums of g and of g * (x - mean) over the chunk, g masked where mask <= 0 when
+// Per (channel, chunk): the sums of g, of g * (x - mean) and of x - mean over the chunk, g masked where mask <= 0 when
 // use_mask (a fused ReLU's output).  total = C * chunks.
 KERNEL(batch_norm_chunk_gradients)(long long total, const real* __restrict__ grad_y, const real* __restrict__ mask,
                                    long long use_mask, const real* __restrict__ x, const real* __restrict__ mean,
                                    long long c, long long p, long long count, long long chunk,
-                                   real* __restrict__ partial_sum, real* __restrict__ partial_product) {
+                                   real* __restrict__ partial_sum, real* __restrict__ partial_product,
+                                   real* __restrict__ partial_shift) {
     FOR_EACH_INDEX(index, total) {
         const long long chunks = total / c, ch = index / chunks, k = index % chunks;
-        real sum = 0, product = 0;
+        real sum = 0, product = 0, shift = 0;
         for (long long j = k * chunk; j < imin(count, (k + 1) * chunk); ++j) {
             const long long at = channel_value(ch, j, c, p);
             const real g = !use_mask || mask[at] > (real)0 ? grad_y[at] : (real)0;
             sum += g;
             product += g * (x[at] - mean[ch]);
+            shift += x[at] - mean[ch];
         }
         partial_sum[index] = sum;
         partial_product[index] = product;
+        partial_shift[index] = shift;
     }
 }
 
@@ -90,15 +94,17 @@ KERNEL(channel_sums)(long long total, const real* __restrict__ partial, long lon
     }
 }
 
-// grad_x = g * k1[ch] + x * k2[ch] + k3[ch] (g masked as above); without `depends` (running statistics,
-// constants) g * k1[ch] only, so that x, even NaN, plays no part.  total = N * C * P.
+// grad_x = (g - g_mean[ch]) * k1[ch] + (x - mean[ch]) * k2[ch] (g masked as above); without `depends` (running
+// statistics, constants) g * k1[ch] only, so that x, even NaN, plays no part.  The differences come first: a
+// constant g or x gives exact zeros however large k1 and k2.  total = N * C * P.
 KERNEL(batch_norm_input_gradient)(long long total, const real* __restrict__ grad_y, const real* __restrict__ mask,
-                                  long long use_mask, const real* __restrict__ x, long long c, long long p,
-                                  const real* __restrict__ k1, const real* __restrict__ k2,
-                                  const real* __restrict__ k3, long long depends, real* __restrict__ grad_x) {
+                                  long long use_mask, const real* __restrict__ x,
+                                  const real* __restrict__ mean, const real* __restrict__ g_mean, long long c,
+                                  long long p, const real* __restrict__ k1, const real* __restrict__ k2,
+                                  long long depends, real* __restrict__ grad_x) {
     FOR_EACH_INDEX(index, total) {
         const long long ch = (index / p) % c;
         const real g = !use_mask || mask[index] > (real)0 ? grad_y[index] : (real)0;
-        grad_x[index] = depends ? g * k1[ch] + x[index] * k2[ch] + k3[ch] : g * k1[ch];
+        grad_x[index] = depends ? (g - g_mean[ch]) * k1[ch] + (x[index] - mean[ch]) * k2[ch] : g * k1[ch];
     }
 }

@@ -215,10 +215,10 @@ class CudaKernels:
             mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
         invstd = (1 / xp.sqrt(var + eps)).astype(x.dtype)
         scale = invstd if weight is None else (invstd * weight).astype(x.dtype)
-        shift = (-mean * scale if bias is None else bias - mean * scale).astype(x.dtype)
+        bias = xp.zeros(c, x.dtype) if bias is None else bias.astype(x.dtype)
         y = xp.empty_like(x)
-        self.launch("batch_norm_apply", x.dtype, x.size, x, c, p, self._contiguous(scale), self._contiguous(shift),
-                    bool(relu), y)
+        self.launch("batch_norm_apply", x.dtype, x.size, x, c, p, self._contiguous(mean), self._contiguous(scale),
+                    self._contiguous(bias), bool(relu), y)
         return y, mean, invstd
 
     def batch_norm_backward(self, grad_y, x, weight, mean, invstd, training, relu_output=None):
@@ -228,19 +228,21 @@ class CudaKernels:
         p = x.size // max(n * c, 1)
         count, chunks = n * p, self._chunks_of(n * p)
         mask = grad_y if relu_output is None else self._contiguous(relu_output)
-        partial_sum, partial_product = xp.empty(c * chunks, x.dtype), xp.empty(c * chunks, x.dtype)
+        partial_sum, partial_product, partial_shift = (xp.empty(c * chunks, x.dtype) for _ in range(3))
         self.launch("batch_norm_chunk_gradients", x.dtype, c * chunks, grad_y, mask, relu_output is not None, x,
-                    self._contiguous(mean), c, p, count, self.BATCH_NORM_CHUNK, partial_sum, partial_product)
-        grad_bias, centred = xp.empty(c, x.dtype), xp.empty(c, x.dtype)
+                    self._contiguous(mean), c, p, count, self.BATCH_NORM_CHUNK, partial_sum, partial_product,
+                    partial_shift)
+        grad_bias, centred, shift = (xp.empty(c, x.dtype) for _ in range(3))
         self.launch("channel_sums", x.dtype, c, partial_sum, chunks, grad_bias)
         self.launch("channel_sums", x.dtype, c, partial_product, chunks, centred)
-        k1 = invstd if weight is None else invstd * weight              # grad_x = g*k1 + (x - mean)*k2 + k3
-        k2 = -k1 * invstd * invstd * centred / count if training else xp.zeros(c, x.dtype)
-        k3 = -k1 * grad_bias / count if training else xp.zeros(c, x.dtype)
+        self.launch("channel_sums", x.dtype, c, partial_shift, chunks, shift)
+        covariance = centred - grad_bias / count * shift                 # sum((g - mean g) * (x - mean)), as on the CPU
+        k1 = invstd if weight is None else invstd * weight              # grad_x = (g - mean g)*k1 + (x - mean)*k2
+        k2 = -k1 * invstd * invstd * covariance / count if training else xp.zeros(c, x.dtype)
         grad_x = xp.empty_like(x)
-        self.launch("batch_norm_input_gradient", x.dtype, x.size, grad_y, mask, relu_output is not None, x, c, p,
-                    self._contiguous(k1.astype(x.dtype)), self._contiguous(k2.astype(x.dtype)),
-                    self._contiguous((k3 - mean * k2).astype(x.dtype)), bool(training), grad_x)
+        self.launch("batch_norm_input_gradient", x.dtype, x.size, grad_y, mask, relu_output is not None, x,
+                    self._contiguous(mean), self._contiguous((grad_bias / count).astype(x.dtype)), c, p,
+                    self._contiguous(k1.astype(x.dtype)), self._contiguous(k2.astype(x.dtype)), bool(training), grad_x)
         return grad_x, (centred * invstd).astype(x.dtype), grad_bias
 
     # ---- concatenation along channels ----------------------------------------------------------------
