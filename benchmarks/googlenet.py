@@ -140,8 +140,9 @@ def child_minigrad(task):
                     _gemms_alone(n, c, o, k, side))
         return _time_ops(task, make)
     if task["kind"] in ("network", "memory"):
-        net = build_model({"kind": "network", "name": "googlenet", "input_size": 224})
-        x = minigrad.Tensor(_channels_last((task["batch"], 3, 224, 224), 0))
+        size = task["input_size"]
+        net = build_model({"kind": "network", "name": "googlenet", "input_size": size})
+        x = minigrad.Tensor(_channels_last((task["batch"], 3, size, size), 0))
         target = np.arange(task["batch"]) % 1000
         built = _status("VmRSS")
 
@@ -211,11 +212,12 @@ def child_torch(task):
     if task["kind"] == "memory":                     # only the layout measured, nothing else in the process
         layouts = {"channels_last": torch.channels_last}
     if task["kind"] in ("network", "memory"):
-        model = build_model({"kind": "network", "name": "googlenet", "input_size": 224})
+        size = task["input_size"]
+        model = build_model({"kind": "network", "name": "googlenet", "input_size": size})
         result = {}
         for layout, memory_format in layouts.items():
             twin = to_torch(model).to(memory_format=memory_format)
-            x = torch.from_numpy(np.ascontiguousarray(_channels_last((task["batch"], 3, 224, 224), 0))
+            x = torch.from_numpy(np.ascontiguousarray(_channels_last((task["batch"], 3, size, size), 0))
                                  ).contiguous(memory_format=memory_format)
             labels = torch.arange(task["batch"]) % 1000
             built = _status("VmRSS")
@@ -289,6 +291,8 @@ def parse_args(argv):
     parser.add_argument("--modules", type=cli.name_list(MODULES, "module", none=True), default=list(MODULES),
                         help="reduced Inception modules, or 'none'")
     parser.add_argument("--module-batch", type=cli.integer(1, 4096), default=8)
+    parser.add_argument("--input-size", type=cli.integer(1, 4096), default=224,
+                        help="GoogLeNet's input height and width (default 224, the paper's)")
     parser.add_argument("--per-op", type=cli.name_list(MODULES, "module", none=True), default=["3a"], metavar="MODULE",
                         help="time each op of this reduced module in both libraries (default 3a; 'none' to skip)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -301,8 +305,11 @@ def parse_args(argv):
     args.per_op = args.per_op[0] if args.per_op else None
     if args.json:
         cli.writable_folder("--json", os.path.dirname(os.path.abspath(args.json)))
-    for batch in args.batches:
-        memory.check_fits("googlenet", batch, 1000, 3, 224, f"--batches {batch}")
+    try:
+        for batch in args.batches:
+            memory.check_fits("googlenet", batch, 1000, 3, args.input_size, f"--batches {batch}")
+    except ValueError as error:                      # an input too small for GoogLeNet's grids
+        raise cli.CommandError(f"--input-size {args.input_size}: {error}") from None
     memory.check_fits("googlenet", args.module_batch, 1000, 3, 224, f"--module-batch {args.module_batch}")
     return args
 
@@ -322,7 +329,7 @@ def _main(argv):
 
     from benchmarks.timing import machine_header, verdict
     print(machine_header())
-    print(f"float32; {args.rounds} rounds of fresh processes, minigrad and PyTorch alternating; "
+    print(f"GoogLeNet at {args.input_size}x{args.input_size}, float32; {args.rounds} rounds of fresh processes, minigrad and PyTorch alternating; "
           f"{args.repeat} timed runs each ({2 * args.repeat + 1} for a module or an op) after {WARM_UP} untimed; medians")
     networks = {b: {"minigrad": [], "torch": []} for b in batches}
     memory = {b: {"minigrad": [], "torch": []} for b in batches}
@@ -332,8 +339,10 @@ def _main(argv):
         for batch in batches:
             for library in ("minigrad", "torch"):
                 networks[batch][library].append(run_child(library, {"kind": "network", "batch": batch,
-                                                                    "repeat": args.repeat}))
-                memory[batch][library].append(run_child(library, {"kind": "memory", "batch": batch}))
+                                                                    "repeat": args.repeat,
+                                                                    "input_size": args.input_size}))
+                memory[batch][library].append(run_child(library, {"kind": "memory", "batch": batch,
+                                                                  "input_size": args.input_size}))
         if args.per_op:
             task = {"kind": "ops", "module": args.per_op, "batch": args.module_batch, "repeat": 2 * args.repeat + 1}
             for library in ("minigrad", "torch"):

@@ -67,6 +67,24 @@ def rng():
 FUZZ_STATS = {"examples": 0, "messages": set(), "computed": {}}
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist each worker hands its fuzz counts to the controller, which prints the summary."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["fuzz_stats"] = {"examples": FUZZ_STATS["examples"], "messages": sorted(FUZZ_STATS["messages"]),
+                                "computed": FUZZ_STATS["computed"]}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    stats = getattr(node, "workeroutput", {}).get("fuzz_stats")
+    if stats:
+        FUZZ_STATS["examples"] += stats["examples"]
+        FUZZ_STATS["messages"].update(stats["messages"])
+        for op, n in stats["computed"].items():
+            FUZZ_STATS["computed"][op] = FUZZ_STATS["computed"].get(op, 0) + n
+
+
 def pytest_terminal_summary(terminalreporter):
     if FUZZ_STATS["examples"]:
         import re
