@@ -1,4 +1,4 @@
-"""python -m benchmarks.googlenet: minigrad against PyTorch on GoogLeNet, for issue 9's targets.
+"""python -m benchmarks.googlenet: minigrad against PyTorch on GoogLeNet, and its targets.
 
 GoogLeNet (the paper's, auxiliary heads in training) at batch 8 and 32: the forward pass (eval mode,
 no gradients) and the training step (forward, the loss with 0.3 x each auxiliary loss, backward,
@@ -31,7 +31,7 @@ import numpy as np
 MODULES = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
 
 
-# Issue 9's targets are all "minigrad / PyTorch <= 1.0x": verdict()'s test and format for a ratio.
+# The targets are all "minigrad / PyTorch <= 1.0x": verdict()'s test and format for a ratio.
 AT_MOST_PARITY = (lambda ratio: ratio <= 1.0), (lambda ratio: f"{ratio:.2f}x")
 
 
@@ -329,7 +329,8 @@ def _main(argv):
 
     from benchmarks.timing import machine_header, verdict
     print(machine_header())
-    print(f"GoogLeNet at {args.input_size}x{args.input_size}, float32; {args.rounds} rounds of fresh processes, minigrad and PyTorch alternating; "
+    print(f"GoogLeNet at {args.input_size}x{args.input_size}, float32; {args.rounds} rounds of fresh processes, "
+          "minigrad and PyTorch alternating; "
           f"{args.repeat} timed runs each ({2 * args.repeat + 1} for a module or an op) after {WARM_UP} untimed; medians")
     networks = {b: {"minigrad": [], "torch": []} for b in batches}
     memory = {b: {"minigrad": [], "torch": []} for b in batches}

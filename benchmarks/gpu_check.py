@@ -5,7 +5,7 @@
 2. float32, TF32 off in both libraries: GoogLeNet's Inception modules, naive and reduced, forward+backward
    at batch 32, and GoogLeNet's training step (forward, the loss with its auxiliary heads, backward,
    SGD) at batch 32 and 128.  When PyTorch with CUDA imports, the same work in PyTorch (cuDNN), same
-   weights, in the same run; issue 7's target is the batch-128 step within 1.5x of PyTorch.
+   weights, in the same run; the target is the batch-128 step within 1.5x of PyTorch's time.
 """
 
 from __future__ import annotations

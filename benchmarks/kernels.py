@@ -10,7 +10,7 @@
   with: its GFLOP/s count the direct convolution's, so it can pass 100% of the GEMM;
 - GoogLeNet's inception (3a) module, forward+backward: Numba path vs the NumPy reference.
 
-Sizes are GoogLeNet's at batch 8 (float32).  Each row says whether it meets issue 3's target
+Sizes are GoogLeNet's at batch 8 (float32).  Each row says whether it meets the project's target
 (memory-bound >= 50% of copy, 3x3 and 5x5 convolutions >= 60% of the GEMM, inception 3a >= 4x).
 `--rounds N` repeats the whole measurement N times in one process and shows each figure's median
 over the rounds, its range, and in how many rounds the target was met: on this shared machine one
@@ -124,7 +124,7 @@ def memory_bound_rows(cpu, batch, repeat, rng):
     return rows
 
 
-# Issue 3's targets: memory-bound kernels at >= 50% of the copy rate, 3x3 and 5x5 convolutions (forward
+# The targets: memory-bound kernels at >= 50% of the copy rate, 3x3 and 5x5 convolutions (forward
 # and backward) at >= 60% of their GEMM's rate, inception 3a's forward+backward >= 4x the NumPy reference.
 MEMORY_TARGET, CONV_TARGET, CONV_TARGET_KERNELS, INCEPTION_TARGET = 0.5, 0.6, (3, 5), 4.0
 

@@ -281,7 +281,8 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, training, relu_output=N
     if relu_output is not None:
         grad_y = relu_backward(grad_y, relu_output)
     g = grad_y.astype(np.float64)
-    xhat = (x.astype(np.float64) - mean.astype(np.float64)[None, :, None, None]) * invstd.astype(np.float64)[None, :, None, None]
+    centred = x.astype(np.float64) - mean.astype(np.float64)[None, :, None, None]
+    xhat = centred * invstd.astype(np.float64)[None, :, None, None]
     grad_bias = g.sum(axis=(0, 2, 3))
     grad_weight = (g * xhat).sum(axis=(0, 2, 3))
     w = np.ones(x.shape[1]) if weight is None else weight.astype(np.float64)

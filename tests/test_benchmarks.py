@@ -69,7 +69,8 @@ def test_googlenet_benchmark_reports_every_target(tmp_path):
     result = run("--batches", "1", "--rounds", "1", "--repeat", "1", "--modules", "5b", "--per-op", "5b",
                  "--input-size", "96", "--json", str(tmp_path / "r.json"), module="benchmarks.googlenet")
     assert result.returncode == 0, result.stderr
-    for text in ("GoogLeNet at 96x96", "| forward, batch 1 |", "| training step, batch 1 |", "| peak memory of a step, batch 1 (MB) |",
+    for text in ("GoogLeNet at 96x96", "| forward, batch 1 |", "| training step, batch 1 |",
+                 "| peak memory of a step, batch 1 (MB) |",
                  "| 5b |", "what 5b's gap is made of", "| 3x3 192->384 |", "| all ops |", "GEMMs alone"):
         assert text in result.stdout, text
     assert result.stdout.count("| <= 1.0x: met |") + result.stdout.count("| <= 1.0x: not met |") == 3 + 1
