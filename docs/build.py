@@ -8,7 +8,8 @@ The walkthrough (docs/walkthrough.md) is prose written by hand around blocks tha
 A test (tests/test_docs.py) recomputes the generated blocks and checks that the walkthrough holds exactly
 what the code computes now.  Figures go to docs/figures/.
 
-    python -m docs.build                  # everything (the profile takes a few seconds)
+    python -m docs.build                  # everything (the measured blocks take about two minutes: a profile,
+                                          # a small network trained, GoogLeNet and its naive twin profiled)
     python -m docs.build --no-measure     # the deterministic blocks and figures only
 """
 
@@ -189,21 +190,82 @@ def block_kernels_max_pool():
                           ("CUDA (GPU): kernels/cuda/pool.cu", cuda_kernel("pool", "max_pool2d_forward"))])
 
 
+def block_module_graph():
+    """The autograd graph of one reduced Inception module (3a's widths, a 4x4 grid), as minigrad.viz writes it."""
+    import minigrad
+    from minigrad import viz
+    module = models.Inception(192, 64, 96, 128, 16, 32, 32)
+    y = module(minigrad.zeros(1, 192, 4, 4, requires_grad=True))
+    return "```dot\n" + viz.graph(y, module, title="Inception 3a, 1x1-reduced") + "```"
+
+
 GENERATED = {"im2col": block_im2col, "col2im": block_col2im, "max-pool": block_max_pool, "inception": block_inception,
-             "table1": block_table1, "kernels-im2col": block_kernels_im2col, "kernels-max-pool": block_kernels_max_pool}
+             "table1": block_table1, "kernels-im2col": block_kernels_im2col, "kernels-max-pool": block_kernels_max_pool,
+             "module-graph": block_module_graph}
 
 
 def generated_blocks():
     return {name: make() for name, make in GENERATED.items()}
 
 
-# ---- the measured block: a training step's profile ---------------------------------------------
+# ---- the measured blocks: a training step's profile, inside a trained network, the roofline ----------------
 
 def profile_rows(batch=8, steps=3):
     """benchmarks.profile's rows for GoogLeNet (each op's time the best of `steps` profiled steps)."""
     from benchmarks.profile import run
 
     return run("googlenet", batch, steps=steps)[0]
+
+
+def measure_inside():
+    """The small GoogLeNet trained on the digits (benchmarks.accuracy's recipe, 8 epochs, seed 0), looked into
+    by models.inspect on the first held-out digit: its figures (docs/figures/inside_*.png) and a block."""
+    import minigrad
+    from benchmarks.accuracy import train
+    from minigrad import data
+    from models.inspect import _Net, inspect
+    train_set, held_out = data.load_dataset("digits").split(0.2, seed=0)
+    accuracy, seconds, _, model = train("reduced", train_set, held_out, seed=0, epochs=8)
+    net = _Net(model, (1, 32, 32), "mini-googlenet trained on the digits", False, "plain")
+    digit = held_out.x[:1]
+    FIGURES.mkdir(exist_ok=True)
+    sparsity, before, after, _, channels = inspect(net, digit, "3b", str(FIGURES), f"held-out digit ({held_out.y[0]})",
+                                                   prefix="inside_")
+    for unused in ("inside_report.md", "inside_filters.png"):   # the block carries the numbers; 3x3 grey filters
+        (FIGURES / unused).unlink()
+    minigrad.manual_seed(0)
+    untrained = _Net(models.get_model("mini-googlenet", num_classes=10, in_channels=1), (1, 32, 32), "", True, "plain")
+    random_sparsity, random_before, random_after = _inside_numbers(untrained, digit)
+    return (f"Trained for 8 epochs ({seconds:.0f} s here), held-out accuracy {accuracy:.1%}. On the held-out digit: "
+            f"{sparsity:.0%} of the activations after the ReLUs are zero (the same network at its random "
+            f"initialisation: {random_sparsity:.0%}); in module 3b's {channels} channels, neighbouring channels "
+            f"correlate at |r| = {before:.2f} in the network's order and {after:.2f} once ordered by their "
+            f"correlations ({after / before:.1f}x; at random weights {random_before:.2f} and {random_after:.2f}).")
+
+
+def _inside_numbers(net, x):
+    from models.inspect import correlation, neighbour_correlation, spectral_order
+    _, branches, sparsity = net.run(x, "3b")
+    corr, _ = correlation(np.concatenate(list(branches.values())))
+    order = spectral_order(corr)
+    return (float(np.mean(list(sparsity.values()))), neighbour_correlation(corr, np.arange(len(corr))),
+            neighbour_correlation(corr, order))
+
+
+def measure_roofline(batch=8):
+    """benchmarks.roofline for GoogLeNet and its naive twin: the figure, and the module summary as a block."""
+    from benchmarks.profile import run
+    from benchmarks.roofline import NAIVE, module_summary, plot, points, roofs
+    gemm, bandwidth = roofs()
+    found = points(run("googlenet", batch, steps=2)[0], "reduced")
+    found += [p for p in points(run(NAIVE["googlenet"], batch, steps=2)[0], "naive") if p["module"]]
+    FIGURES.mkdir(exist_ok=True)
+    plot(found, gemm, bandwidth, f"GoogLeNet training step, batch {batch}: convolutions and pools",
+         FIGURES / "roofline.png")
+    lines = [f"Roofs measured in the same run: GEMM {gemm:.0f} GFLOP/s, copy {bandwidth:.1f} GB/s.", "",
+             "| module | naive / reduced multiply-adds | naive / reduced time |", "| --- | ---: | ---: |"]
+    lines += [f"| {m} | {w:.1f}x | {t:.1f}x |" for m, w, t in module_summary(found)]
+    return "\n".join(lines)
 
 
 def block_profile(rows, batch=8):
@@ -337,6 +399,7 @@ def figure_inception(plt):
 
         box(2, 4.5, "previous layer\n28x28x192", "0.92")
         out = 0
+        lowest = 3.4 - 1.2 * (max(len(chain) for _, chain, _ in branches) - 1)      # the deepest branch's last row
         for i, (_, chain, _) in enumerate(branches):
             x, y = 0.5 + i, 3.4
             arrow(2, 4.5, x, y)
@@ -350,6 +413,9 @@ def figure_inception(plt):
                     arrow(x, y, x, y - 1.2)
                     y -= 1.2
             out += chain[-1][2]
+            if y > lowest:             # a shorter branch runs down its own column first, clear of its neighbours' boxes
+                ax.plot([x, x], [y - 0.38, lowest - 0.38], color="0.3", lw=1)
+                y = lowest
             arrow(x, y, 2, 0.55)
         box(2, 0.55, f"concatenate\n28x28x{out}", "0.92")
         total = sum(m for _, _, m in branches)
@@ -411,7 +477,8 @@ def main(argv=None):
 
 def parse_args(argv):
     parser = cli.Parser(prog="python -m docs.build", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-measure", action="store_true", help="skip the measured profile (block and figure)")
+    parser.add_argument("--no-measure", action="store_true", help="skip the measured blocks and their figures (profile, "
+                        "inside a trained network, roofline)")
     parser.add_argument("--no-figures", action="store_true", help="update the text only")
     return parser.parse_args(argv)
 
@@ -422,6 +489,8 @@ def _main(argv):
     rows = None if args.no_measure else profile_rows()
     if rows is not None:
         blocks[("measured", "profile")] = block_profile(rows)
+        blocks[("measured", "inside")] = measure_inside()
+        blocks[("measured", "roofline")] = measure_roofline()
     WALKTHROUGH.write_text(fill(WALKTHROUGH.read_text(), blocks))
     written = [WALKTHROUGH]
     if not args.no_figures:

@@ -20,17 +20,33 @@ def test_every_generated_block_holds_what_the_code_computes():
     assert written.get(("measured", "profile")), "the measured profile block is empty"
 
 
-def test_the_walkthrough_shows_the_issue_numbers():
+def test_the_walkthrough_shows_the_worked_numbers():
     text = build.WALKTHROUGH.read_text()
     assert "192 channels * 32 filters * 5*5 = 120,422,400 multiply-adds (120.4M)" in text
     assert "= 12,443,648 (12.4M): 9.7x fewer" in text
     assert "column matrix: (C*KH*KW) x (N*OH*OW) = 18 x 25" in text
 
 
+def test_the_custom_op_section_runs_as_written():
+    """Section 9's code blocks, run in order: the op and its hypothesis gradient check (which must pass); then
+    the op's values against its definition."""
+    text = build.WALKTHROUGH.read_text()
+    section = text[text.index("## 9. Your own op"):]
+    namespace = {}
+    for block in re.findall(r"```python\n(.*?)```", section, re.S):
+        exec(compile(block, "walkthrough section 9", "exec"), namespace)
+    import numpy as np
+
+    from minigrad.testing import normal
+    x = normal((2, 3), 0)
+    np.testing.assert_array_equal(namespace["leaky_relu"](namespace["Tensor"](x), 0.2).numpy(),
+                                  np.where(x < 0, 0.2 * x, x))
+
+
 def test_every_figure_the_walkthrough_shows_exists():
     text = build.WALKTHROUGH.read_text()
     figures = re.findall(r"\]\((figures/[\w.]+\.png)\)", text)
-    assert len(figures) == 5
+    assert len(figures) == 9
     for figure in figures:
         assert (build.DOCS / figure).stat().st_size > 10_000, figure
 
