@@ -8,25 +8,41 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 
 import numpy as np
-
-try:                                   # CuPy is optional: minigrad imports without it
-    import cupy
-    _IMPORT_PROBLEM = None
-except Exception as error:             # ImportError, or a CUDA library that fails to load
-    cupy = None
-    _IMPORT_PROBLEM = f"{type(error).__name__}: {error}"
 
 INSTALL_HINT = "pip install -e '.[gpu]' (CuPy for CUDA 13)"
 
 
+@functools.cache
+def _import_cupy():
+    """(cupy, None), or (None, why it does not load).  Imported when a GPU is first asked for, not by `import
+    minigrad`: importing CuPy takes most of a second, which a program on the CPU should not wait for."""
+    try:
+        import cupy
+        return cupy, None
+    except Exception as error:             # ImportError, or a CUDA library that fails to load
+        return None, f"{type(error).__name__}: {error}"
+
+
+def cupy_module():
+    """CuPy, imported if need be; a clear error saying how to install it where it does not load."""
+    cupy = _import_cupy()[0]
+    if cupy is None:
+        raise RuntimeError(f"CuPy is needed for the GPU: {cuda_problem()}")
+    return cupy
+
+
 def array_module(a):
-    """numpy or cupy, whichever owns `a` (the one line every op uses to pick its library)."""
+    """numpy or cupy, whichever owns `a` (the one line every op uses to pick its library).  Only a process that
+    has imported CuPy can hold a CuPy array, so until then the answer is NumPy without importing it."""
+    cupy = sys.modules.get("cupy")
     return cupy.get_array_module(a) if cupy is not None else np
 
 
 def is_cuda_array(a) -> bool:
+    cupy = sys.modules.get("cupy")
     return cupy is not None and isinstance(a, cupy.ndarray)
 
 
@@ -37,10 +53,11 @@ def device_of(a) -> str:
 @functools.cache
 def _device_count():
     """(how many GPUs CuPy can use, why none where it is 0)."""
+    cupy, problem = _import_cupy()
     if cupy is None:
-        if isinstance(_IMPORT_PROBLEM, str) and _IMPORT_PROBLEM.startswith("ModuleNotFoundError"):
+        if problem.startswith("ModuleNotFoundError"):
             return 0, f"CuPy is not installed: {INSTALL_HINT}"
-        return 0, f"CuPy does not load ({_IMPORT_PROBLEM})"
+        return 0, f"CuPy does not load ({problem})"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:         # no driver, or a driver older than the runtime: say which
@@ -73,12 +90,12 @@ def parse_device(device, op: str = "to") -> str:
         return "cpu"
     if kind != "cuda" or (index and not index.isdigit()):
         raise ValueError(f"{op}: unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
-    if cupy is None:
+    if _import_cupy()[0] is None:
         raise RuntimeError(f"{op}: device {device!r} needs CuPy: {cuda_problem()}")
     count = cuda_device_count()
     if count == 0:
         raise RuntimeError(f"{op}: device {device!r} was asked for, but no GPU can be used: {cuda_problem()}")
-    number = int(index) if index else cupy.cuda.Device().id
+    number = int(index) if index else cupy_module().cuda.Device().id
     if number >= count:
         raise ValueError(f"{op}: device {device!r} does not exist; this machine has {count} GPU(s)")
     return f"cuda:{number}"
@@ -90,6 +107,7 @@ def to_device(a, device: str):
         return a
     if device == "cpu":
         return a.get()
+    cupy = cupy_module()
     with cupy.cuda.Device(int(device.partition(":")[2])):
         return cupy.asarray(a.get() if is_cuda_array(a) else a)      # from another GPU: through the host
 
@@ -108,4 +126,4 @@ def synchronize(a):
     """Wait for the GPU work queued on a's device (timing needs it; a no-op on the CPU)."""
     if is_cuda_array(a):
         with a.device:
-            cupy.cuda.get_current_stream().synchronize()
+            sys.modules["cupy"].cuda.get_current_stream().synchronize()

@@ -29,9 +29,10 @@ def generator() -> np.random.Generator:
 
 
 def _cuda_generator():
-    device = backend.cupy.cuda.Device().id
+    cupy = backend.cupy_module()
+    device = cupy.cuda.Device().id
     if device not in _cuda_generators:
-        _cuda_generators[device] = backend.cupy.random.RandomState(None if _seed is None else _seed + device)
+        _cuda_generators[device] = cupy.random.RandomState(None if _seed is None else _seed + device)
     return _cuda_generators[device]
 
 

@@ -218,27 +218,45 @@ def test_importing_minigrad_sets_the_thread_pool_settings_before_numpy_loads():
     assert out == ["4", "True"]
 
 
-@pytest.mark.parametrize("numpy_first", [False, True])
-def test_either_import_order_leaves_no_blas_thread_spinning_against_numba(numpy_first):
+IMPORT_ORDER_PROBE = """
+import os, sys
+os.environ.pop('OPENBLAS_THREAD_TIMEOUT', None)
+{first}
+import minigrad, kernels, models, numba, numpy as np
+from threadpoolctl import threadpool_info
+from kernels.cpu.conv.plan import plan_for
+net = models.mini_googlenet(input_size=16).eval()
+with minigrad.no_grad():
+    net(minigrad.zeros(1, 3, 16, 16))
+threads = max(p['num_threads'] for p in threadpool_info() if 'numpy' in p['filepath'])
+plans = [str(plan_for(np.dtype(np.float32), (1, 3, 16, 16), w.shape, (1, 1), (w.shape[2] // 2,) * 2))
+         for name, w in net.named_parameters() if w.ndim == 4]
+print(repr((kernels.BLAS_SPIN_LIMITED, kernels.BLAS_SERIAL, threads)))
+print(repr((kernels.cpu_backend_name(), numba.get_num_threads(), numba.threading_layer(),
+            os.environ['GOMP_SPINCOUNT'], 'cupy' in sys.modules, plans)))
+"""
+
+
+def test_either_import_order_runs_the_same_kernels_with_no_blas_thread_spinning():
     """minigrad first: OpenBLAS loads with a short spin, two threads.  NumPy first: OpenBLAS already spins long,
-    so minigrad runs it on one thread (no worker left to spin).  Either way a training step runs (not timed
-    here; BENCHMARKS.md compares the two orders)."""
+    so minigrad runs it on one thread (no worker left to spin).  Either way a forward runs on the same kernels,
+    plans and Numba threads, and CuPy stays unimported (not timed here: python -m benchmarks.import_order)."""
+    import ast
+    import os
     import subprocess
     import sys
     pytest.importorskip("threadpoolctl")
-    code = ("import os; os.environ.pop('OPENBLAS_THREAD_TIMEOUT', None)\n"
-            + ("import numpy\n" if numpy_first else "")
-            + "import minigrad, kernels, models, numpy as np\n"
-            "from threadpoolctl import threadpool_info\n"
-            "net = models.mini_googlenet(input_size=16)\n"
-            "models.training_loss(net(minigrad.zeros(2, 3, 16, 16)), np.array([1, 2])).backward()\n"
-            "threads = [p['num_threads'] for p in threadpool_info() if 'numpy' in p['filepath']]\n"
-            "print(kernels.BLAS_SPIN_LIMITED, kernels.BLAS_SERIAL, max(threads))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    limited, serial, threads = out
-    assert (limited, serial) == (("False", "True") if numpy_first else ("True", "False"))
-    if numpy_first:                                     # NumPy's OpenBLAS, which runs minigrad's GEMMs
-        assert threads == "1"
+    outputs = {}
+    for first in ("", "import numpy"):
+        lines = subprocess.run([sys.executable, "-c", IMPORT_ORDER_PROBE.format(first=first)], capture_output=True,
+                               text=True, check=True).stdout.splitlines()
+        outputs[first] = [ast.literal_eval(line) for line in lines[-2:]]
+    limited, serial, threads = outputs[""][0]
+    assert (limited, serial) == (True, False) and (threads > 1 or os.cpu_count() == 1)   # short spin, all threads
+    assert outputs["import numpy"][0] == (False, True, 1)    # long spin, so one thread: the caller's
+    assert outputs[""][1] == outputs["import numpy"][1]
+    *_, cupy_imported, plans = outputs[""][1]
+    assert not cupy_imported and len(plans) >= 10
 
 
 ALLOCATOR_PROBE = """
