@@ -296,3 +296,43 @@ def test_import_order_refuses_bad_input_in_one_line(args, message, capsys):
     assert import_order.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_peers_time_each_peer_in_fresh_processes_and_check_their_outputs():
+    pytest.importorskip("onnxruntime")
+    peers = "minigrad,minigrad-first,onnxruntime" + (",torch-channels-last" if _installed("torch") else "")
+    result = run("--peers", peers, "--batches", "1", "--tasks", "forward", "--rounds", "1", "--repeat", "1",
+                 "--first-output-runs", "1", module="benchmarks.peers")
+    assert result.returncode == 0, result.stderr
+    assert "BLAS:" in result.stdout and "| forward | 1 |" in result.stdout and "<= 0.9x ONNX Runtime" in result.stdout
+    for peer in peers.split(",")[1:]:
+        assert f"  {peer}: " in result.stdout and "DIFFERS" not in result.stdout
+    assert "import order (minigrad imported first over NumPy first): forward 1 " in result.stdout
+    assert "first output at batch 1, fresh process, minigrad: " in result.stdout
+
+
+def _installed(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--peers", "minigrad,tensorflow"], "--peers has unknown peer tensorflow"),
+    (["--batches", "0"], "--batches"),
+    (["--tasks", "inference"], "--tasks has unknown task inference"),
+])
+def test_peers_refuse_bad_input_in_one_line(args, message, capsys):
+    from benchmarks import peers
+    assert peers.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_peers_name_the_extra_a_missing_peer_needs(monkeypatch, capsys):
+    import importlib.util
+
+    from benchmarks import peers
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert peers.main(["--peers", "onnxruntime"]) == 2
+    assert "needs onnxruntime, which is not installed: pip install -e '.[bench-peers]'" in capsys.readouterr().err

@@ -1,0 +1,299 @@
+"""python -m benchmarks.peers: GoogLeNet in minigrad beside PyTorch eager, torch.compile and ONNX Runtime.
+
+GoogLeNet (the paper's, 224x224, auxiliary heads in training) with the weights minigrad draws from seed 0:
+the forward pass (eval mode, no gradients) and the training step (forward, the loss with 0.3 x each
+auxiliary loss, backward, plain SGD) at each --batches size, for each peer:
+
+    minigrad             minigrad, channels-last input, NumPy imported first (as most programs do)
+    minigrad-first       the same, minigrad imported before NumPy: the other import order
+    torch                PyTorch eager, NCHW
+    torch-channels-last  PyTorch eager, channels_last
+    torch-compile        torch.compile (inductor), channels_last; its compile time is given apart
+    onnxruntime          ONNX Runtime on the CPU (forward only), the network as minigrad.onnx.export writes it
+
+Every peer runs in fresh processes of its own, the peers alternating round after round (this machine is
+shared and its speed drifts); each imports NumPy first, then its library, except minigrad-first.  A figure
+is the median over rounds of each round's median of --repeat timed runs after WARM_UP untimed ones.  Each
+peer's batch-1 output is checked against minigrad's.  "First output" is a fresh process's time from its
+first line to GoogLeNet's first output at batch 1: imports, building (or loading) the network and the first
+forward.  PyTorch and ONNX Runtime are optional (the `bench-peers` extra); a peer whose package is missing
+is skipped with a message.  The targets are the ones minigrad sets itself (TARGETS); each row says whether
+it was met.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PEERS = {
+    "minigrad": None, "minigrad-first": None, "torch": "torch", "torch-channels-last": "torch",
+    "torch-compile": "torch", "onnxruntime": "onnxruntime",
+}
+WARM_UP = 3
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _input(batch):
+    """The same channels-last images for every peer."""
+    return np.random.default_rng(0).standard_normal((batch, 224, 224, 3)).astype(np.float32).transpose(0, 3, 1, 2)
+
+
+def _timed(fn, repeat):
+    """(seconds of the first call, the median ms of `repeat` calls after WARM_UP untimed ones, the first among
+    them): the first call is where torch.compile compiles and Numba loads its cache."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    for _ in range(WARM_UP - 1):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times) * 1e3
+
+
+def _minigrad_runner(task):
+    import minigrad
+    from benchmarks.__main__ import build_model, training_step
+    net = build_model({"kind": "network", "name": "googlenet", "input_size": 224})
+
+    def forward(batch):
+        x = minigrad.Tensor(_input(batch))
+        net.eval()
+
+        def run():
+            with minigrad.no_grad():
+                return net(x).numpy()
+        return run
+
+    def step(batch):
+        do_step = training_step(net, minigrad.Tensor(_input(batch)), np.arange(batch) % 1000)
+
+        def run():
+            net.train()
+            do_step()
+        return run
+    return forward, step
+
+
+def _torch_runner(task):
+    import torch
+
+    from benchmarks.__main__ import build_model, torch_loss
+    from benchmarks.torch_reference import to_torch
+    torch.set_num_threads(os.cpu_count() or 1)
+    layout = torch.contiguous_format if task["peer"] == "torch" else torch.channels_last
+    twin = to_torch(build_model({"kind": "network", "name": "googlenet", "input_size": 224})).to(memory_format=layout)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=1e-3)
+    model = torch.compile(twin) if task["peer"] == "torch-compile" else twin    # compiles on its first calls
+
+    def tensor(batch):
+        return torch.from_numpy(np.ascontiguousarray(_input(batch))).contiguous(memory_format=layout)
+
+    def forward(batch):
+        x = tensor(batch)
+
+        def run():
+            twin.eval()
+            with torch.no_grad():
+                return model(x).numpy()
+        return run
+
+    def step(batch):
+        x, labels = tensor(batch), torch.arange(batch) % 1000
+
+        def run():
+            twin.train()
+            loss = torch_loss(model(x), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return run
+    return forward, step
+
+
+def _onnxruntime_runner(task):
+    import onnxruntime
+    session = onnxruntime.InferenceSession(task["onnx"], providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def forward(batch):
+        x = np.ascontiguousarray(_input(batch))
+        return lambda: session.run(None, {name: x})[0]
+    return forward, None
+
+
+def child(task):
+    """One peer's measurements in this fresh process: {"times": {"forward 8": ms, ...}, "output": batch-1 logits}."""
+    runner = {"onnxruntime": _onnxruntime_runner}.get(task["peer"])
+    runner = runner or (_torch_runner if task["peer"].startswith("torch") else _minigrad_runner)
+    forward, step = runner(task)
+    start = time.perf_counter()                 # the output first, before any step has moved the weights
+    result = {"times": {}, "output": np.asarray(forward(1)()).reshape(-1).tolist()}
+    result["first_call_s"] = {"first forward": time.perf_counter() - start}
+    for batch in task["batches"]:
+        for kind, make in (("forward", forward), ("step", step)):
+            if make is not None and kind in task["tasks"]:
+                key = f"{kind} {batch}"
+                result["first_call_s"][key], result["times"][key] = _timed(make(batch), task["repeat"])
+    return result
+
+
+FIRST_OUTPUT = {
+    "minigrad": ("import minigrad, models\nnet = models.googlenet().eval()\nx = minigrad.Tensor(x)\n"
+                 "with minigrad.no_grad():\n    net(x).numpy()"),
+    "onnxruntime": ("import onnxruntime\ns = onnxruntime.InferenceSession({path!r}, providers=['CPUExecutionProvider'])\n"
+                    "s.run(None, {{s.get_inputs()[0].name: x}})"),
+}
+
+
+def _python(code, env=None):
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600, cwd=ROOT,
+                          env=env)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_peer(task):
+    """A fresh process for one peer: NumPy first (except minigrad-first), then the peer's library.  PyTorch and
+    ONNX Runtime run under their own thread defaults (kernels.untouched_environment)."""
+    import kernels
+    first = "" if task["peer"] == "minigrad-first" else "import numpy\n"
+    code = f"{first}import json\nfrom benchmarks.peers import child\nprint(json.dumps(child({task!r})))"
+    env = kernels.untouched_environment() if not task["peer"].startswith("minigrad") else \
+        {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS}     # as a new program starts
+    return _python(code, env)
+
+
+def first_output(peer, onnx_path):
+    """Seconds from a fresh process's first line to GoogLeNet's first output at batch 1 (warm caches)."""
+    import kernels
+    code = ("import time\nstart = time.perf_counter()\nimport numpy as np\n"
+            "x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)\n"
+            + FIRST_OUTPUT[peer].format(path=onnx_path)
+            + "\nprint(time.perf_counter() - start)")
+    env = {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS}
+    return _python(code, env if peer == "minigrad" else kernels.untouched_environment())
+
+
+def export_onnx(folder):
+    import minigrad
+    from benchmarks.__main__ import build_model
+    net = build_model({"kind": "network", "name": "googlenet", "input_size": 224}).eval()
+    path = os.path.join(folder, "googlenet.onnx")
+    minigrad.onnx.export(net, minigrad.Tensor(_input(1)), path)
+    return path
+
+
+# (what, the peers it compares, test, text): each target's rows, minigrad's time over the peers' best
+TARGETS = {
+    "forward": (("onnxruntime",), 0.9, "<= 0.9x ONNX Runtime"),
+    "step": (("torch", "torch-channels-last", "torch-compile"), 0.8, "<= 0.8x the best of PyTorch eager and torch.compile"),
+}
+
+
+def parse_args(argv):
+    from minigrad import cli
+    parser = cli.Parser(prog="python -m benchmarks.peers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peers", type=cli.name_list(list(PEERS), "peer"),
+                        help=f"peers, comma-separated, of {', '.join(PEERS)} (default: all whose package is installed)")
+    parser.add_argument("--batches", type=cli.integer_list(1, 64), default=[1, 8, 32], help="batch sizes (default 1,8,32)")
+    parser.add_argument("--tasks", type=cli.name_list(["forward", "step"], "task"), default=["forward", "step"],
+                        help="forward, step or both (default)")
+    parser.add_argument("--rounds", type=cli.integer(1, 100), default=3, help="rounds of every peer (default 3)")
+    parser.add_argument("--repeat", type=cli.integer(1, 1000), default=5, help="timed runs per process (default 5)")
+    parser.add_argument("--first-output-runs", type=cli.integer(0, 100), default=3,
+                        help="fresh processes timed to their first output, per peer (default 3; 0 to skip)")
+    args = parser.parse_args(argv)
+    missing = [p for p in (args.peers or []) if PEERS[p] and not importlib.util.find_spec(PEERS[p])]
+    if missing:
+        raise cli.CommandError(f"--peers {','.join(missing)}: needs {', '.join(sorted({PEERS[p] for p in missing}))}, "
+                               "which is not installed: pip install -e '.[bench-peers]'")
+    return args
+
+
+def _ratio_rows(times, peers, args):
+    lines = ["| task | batch | " + " | ".join(peers) + " | minigrad / target peers' best | target | met |",
+             "| --- | ---: |" + " ---: |" * len(peers) + " ---: | --- | --- |"]
+    for kind in args.tasks:
+        compared, limit, text = TARGETS[kind]
+        for batch in args.batches:
+            key = f"{kind} {batch}"
+            medians = {p: statistics.median(times[p][key]) for p in peers if times[p].get(key)}
+            best = min((medians[p] for p in compared if p in medians), default=None)
+            ratio = medians["minigrad"] / best if best and "minigrad" in medians else None
+            cells = [f"{medians[p]:.1f}" if p in medians else "" for p in peers]
+            lines.append(f"| {kind} | {batch} | " + " | ".join(cells) + " | " +
+                         (f"{ratio:.2f}x | {text} | {'yes' if ratio <= limit else 'no'} |" if ratio else " | | |"))
+    return lines
+
+
+def _main(argv):
+    args = parse_args(argv)
+    from benchmarks.timing import machine_header
+    peers = args.peers or [p for p in PEERS if not PEERS[p] or importlib.util.find_spec(PEERS[p])]
+    for skipped in [p for p in PEERS if p not in peers and not args.peers]:
+        print(f"skipping {skipped}: {PEERS[skipped]} is not installed (pip install -e '.[bench-peers]')", file=sys.stderr)
+    if "minigrad" not in peers:
+        peers.insert(0, "minigrad")                  # every ratio is minigrad's
+    print(machine_header())
+    print(f"GoogLeNet 224x224, float32; batches {','.join(map(str, args.batches))}; {args.rounds} rounds of fresh "
+          f"processes, peers alternating; median of {args.repeat} runs after {WARM_UP} untimed\n")
+    times = {p: {} for p in peers}
+    outputs, compile_seconds = {}, []
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_path = export_onnx(folder) if "onnxruntime" in peers else None
+        for round_ in range(args.rounds):
+            for peer in peers:
+                task = {"peer": peer, "batches": args.batches, "tasks": args.tasks, "repeat": args.repeat,
+                        "onnx": onnx_path}
+                result = run_peer(task)
+                for key, ms in result["times"].items():
+                    times[peer].setdefault(key, []).append(ms)
+                outputs[peer] = np.array(result["output"])
+                if peer == "torch-compile":
+                    compile_seconds.append(result["first_call_s"])
+                print(f"round {round_ + 1}: {peer}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["times"].items()),
+                      file=sys.stderr, flush=True)
+        first = {p: [first_output(p, onnx_path) for _ in range(args.first_output_runs)]
+                 for p in ("minigrad", "onnxruntime") if p in peers and args.first_output_runs}
+    print("\n".join(_ratio_rows(times, peers, args)))
+    reference = outputs["minigrad"]
+    print("\noutputs at batch 1 against minigrad's (largest difference over the largest logit):")
+    for peer, output in outputs.items():
+        if peer != "minigrad":
+            error = float(np.abs(output - reference).max() / max(np.abs(reference).max(), 1e-12))
+            print(f"  {peer}: {error:.1e} {'(agrees)' if error <= 2e-3 else '(DIFFERS)'}")
+    if "minigrad-first" in times:
+        print("\nimport order (minigrad imported first over NumPy first): " + ", ".join(
+            f"{key} {statistics.median(times['minigrad-first'][key]) / statistics.median(times['minigrad'][key]):.2f}x"
+            for key in times["minigrad"]) + " (target: within 10%)")
+    if compile_seconds:
+        print("\ntorch.compile, first call of each (where it compiles), s: " + ", ".join(
+            f"{key} {statistics.median(c[key] for c in compile_seconds):.1f}" for key in compile_seconds[0]))
+    for peer, seconds in first.items():
+        print(f"first output at batch 1, fresh process, {peer}: {statistics.median(seconds):.2f} s "
+              f"(runs {', '.join(f'{s:.2f}' for s in seconds)})" + ("; target <= 0.5 s" if peer == "minigrad" else ""))
+    return 0
+
+
+def main(argv=None):
+    from minigrad import cli
+    return cli.run("python -m benchmarks.peers", _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
