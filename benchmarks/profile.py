@@ -1,6 +1,7 @@
 """python -m benchmarks.profile googlenet: where the time of one training step goes, op by op.
 
-Three warm-up steps, then three profiled steps (forward, loss, backward): a row per
+Three warm-up steps, then three profiled steps (forward, loss, backward; with --forward, the forward pass
+alone in eval mode without gradients, as inference runs it, at batch 1 the latency case): a row per
 (layer, op) with its output shape, forward and backward ms (each the best of the
 profiled steps: this machine is shared, and the best is the steadiest estimate), share
 of the step, multiply-adds and GFLOP/s for convolutions and linear layers, bytes moved
@@ -26,15 +27,22 @@ from models import memory
 WARM_UP_STEPS = 3
 
 
-def run(model_name, batch, input_size=None, steps=3):
-    """(rows, wall seconds): profiler rows of one training step, each (layer, op)'s forward and backward
-    time the best of `steps` profiled steps after the warm-up, and the shortest step's wall time."""
+def run(model_name, batch, input_size=None, steps=3, forward_only=False):
+    """(rows, wall seconds): profiler rows of one training step (forward_only: one eval-mode forward without
+    gradients), each (layer, op)'s forward and backward time the best of `steps` profiled steps after the
+    warm-up, and the shortest step's wall time."""
     minigrad.manual_seed(0)
     kwargs = {"input_size": input_size} if input_size else {}
     net = models.get_model(model_name, **kwargs)
     x = minigrad.randn(batch, net.in_channels, *net.input_size)
     target = np.arange(batch) % net.layers.fc.weight.shape[0] if hasattr(net.layers, "fc") else np.zeros(batch, int)
     step = training_step(net, x, target)
+    if forward_only:
+        net.eval()
+
+        def step():
+            with minigrad.no_grad():
+                net(x)
     for _ in range(WARM_UP_STEPS):               # compiled kernels loaded, the allocator settled
         step()
     best, wall = {}, float("inf")
@@ -49,8 +57,8 @@ def run(model_name, batch, input_size=None, steps=3):
     return sorted((with_rates(r, wall) for r in best.values()), key=lambda r: -r["seconds"]), wall
 
 
-def format_profile(rows, wall_seconds, top=None):
-    lines = [f"one training step: {wall_seconds * 1e3:.0f} ms wall, "
+def format_profile(rows, wall_seconds, top=None, what="one training step"):
+    lines = [f"{what}: {wall_seconds * 1e3:.0f} ms wall, "
              f"{sum(r['seconds'] for r in rows) * 1e3:.0f} ms inside ops",
              "| op | layer | output shape | fwd ms | bwd ms | share | M mult-adds | GFLOP/s | MB moved | GB/s |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -76,6 +84,8 @@ def parse_args(argv):
     parser.add_argument("--batch", type=cli.integer(1, 4096), default=8)
     parser.add_argument("--input-size", type=cli.integer(1, 4096), help="input height and width (default: the model's)")
     parser.add_argument("--top", type=cli.integer(1), help="show only the slowest N rows")
+    parser.add_argument("--forward", action="store_true",
+                        help="profile the forward pass alone (eval mode, no gradients) instead of a training step")
     args = parser.parse_args(argv)
     size = args.input_size or memory.DEFAULT_SIZE[args.model]
     try:
@@ -92,12 +102,13 @@ def main(argv=None):
 def _main(argv):
     args = parse_args(argv)
     try:
-        rows, wall_seconds = run(args.model, args.batch, args.input_size)
+        rows, wall_seconds = run(args.model, args.batch, args.input_size, forward_only=args.forward)
     except ValueError as error:
         raise cli.CommandError(str(error)) from None
     print(machine_header())
     print(f"{args.model}, float32, batch {args.batch}")
-    print(format_profile(rows, wall_seconds, args.top))
+    what = "one forward pass (eval mode, no gradients)" if args.forward else "one training step"
+    print(format_profile(rows, wall_seconds, args.top, what))
     return 0
 
 

@@ -59,6 +59,10 @@ def test_profile_lists_ops_by_time():
     assert result.returncode == 0, result.stderr
     assert "| conv2d_relu | layers.conv1.conv | 4x32x32x32 |" in result.stdout
     assert "by op: " in result.stdout
+    forward = run("mini-googlenet", "--batch", "1", "--forward", module="benchmarks.profile")
+    assert forward.returncode == 0, forward.stderr
+    assert "one forward pass (eval mode, no gradients): " in forward.stdout
+    assert "| conv2d_relu | layers.conv1.conv | 1x32x32x32 |" in forward.stdout
     bad = run("googlenet", "--input-size", "16", module="benchmarks.profile")
     assert bad.returncode == 2 and "too small" in bad.stderr and "Traceback" not in bad.stderr
 
