@@ -126,12 +126,11 @@ def _torch_runner(task):
 
 def _onnxruntime_runner(task):
     import onnxruntime
-    session = onnxruntime.InferenceSession(task["onnx"], providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
 
-    def forward(batch):
-        x = np.ascontiguousarray(_input(batch))
-        return lambda: session.run(None, {name: x})[0]
+    def forward(batch):                        # a file per batch size: the export fixes the batch dimension
+        session = onnxruntime.InferenceSession(task["onnx"][str(batch)], providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.ascontiguousarray(_input(batch))}
+        return lambda: session.run(None, feed)[0]
     return forward, None
 
 
@@ -189,13 +188,16 @@ def first_output(peer, onnx_path):
     return _python(code, env if peer == "minigrad" else kernels.untouched_environment())
 
 
-def export_onnx(folder):
+def export_onnx(folder, batches):
+    """{batch: path} of GoogLeNet written by minigrad.onnx.export for each batch size."""
     import minigrad
     from benchmarks.__main__ import build_model
     net = build_model({"kind": "network", "name": "googlenet", "input_size": 224}).eval()
-    path = os.path.join(folder, "googlenet.onnx")
-    minigrad.onnx.export(net, minigrad.Tensor(_input(1)), path)
-    return path
+    paths = {}
+    for batch in sorted({1, *batches}):
+        paths[str(batch)] = os.path.join(folder, f"googlenet-{batch}.onnx")
+        minigrad.onnx.export(net, minigrad.Tensor(_input(batch)), paths[str(batch)])
+    return paths
 
 
 # (what, the peers it compares, test, text): each target's rows, minigrad's time over the peers' best
@@ -255,11 +257,11 @@ def _main(argv):
     times = {p: {} for p in peers}
     outputs, compile_seconds = {}, []
     with tempfile.TemporaryDirectory() as folder:
-        onnx_path = export_onnx(folder) if "onnxruntime" in peers else None
+        onnx_paths = export_onnx(folder, args.batches) if "onnxruntime" in peers else None
         for round_ in range(args.rounds):
             for peer in peers:
                 task = {"peer": peer, "batches": args.batches, "tasks": args.tasks, "repeat": args.repeat,
-                        "onnx": onnx_path}
+                        "onnx": onnx_paths}
                 result = run_peer(task)
                 for key, ms in result["times"].items():
                     times[peer].setdefault(key, []).append(ms)
@@ -268,7 +270,7 @@ def _main(argv):
                     compile_seconds.append(result["first_call_s"])
                 print(f"round {round_ + 1}: {peer}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["times"].items()),
                       file=sys.stderr, flush=True)
-        first = {p: [first_output(p, onnx_path) for _ in range(args.first_output_runs)]
+        first = {p: [first_output(p, onnx_paths and onnx_paths["1"]) for _ in range(args.first_output_runs)]
                  for p in ("minigrad", "onnxruntime") if p in peers and args.first_output_runs}
     print("\n".join(_ratio_rows(times, peers, args)))
     reference = outputs["minigrad"]
@@ -282,8 +284,9 @@ def _main(argv):
             f"{key} {statistics.median(times['minigrad-first'][key]) / statistics.median(times['minigrad'][key]):.2f}x"
             for key in times["minigrad"]) + " (target: within 10%)")
     if compile_seconds:
-        print("\ntorch.compile, first call of each (where it compiles), s: " + ", ".join(
-            f"{key} {statistics.median(c[key] for c in compile_seconds):.1f}" for key in compile_seconds[0]))
+        print("\ntorch.compile, first call of each (where it compiles), s, median (largest, when its cache was "
+              "cold): " + ", ".join(f"{key} {statistics.median(c[key] for c in compile_seconds):.1f} "
+                                    f"({max(c[key] for c in compile_seconds):.1f})" for key in compile_seconds[0]))
     for peer, seconds in first.items():
         print(f"first output at batch 1, fresh process, {peer}: {statistics.median(seconds):.2f} s "
               f"(runs {', '.join(f'{s:.2f}' for s in seconds)})" + ("; target <= 0.5 s" if peer == "minigrad" else ""))
