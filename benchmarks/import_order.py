@@ -15,12 +15,8 @@ NumPy had loaded it first (kernels.BLAS_SERIAL; docs/design.md, "Threads").
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import statistics
-import subprocess
 import sys
-from pathlib import Path
 
 # name -> (what the process imports before minigrad, whether OpenBLAS gets its threads back afterwards)
 CASES = {
@@ -35,21 +31,17 @@ OPTIONAL = {"torch": "torch", "scipy": "scipy"}        # cases that need a packa
 CHILD = """
 {first_import}
 import kernels, minigrad, models
-import json, statistics, time
+import json
 import numpy as np
 from benchmarks.__main__ import training_step
+from benchmarks.timing import measure
 if {unserialize}:
     for setter in kernels._openblas_thread_setters():
         setter(2)
 
 
 def median_ms(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return measure(fn, repeat, warmup=0)["median"] * 1e3
 
 
 minigrad.manual_seed(0)
@@ -85,17 +77,14 @@ def parse_args(argv):
 
 
 def run_case(name, args):
+    from benchmarks.timing import fresh_python, new_program_environment
     first_import, unserialize = CASES[name]
     code = CHILD.format(first_import=first_import, unserialize=unserialize, googlenet=not args.no_googlenet,
                         batch=args.batch, step_repeat=30, forward_repeat=9 if args.batch == 1 else 5)
-    import kernels
-    # a program's environment before minigrad: without the thread settings minigrad sets (here or in a parent)
-    environment = {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          env=environment, cwd=Path(__file__).resolve().parents[1])   # the repository's packages
-    if done.returncode != 0:
-        raise RuntimeError(f"import_order: the {name} case failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        return fresh_python(code, new_program_environment(), timeout=600)
+    except RuntimeError as error:
+        raise RuntimeError(f"import_order: the {name} case failed:\n{error}") from None
 
 
 def table(results, columns):

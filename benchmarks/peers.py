@@ -24,14 +24,11 @@ it was met.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -40,7 +37,6 @@ PEERS = {
     "torch-compile": "torch", "onnxruntime": "onnxruntime",
 }
 WARM_UP = 3
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _input(batch):
@@ -51,17 +47,11 @@ def _input(batch):
 def _timed(fn, repeat):
     """(seconds of the first call, the median ms of `repeat` calls after WARM_UP untimed ones, the first among
     them): the first call is where torch.compile compiles and Numba loads its cache."""
+    from benchmarks.timing import measure
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
-    for _ in range(WARM_UP - 1):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times) * 1e3
+    return first, measure(fn, repeat, warmup=WARM_UP - 1)["median"] * 1e3
 
 
 def _minigrad_runner(task):
@@ -158,34 +148,26 @@ FIRST_OUTPUT = {
 }
 
 
-def _python(code, env=None):
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600, cwd=ROOT,
-                          env=env)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def run_peer(task):
     """A fresh process for one peer: NumPy first (except minigrad-first), then the peer's library.  PyTorch and
     ONNX Runtime run under their own thread defaults (kernels.untouched_environment)."""
     import kernels
+    from benchmarks.timing import fresh_python, new_program_environment
     first = "" if task["peer"] == "minigrad-first" else "import numpy\n"
     code = f"{first}import json\nfrom benchmarks.peers import child\nprint(json.dumps(child({task!r})))"
-    env = kernels.untouched_environment() if not task["peer"].startswith("minigrad") else \
-        {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS}     # as a new program starts
-    return _python(code, env)
+    minigrad_peer = task["peer"].startswith("minigrad")
+    return fresh_python(code, new_program_environment() if minigrad_peer else kernels.untouched_environment())
 
 
 def first_output(peer, onnx_path):
     """Seconds from a fresh process's first line to GoogLeNet's first output at batch 1 (warm caches)."""
     import kernels
+    from benchmarks.timing import fresh_python, new_program_environment
     code = ("import time\nstart = time.perf_counter()\nimport numpy as np\n"
             "x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)\n"
             + FIRST_OUTPUT[peer].format(path=onnx_path)
             + "\nprint(time.perf_counter() - start)")
-    env = {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS}
-    return _python(code, env if peer == "minigrad" else kernels.untouched_environment())
+    return fresh_python(code, new_program_environment() if peer == "minigrad" else kernels.untouched_environment())
 
 
 def export_onnx(folder, batches):

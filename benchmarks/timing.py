@@ -25,6 +25,27 @@ def measure(fn, repeat=5, warmup=1, sync=None):
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
+def new_program_environment():
+    """os.environ as a program that has not imported minigrad yet has it: without the thread settings that
+    `import minigrad` puts there (here or in a parent process), which change how OpenBLAS loads."""
+    import kernels
+    return {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS}
+
+
+def fresh_python(code, env=None, timeout=3600):
+    """Run `code` in a fresh Python process in the repository (its packages importable) and return the JSON
+    value of its last line of output; a RuntimeError with its error output if it fails."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def measure_alternating(fns, repeat=5, warmup=1, settle=0):
     """Median seconds of each of several callables ({name: fn}), timed in turn round after round, so
     that a slow phase of this shared machine falls on all of them alike rather than on whichever was
