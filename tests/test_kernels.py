@@ -7,6 +7,7 @@ different order than the reference, so 1e-5 relative (scaled by the magnitude of
 values summed).
 """
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -265,6 +266,18 @@ def test_channels_padded_to_whole_vectors_only_where_that_adds_at_most_half():
             assert plan(np.float32, 64, 24, 5).input_grad == conv.Step("tiles", gemm="minigrad", channels=32)
             assert plan(np.float32, 64, 3, 3).input_grad.algorithm == "col2im"       # 3 -> 16: no
             assert plan(np.float64, 64, 32, 3).input_grad.algorithm == "col2im"
+
+
+def test_each_cpu_gets_the_table_measured_on_its_kind():
+    """AVX-512 Zens (znver4 on) the Zen 4's table, AVX2 Zens the Zen 3's, every other CPU the Intel's; the Zen
+    3's differs from the Intel's only in the tile shape compiled for the Zen."""
+    tuning = pytest.importorskip("kernels.cpu.tuning", reason="numba is not installed")
+    assert [tuning.family_of(name) for name in ("znver4", "znver5", "znver3", "znver2", "znver1", "skylake-avx512",
+                                                "sapphirerapids", "haswell", "generic")] == \
+        ["zen", "zen", "zen-avx2", "zen-avx2", "zen-avx2", "intel", "intel", "intel", "intel"]
+    zen3, intel = tuning.FAMILIES["zen-avx2"], tuning.FAMILIES["intel"]
+    different = {f.name for f in dataclasses.fields(intel) if getattr(zen3, f.name) != getattr(intel, f.name)}
+    assert different == {"family", "measured_on", "split_two_vector_tiles"}
 
 
 @settings(max_examples=examples(30))

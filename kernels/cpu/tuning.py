@@ -2,10 +2,12 @@
 
 The convolution's choice of algorithm for a layer (kernels/cpu/conv/plan.py) reads nothing but the layer's
 geometry and these values.  Each value says what was measured to choose it (docs/performance.md has the
-history).  Two machines have measured them: an Intel Xeon (emeraldrapids, AVX-512, 2 MB of L2 a core) and an
-AMD EPYC Zen 4 (AVX-512, 1 MB of L2).  Four values differ between the two; every other value is the same.
-Any Zen (znver*) gets the Zen table, any other CPU the Intel's: on a CPU of another family the rules hold
-unmeasured (`python -m benchmarks.plan` prints which table is in force).
+history).  Three machines have measured them: an Intel Xeon (emeraldrapids, AVX-512, 2 MB of L2 a core), an
+AMD EPYC Zen 4 (AVX-512, 1 MB of L2) and an AMD EPYC Zen 3 (AVX2 only, 512 KB of L2).  Four values differ
+between the Intel and the Zen 4; the Zen 3 takes the Intel's three values that route products to OpenBLAS
+and the Zen 4's compiled tile shape.  A Zen 4 or later (znver4, znver5) gets the Zen table, an earlier Zen
+the Zen 3's, any other CPU the Intel's: on a CPU of another family the rules hold unmeasured (`python -m
+benchmarks.plan` prints which table is in force).
 
 `split_two_vector_tiles` shapes compiled code (gemm.py reads it once, when its kernels compile, and Numba's
 cache keys on the CPU), so it always follows the CPU at hand.  The others are read at each call: `use()` swaps
@@ -110,6 +112,11 @@ FAMILIES = {
     "intel": Tuning("intel", "Intel Xeon (emeraldrapids), 2 cores"),
     "zen": Tuning("zen", "AMD EPYC (Zen 4), 2 cores", own_gemm_min_rows_wide=1024, pointwise_own_gemm=True,
                   split_two_vector_tiles=True, tile_weight_bytes=math.inf),
+    # Without AVX-512 minigrad's GEMM runs at a third to two thirds of OpenBLAS's rate alone, and the Zen 4's
+    # three values that route products to it cost time: with the Intel's instead, GoogLeNet's forward at
+    # batch 1 and 8 0.83-0.91x the time and its batch-8 step 0.87-0.94x, either import order (three runs
+    # alternating the tables in one process; the 1x1 layers in OpenBLAS alone 0.85-0.98x).
+    "zen-avx2": Tuning("zen-avx2", "AMD EPYC (Zen 3), 2 cores", split_two_vector_tiles=True),
 }
 
 
@@ -119,7 +126,11 @@ def cpu_name() -> str:
 
 
 def family_of(name: str) -> str:
-    return "zen" if name.startswith("znver") else "intel"
+    """The table for a CPU of LLVM's name: Zen 4 and later have AVX-512, Zen 1 to 3 only AVX2."""
+    if not name.startswith("znver"):
+        return "intel"
+    generation = name.removeprefix("znver")
+    return "zen" if generation.isdigit() and int(generation) >= 4 else "zen-avx2"
 
 
 HOST = FAMILIES[family_of(cpu_name())]
