@@ -40,8 +40,9 @@ WARM_UP = 3
 
 
 def _input(batch):
-    """The same channels-last images for every peer."""
-    return np.random.default_rng(0).standard_normal((batch, 224, 224, 3)).astype(np.float32).transpose(0, 3, 1, 2)
+    """The same channels-last images for every peer (those benchmarks.googlenet times)."""
+    from benchmarks.googlenet import _channels_last
+    return _channels_last((batch, 3, 224, 224), 0)
 
 
 def _timed(fn, repeat):
@@ -126,8 +127,9 @@ def _onnxruntime_runner(task):
 
 def child(task):
     """One peer's measurements in this fresh process: {"times": {"forward 8": ms, ...}, "output": batch-1 logits}."""
-    runner = {"onnxruntime": _onnxruntime_runner}.get(task["peer"])
-    runner = runner or (_torch_runner if task["peer"].startswith("torch") else _minigrad_runner)
+    peer = task["peer"]
+    runner = (_onnxruntime_runner if peer == "onnxruntime" else _torch_runner if peer.startswith("torch")
+              else _minigrad_runner)
     forward, step = runner(task)
     start = time.perf_counter()                 # the output first, before any step has moved the weights
     result = {"times": {}, "output": np.asarray(forward(1)()).reshape(-1).tolist()}

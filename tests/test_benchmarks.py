@@ -1,5 +1,6 @@
 """The benchmark commands: bad input is one line and exit 2; a small real run writes its files."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -290,16 +291,6 @@ def test_import_order_times_each_case_in_a_fresh_process_of_its_own():
     assert rows[2].startswith("| `import numpy`, then OpenBLAS on 2 threads again |") and rows[2].endswith("| 2 |")
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--rounds", "0"], "--rounds must be an integer from 1 to 100, got 0"),
-    (["--cases", "numpy,java"], "--cases has unknown case java"),
-    (["--batch", "-2"], "--batch must be an integer from 1 to 64, got -2"),
-])
-def test_import_order_refuses_bad_input_in_one_line(args, message, capsys):
-    from benchmarks import import_order
-    assert import_order.main(args) == 2
-    err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_peers_time_each_peer_in_fresh_processes_and_check_their_outputs():
@@ -320,14 +311,17 @@ def _installed(name):
     return importlib.util.find_spec(name) is not None
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--peers", "minigrad,tensorflow"], "--peers has unknown peer tensorflow"),
-    (["--batches", "0"], "--batches"),
-    (["--tasks", "inference"], "--tasks has unknown task inference"),
+@pytest.mark.parametrize("command,args,message", [
+    ("import_order", ["--rounds", "0"], "--rounds must be an integer from 1 to 100, got 0"),
+    ("import_order", ["--cases", "numpy,java"], "--cases has unknown case java"),
+    ("import_order", ["--batch", "-2"], "--batch must be an integer from 1 to 64, got -2"),
+    ("peers", ["--peers", "minigrad,tensorflow"], "--peers has unknown peer tensorflow"),
+    ("peers", ["--batches", "0"], "--batches"),
+    ("peers", ["--tasks", "inference"], "--tasks has unknown task inference"),
 ])
-def test_peers_refuse_bad_input_in_one_line(args, message, capsys):
-    from benchmarks import peers
-    assert peers.main(args) == 2
+def test_import_order_and_peers_refuse_bad_input_in_one_line(command, args, message, capsys):
+    module = importlib.import_module(f"benchmarks.{command}")
+    assert module.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
