@@ -38,22 +38,13 @@ from minigrad.nn import stored_filters
 
 
 def steady_state_allocation():
-    """glibc's allocator set to reuse freed memory of every size (mmap threshold 32 MiB, trim threshold
-    64 MiB, glibc's own dynamic rule at its maximum), so that a loop of same-size calls times the kernel,
-    not the allocator: glibc's defaults, in a loop that never frees anything larger, map each call's output
-    afresh or trim the heap and fault it back in, and the loop would time page faults (~4 us each on this
-    VM).  Returns a line for the header."""
-    import ctypes
-    import ctypes.util
-
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 64 * 2**20) == 1
-    except (OSError, AttributeError):
-        ok = False
-    return ("allocator in this benchmark: glibc mmap threshold 32 MiB, trim threshold 64 MiB (freed memory reused)"
-            if ok else "allocator in this benchmark: unchanged (could not set glibc's thresholds)")
+    """A line for the header saying whether freed memory is reused, as `import minigrad` sets glibc's malloc
+    to do (kernels.ALLOCATOR_KEEPS_MEMORY), so that a loop of same-size calls times the kernel, not the
+    allocator: with glibc's defaults each call's output may be mapped afresh, or the heap trimmed and
+    faulted back in, and the loop would time page faults (~4 us each on this VM)."""
+    if kernels.ALLOCATOR_KEEPS_MEMORY:
+        return "allocator in this benchmark: glibc's malloc keeps freed memory for reuse (minigrad's setting)"
+    return "allocator in this benchmark: glibc's defaults (MINIGRAD_ALLOCATOR_SETTINGS=off, or not glibc)"
 
 
 def copy_reference():

@@ -6,6 +6,8 @@ auxiliary loss, backward, plain SGD) at each --batches size, for each peer:
 
     minigrad             minigrad, channels-last input, NumPy imported first (as most programs do)
     minigrad-first       the same, minigrad imported before NumPy: the other import order
+    minigrad-glibc       the same with glibc's malloc left at its defaults (MINIGRAD_ALLOCATOR_SETTINGS=off),
+                         to show what keeping freed memory gains; only when asked for with --peers
     torch                PyTorch eager, NCHW
     torch-channels-last  PyTorch eager, channels_last
     torch-compile        torch.compile (inductor), channels_last; its compile time is given apart
@@ -33,9 +35,10 @@ import time
 import numpy as np
 
 PEERS = {
-    "minigrad": None, "minigrad-first": None, "torch": "torch", "torch-channels-last": "torch",
+    "minigrad": None, "minigrad-first": None, "minigrad-glibc": None, "torch": "torch", "torch-channels-last": "torch",
     "torch-compile": "torch", "onnxruntime": "onnxruntime",
 }
+ASKED_FOR_ONLY = ("minigrad-glibc",)
 WARM_UP = 3
 
 
@@ -157,8 +160,12 @@ def run_peer(task):
     from benchmarks.timing import fresh_python, new_program_environment
     first = "" if task["peer"] == "minigrad-first" else "import numpy\n"
     code = f"{first}import json\nfrom benchmarks.peers import child\nprint(json.dumps(child({task!r})))"
-    minigrad_peer = task["peer"].startswith("minigrad")
-    return fresh_python(code, new_program_environment() if minigrad_peer else kernels.untouched_environment())
+    if not task["peer"].startswith("minigrad"):
+        return fresh_python(code, kernels.untouched_environment())
+    env = new_program_environment()
+    if task["peer"] == "minigrad-glibc":
+        env["MINIGRAD_ALLOCATOR_SETTINGS"] = "off"
+    return fresh_python(code, env)
 
 
 def first_output(peer, onnx_path):
@@ -195,7 +202,8 @@ def parse_args(argv):
     from minigrad import cli
     parser = cli.Parser(prog="python -m benchmarks.peers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", type=cli.name_list(list(PEERS), "peer"),
-                        help=f"peers, comma-separated, of {', '.join(PEERS)} (default: all whose package is installed)")
+                        help=f"peers, comma-separated, of {', '.join(PEERS)} (default: all whose package is installed, "
+                             f"except {', '.join(ASKED_FOR_ONLY)})")
     parser.add_argument("--batches", type=cli.integer_list(1, 64), default=[1, 8, 32], help="batch sizes (default 1,8,32)")
     parser.add_argument("--tasks", type=cli.name_list(["forward", "step"], "task"), default=["forward", "step"],
                         help="forward, step or both (default)")
@@ -230,8 +238,9 @@ def _ratio_rows(times, peers, args):
 def _main(argv):
     args = parse_args(argv)
     from benchmarks.timing import machine_header
-    peers = args.peers or [p for p in PEERS if not PEERS[p] or importlib.util.find_spec(PEERS[p])]
-    for skipped in [p for p in PEERS if p not in peers and not args.peers]:
+    peers = args.peers or [p for p in PEERS if p not in ASKED_FOR_ONLY
+                           and (not PEERS[p] or importlib.util.find_spec(PEERS[p]))]
+    for skipped in [p for p in PEERS if p not in peers and p not in ASKED_FOR_ONLY and not args.peers]:
         print(f"skipping {skipped}: {PEERS[skipped]} is not installed (pip install -e '.[bench-peers]')", file=sys.stderr)
     if "minigrad" not in peers:
         peers.insert(0, "minigrad")                  # every ratio is minigrad's
@@ -267,6 +276,10 @@ def _main(argv):
         print("\nimport order (minigrad imported first over NumPy first): " + ", ".join(
             f"{key} {statistics.median(times['minigrad-first'][key]) / statistics.median(times['minigrad'][key]):.2f}x"
             for key in times["minigrad"]) + " (target: within 10%)")
+    if "minigrad-glibc" in times:
+        print("\nglibc's malloc at its defaults over minigrad's (freed memory kept): " + ", ".join(
+            f"{key} {statistics.median(times['minigrad-glibc'][key]) / statistics.median(times['minigrad'][key]):.2f}x"
+            for key in times["minigrad"]))
     if compile_seconds:
         print("\ntorch.compile, first call of each (where it compiles), s, median (largest, when its cache was "
               "cold): " + ", ".join(f"{key} {statistics.median(c[key] for c in compile_seconds):.1f} "

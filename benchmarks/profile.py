@@ -22,8 +22,8 @@ from minigrad import cli
 from minigrad.profiler import profile, with_rates
 from models import memory
 
-# glibc's allocator tunes its thresholds over the first steps: measured on GoogLeNet (batch 8), the
-# second step still takes 16,700 page faults (~70 ms here), the fourth and later 10 to 600.
+# Untimed steps first: the first loads Numba's kernels, and the first ones grow the heap to a step's
+# peak (page faults that later steps, reusing it, do not take).
 WARM_UP_STEPS = 3
 
 
