@@ -204,7 +204,7 @@ class _HookHandle:
 
 
 def _uniform_parameter(shape, bound, dtype):
-    return Parameter(random.generator().uniform(-bound, bound, size=shape).astype(dtype))
+    return Parameter(random.draw_uniform(shape, -bound, bound, dtype))
 
 
 def stored_filters(values):

@@ -36,6 +36,19 @@ def _cuda_generator():
     return _cuda_generators[device]
 
 
+def draw_uniform(shape, low, high, dtype=np.float32) -> np.ndarray:
+    """Uniform samples in [low, high) from minigrad's generator as a NumPy array of dtype (weights are drawn
+    on the CPU).  float32 is drawn as float32: GoogLeNet's 13M weights in about half the time of drawing
+    float64 and converting, which was most of the time spent building the network."""
+    dtype = np.dtype(dtype)
+    if dtype != np.float32:
+        return _generator.uniform(low, high, size=shape).astype(dtype, copy=False)
+    values = _generator.random(shape, dtype=np.float32)
+    values *= np.float32(high - low)
+    values += np.float32(low)
+    return values
+
+
 def uniform(shape, like, low=0.0, high=1.0):
     """Uniform samples in [low, high) with like's dtype, on like's device."""
     if array_module(like) is np:

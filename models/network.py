@@ -101,11 +101,10 @@ def classifier_head(channels, grid, num_classes, dropout):
 def reference_init(model, classifiers=()):
     """The Caffe reference model's initialisation: Xavier uniform (+-sqrt(3 / fan_in)) for every
     convolution and linear weight, biases 0.2, the classifier layers' biases 0."""
-    rng = minigrad.random.generator()
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             bound = math.sqrt(3.0 / math.prod(m.weight.shape[1:]))
-            m.weight.data[...] = rng.uniform(-bound, bound, m.weight.shape)
+            m.weight.data[...] = minigrad.random.draw_uniform(m.weight.shape, -bound, bound, m.weight.dtype)
             if m.bias is not None:
                 m.bias.data[...] = 0.2
     for m in classifiers:

@@ -70,7 +70,7 @@ def test_conv2d_stores_its_filters_as_their_product_matrix():
     conv = nn.Conv2d(3, 4, (3, 2), padding=1)
     minigrad.manual_seed(5)
     bound = 1 / np.sqrt(3 * 3 * 2)
-    drawn = minigrad.random.generator().uniform(-bound, bound, size=(4, 3, 3, 2)).astype(np.float32)
+    drawn = minigrad.random.draw_uniform((4, 3, 3, 2), -bound, bound)
     weight = conv.weight.data
     assert weight.shape == (4, 3, 3, 2) and weight.transpose(2, 3, 1, 0).flags.c_contiguous
     np.testing.assert_array_equal(weight, drawn)
