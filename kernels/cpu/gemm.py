@@ -123,12 +123,18 @@ _tile_6x2_add = _tile(6, 2, accumulate=True)
 # of a 12x2 tile before their multiply-adds, and 24 sums + 2 vectors of B + 12 broadcasts exceed the 32
 # registers: the sums spill to the stack; then two 6x2 tiles run instead (tuning.py has the figures).
 _SPLIT_TWO_VECTOR_TILES = tuning.HOST.split_two_vector_tiles
+# Without AVX-512 each 16-float vector takes two of the 16 256-bit registers, and every tile of two or more
+# vectors keeps its sums on the stack; there a panel runs as one-vector tiles of 6 rows (12 registers of
+# sums, the classic AVX2 shape), one 16-column strip after another.
+_ONE_VECTOR_TILES = tuning.HOST.one_vector_tiles
 # C (+)= A^T @ B runs its k loop over a block of rows at a time: 8 rows of C keep their sums in 16 or 8
 # registers, so that a tile is any multiple of 8 rows by 16 columns.
 _tile_8x2_add = _tile(8, 2, accumulate=True)
 _tile_8x1_add = _tile(8, 1, accumulate=True)
 _tile_8x2 = _tile(8, 2)
 _tile_8x1 = _tile(8, 1)
+_tile_4x1_add = _tile(4, 1, accumulate=True)
+_tile_4x1 = _tile(4, 1)
 
 
 @kernel(inline=True)
@@ -158,8 +164,12 @@ def _half_tiles(a, a0, lda, b, b0, ldb, c, c0, ldc, k, vectors, add):
 def _panel(a, a0, lda, b, b0, ldb, c, c0, ldc, k, vectors, add):
     """One 12-row tile of C against a `vectors`-wide panel of B (at b0, rows ldb apart), into C at c0
     (with add, adding into it), over k steps of A's rows (at a0, lda apart): in one tile of 12 rows for
-    two vectors on the Intel, else in two of 6 (the tile sizes measured fastest)."""
-    if vectors == 2 and not _SPLIT_TWO_VECTOR_TILES:
+    two vectors on the Intel, else in two of 6 (the tile sizes measured fastest); without AVX-512, strip
+    by strip of one vector."""
+    if _ONE_VECTOR_TILES:
+        for v in range(vectors):
+            _half_tiles(a, a0, lda, b, b0 + v * LANES, ldb, c, c0 + v * LANES, ldc, k, 1, add)
+    elif vectors == 2 and not _SPLIT_TWO_VECTOR_TILES:
         if add:
             _tile_12x2_add(a, a0, lda, 1, b, b0, ldb, c, c0, ldc, k)
         else:
@@ -187,20 +197,29 @@ def add_transposed_product(a, a0, lda, m, b, b0, ldb, n, c, c0, ldc, k, add):
     """C (m, n) += A^T @ B (without add: C = A^T @ B), for A (k, m) at a0 and B (k, n) at b0, their rows
     lda and ldb apart, and C at c0, its rows ldc apart; m a multiple of 8, n of 16.  Column panels
     outermost: a panel of B (k rows by 32 columns) stays in cache while every 8-row tile of C reads it
-    (k is a block of a few hundred rows, so that A's rows stay in cache too)."""
-    wide = n // (2 * LANES) * (2 * LANES)
-    for j in range(0, wide, 2 * LANES):
-        for i in range(0, m, 8):
-            if add:
-                _tile_8x2_add(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
-            else:
-                _tile_8x2(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
-    if n > wide:
-        for i in range(0, m, 8):
-            if add:
-                _tile_8x1_add(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, c0 + i * ldc + wide, ldc, k)
-            else:
-                _tile_8x1(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, c0 + i * ldc + wide, ldc, k)
+    (k is a block of a few hundred rows, so that A's rows stay in cache too).  Without AVX-512: tiles of 4
+    rows by 16 columns (8 registers of sums)."""
+    if _ONE_VECTOR_TILES:
+        for j in range(0, n, LANES):
+            for i in range(0, m, 4):
+                if add:
+                    _tile_4x1_add(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
+                else:
+                    _tile_4x1(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
+    else:
+        wide = n // (2 * LANES) * (2 * LANES)
+        for j in range(0, wide, 2 * LANES):
+            for i in range(0, m, 8):
+                if add:
+                    _tile_8x2_add(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
+                else:
+                    _tile_8x2(a, a0 + i, 1, lda, b, b0 + j, ldb, c, c0 + i * ldc + j, ldc, k)
+        if n > wide:
+            for i in range(0, m, 8):
+                if add:
+                    _tile_8x1_add(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, c0 + i * ldc + wide, ldc, k)
+                else:
+                    _tile_8x1(a, a0 + i, 1, lda, b, b0 + wide, ldb, c, c0 + i * ldc + wide, ldc, k)
 
 
 @kernel(inline=True)

@@ -4,14 +4,14 @@ The convolution's choice of algorithm for a layer (kernels/cpu/conv/plan.py) rea
 geometry and these values.  Each value says what was measured to choose it (docs/performance.md has the
 history).  Three machines have measured them: an Intel Xeon (emeraldrapids, AVX-512, 2 MB of L2 a core), an
 AMD EPYC Zen 4 (AVX-512, 1 MB of L2) and an AMD EPYC Zen 3 (AVX2 only, 512 KB of L2).  Four values differ
-between the Intel and the Zen 4; the Zen 3 takes the Intel's three values that route products to OpenBLAS
-and the Zen 4's compiled tile shape.  A Zen 4 or later (znver4, znver5) gets the Zen table, an earlier Zen
+between the Intel and the Zen 4; the Zen 3 takes the Zen 4's and compiles its GEMM tiles one vector wide
+(AVX2 has half the registers' width).  A Zen 4 or later (znver4, znver5) gets the Zen table, an earlier Zen
 the Zen 3's, any other CPU the Intel's: on a CPU of another family the rules hold unmeasured (`python -m
 benchmarks.plan` prints which table is in force).
 
-`split_two_vector_tiles` shapes compiled code (gemm.py reads it once, when its kernels compile, and Numba's
-cache keys on the CPU), so it always follows the CPU at hand.  The others are read at each call: `use()` swaps
-the table for a block of code (tests, experiments).
+`split_two_vector_tiles` and `one_vector_tiles` shape compiled code (gemm.py reads them once, when its kernels
+compile, and Numba's cache keys on the CPU), so they always follow the CPU at hand.  The others are read at
+each call: `use()` swaps the table for a block of code (tests, experiments).
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ class Tuning:
     # as two 6x2 tiles 221-229.  On the Intel the 12x2 tile stays in registers: 209 against 121 in 6-row
     # tiles.  Compiled in (see above).
     split_two_vector_tiles: bool = False
+    # Without AVX-512 a tile of two or more 16-float vectors keeps its sums on the stack (each vector takes
+    # two of the 16 AVX2 registers): one-vector tiles instead.  On the Zen 3, n = 64, k = 147 (the stem's
+    # product): 84-89 GFLOP/s in tiles of 4-6 rows by one vector, 51 in 6x2 tiles, 37 in 6x4.  Compiled in.
+    one_vector_tiles: bool = False
 
     # ---- convolutions in tiles (tiles.py) --------------------------------------------------------------
     # A float32 layer whose outputs are whole vectors runs in tiles while its filters fit beside the rest
@@ -112,11 +116,13 @@ FAMILIES = {
     "intel": Tuning("intel", "Intel Xeon (emeraldrapids), 2 cores"),
     "zen": Tuning("zen", "AMD EPYC (Zen 4), 2 cores", own_gemm_min_rows_wide=1024, pointwise_own_gemm=True,
                   split_two_vector_tiles=True, tile_weight_bytes=math.inf),
-    # Without AVX-512 minigrad's GEMM runs at a third to two thirds of OpenBLAS's rate alone, and the Zen 4's
-    # three values that route products to it cost time: with the Intel's instead, GoogLeNet's forward at
-    # batch 1 and 8 0.83-0.91x the time and its batch-8 step 0.87-0.94x, either import order (three runs
-    # alternating the tables in one process; the 1x1 layers in OpenBLAS alone 0.85-0.98x).
-    "zen-avx2": Tuning("zen-avx2", "AMD EPYC (Zen 3), 2 cores", split_two_vector_tiles=True),
+    # The Zen 3 (AVX2 only): the Zen 4's table with one-vector GEMM tiles.  Its products then run at 84-89
+    # GFLOP/s (n = 64, k = 147) against 37-51 in the AVX-512 tiles and 55 in OpenBLAS, and the Zen 4's
+    # routing to minigrad's GEMM pays here too: against the Intel's routing, GoogLeNet's forward at batch 1
+    # and 8 0.85-0.90x the time and its batch-8 step 0.90x with NumPy imported first (OpenBLAS then on one
+    # thread), 0.96-0.98x with minigrad first (five rounds alternating the tables in one process).
+    "zen-avx2": Tuning("zen-avx2", "AMD EPYC (Zen 3), 2 cores", own_gemm_min_rows_wide=1024, pointwise_own_gemm=True,
+                       split_two_vector_tiles=True, tile_weight_bytes=math.inf, one_vector_tiles=True),
 }
 
 
