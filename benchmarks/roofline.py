@@ -3,7 +3,7 @@ the machine's roofline.
 
 A layer's arithmetic intensity (operations per byte it moves: a convolution's 2 flops per multiply-add, a pool's
 one read per window tap) against the rate it achieved, under two roofs measured in the same run: the GEMM rate
-(numpy.matmul of 2048x2048 float32 matrices, where minigrad's convolutions end up) and the copy bandwidth
+(numpy.matmul of 2048x2048 float32 matrices: what a large product reaches here) and the copy bandwidth
 (numpy.copyto of 256 MiB).  The layers of the reduced network's Inception modules and of the naive network's
 are drawn in two colours: the 1x1 reductions divide the multiply-adds, but the small layers they create sit
 low on the roofline (little work per byte, a fraction of the GEMM rate), so the time falls by less.  The

@@ -81,7 +81,7 @@ def _keep_freed_memory() -> bool:
     fresh mapping, unmapped when freed, and gives the top of its heap back to the system; the next call
     of the same layer then faults the same memory back in, a 2 MiB huge page at a time (NumPy asks for
     them), each zeroed and sometimes compacted for by the kernel.  Measured: GoogLeNet's batch-32 forward
-    spent 1.4-2.0 s of system time in 4,000-9,000 page faults a pass; with every block kept, none.  So no
+    took 12,000-14,000 page faults a pass and up to 0.9 s of system time; with every block kept, none.  So no
     block is mapped apart (M_MMAP_MAX 0) and the heap is never trimmed (M_TRIM_THRESHOLD -1): the process
     keeps the memory of its largest step, as a caching allocator does.  MINIGRAD_ALLOCATOR_SETTINGS=off
     leaves glibc's defaults."""

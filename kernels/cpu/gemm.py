@@ -16,8 +16,9 @@ Numba's own loops don't compile to this (measured: 3-144 GFLOP/s, BENCHMARKS.md)
 - LLVM prefers 256-bit vectors on this CPU;
 - it keeps such sums in registers only for some loop shapes.
 So the tile's k loop is written directly in LLVM IR with <16 x float> vectors (`_tile`, a Numba
-intrinsic), and a Numba kernel runs the tiles in parallel.  On a CPU without 512-bit vectors, LLVM
-splits each vector op into narrower ones: still correct (tuning.py says where the rules were measured).
+intrinsic), and a Numba kernel runs the tiles in parallel.  On a CPU without 512-bit vectors LLVM
+splits each vector op into two 256-bit ones, and a tile of several vectors no longer fits the 16
+registers: there the tiles are one vector wide (tuning.py's one_vector_tiles).
 """
 
 from __future__ import annotations
