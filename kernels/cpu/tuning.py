@@ -112,17 +112,18 @@ class Tuning:
     winograd_one_pass_max_tiles: int = 128
 
 
+_ZEN4 = Tuning("zen", "AMD EPYC (Zen 4), 2 cores", own_gemm_min_rows_wide=1024, pointwise_own_gemm=True,
+               split_two_vector_tiles=True, tile_weight_bytes=math.inf)
 FAMILIES = {
     "intel": Tuning("intel", "Intel Xeon (emeraldrapids), 2 cores"),
-    "zen": Tuning("zen", "AMD EPYC (Zen 4), 2 cores", own_gemm_min_rows_wide=1024, pointwise_own_gemm=True,
-                  split_two_vector_tiles=True, tile_weight_bytes=math.inf),
+    "zen": _ZEN4,
     # The Zen 3 (AVX2 only): the Zen 4's table with one-vector GEMM tiles.  Its products then run at 84-89
     # GFLOP/s (n = 64, k = 147) against 37-51 in the AVX-512 tiles and 55 in OpenBLAS, and the Zen 4's
     # routing to minigrad's GEMM pays here too: against the Intel's routing, GoogLeNet's forward at batch 1
     # and 8 0.85-0.90x the time and its batch-8 step 0.90x with NumPy imported first (OpenBLAS then on one
     # thread), 0.96-0.98x with minigrad first (five rounds alternating the tables in one process).
-    "zen-avx2": Tuning("zen-avx2", "AMD EPYC (Zen 3), 2 cores", own_gemm_min_rows_wide=1024, pointwise_own_gemm=True,
-                       split_two_vector_tiles=True, tile_weight_bytes=math.inf, one_vector_tiles=True),
+    "zen-avx2": dataclasses.replace(_ZEN4, family="zen-avx2", measured_on="AMD EPYC (Zen 3), 2 cores",
+                                    one_vector_tiles=True),
 }
 
 
