@@ -37,8 +37,8 @@ def _cuda_generator():
 
 
 def draw_uniform(shape, low, high, dtype=np.float32) -> np.ndarray:
-    """Uniform samples in [low, high) from minigrad's generator as a NumPy array of dtype (weights are drawn
-    on the CPU).  float32 is drawn as float32: GoogLeNet's 13M weights in about half the time of drawing
+    """Uniform samples in [low, high) from minigrad's generator as a NumPy array of dtype: every weight, and
+    the CPU's dropout masks.  float32 is drawn as float32: GoogLeNet's 13M weights in about half the time of drawing
     float64 and converting, which was most of the time spent building the network."""
     dtype = np.dtype(dtype)
     if dtype != np.float32:
@@ -52,6 +52,6 @@ def draw_uniform(shape, low, high, dtype=np.float32) -> np.ndarray:
 def uniform(shape, like, low=0.0, high=1.0):
     """Uniform samples in [low, high) with like's dtype, on like's device."""
     if array_module(like) is np:
-        return _generator.uniform(low, high, size=shape).astype(like.dtype)
+        return draw_uniform(shape, low, high, like.dtype)
     with like.device:
         return _cuda_generator().uniform(low, high, size=shape, dtype=like.dtype)
