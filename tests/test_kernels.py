@@ -311,7 +311,7 @@ def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_i
         wt = stored_filters(wt)
     b = normal(o, seed + 2, np.float32) if with_bias else None
     forced = {(2, 3): dict(winograd_3x3_small_tiles_from=0, winograd_3x3_small_tiles_to=10**9),
-              (4, 3): dict(winograd_3x3_small_tiles_from=0, winograd_3x3_small_tiles_to=0),
+              (4, 3): dict(winograd_3x3_small_tiles_from=0, winograd_3x3_small_tiles_to=0, winograd_4x4_min_tiles=0),
               (2, 5): dict(winograd_5x5_min_side=0, winograd_5x5_weight_grad_min_channels=0)}[size]
     calls = []
     kernels_ = ["_winograd_tiles", "_winograd_weight_grad", "_winograd_by_element", "_winograd_weight_grad_by_element"]

@@ -104,6 +104,10 @@ class Tuning:
     # 0.63-0.88x, but 1.1-1.5x for the weight gradient of 16 input channels and 1.0-1.45x at 7x7.
     winograd_3x3_small_tiles_from: int = 14      # output sides [from, to): F(2x2, 3x3); elsewhere F(4x4, 3x3)
     winograd_3x3_small_tiles_to: int = 28
+    # F(4x4, 3x3) on fewer tiles than this runs as F(2x2, 3x3): each of its 36 products has a tile's rows,
+    # 12, the 4 tiles of a 7x7 image filling a third of them.  At 7x7, 192->384 and 160->320, forward:
+    # batch 1 (4 tiles) 0.71x the time, batch 2 (8) 0.87-0.91x, batch 4 (16) 1.04-1.09x.
+    winograd_4x4_min_tiles: int = 12
     winograd_5x5_min_side: int = 14
     winograd_5x5_weight_grad_min_channels: int = 32
     # Up to this many tiles a layer runs in one pass, its threads splitting the output channels: F(4x4, 3x3)

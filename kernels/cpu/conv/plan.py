@@ -134,13 +134,17 @@ def _gemm_name(own):
     return "minigrad" if own else "OpenBLAS"
 
 
-def _winograd_size(float32, o, c, kh, kw, stride, padding, side, t, weight_grad=False):
-    """(m, r) of the F(m x m, r x r) that runs a layer (tuning.py has the measurements), or None."""
+def _winograd_size(float32, o, c, kh, kw, stride, padding, n, out_size, t, weight_grad=False):
+    """(m, r) of the F(m x m, r x r) that runs a layer of batch n and output size out_size (tuning.py has the
+    measurements), or None."""
     if (not float32 or kh != kw or kh not in (3, 5) or tuple(stride) != (1, 1) or max(padding) > kh - 1
             or min(padding) < 0 or c % gemm.LANES or o % gemm.LANES):
         return None
+    side = min(out_size)
     if kh == 3:
-        return (2 if t.winograd_3x3_small_tiles_from <= side < t.winograd_3x3_small_tiles_to else 4), 3
+        small = (t.winograd_3x3_small_tiles_from <= side < t.winograd_3x3_small_tiles_to
+                 or _tiles_of(4, n, *out_size) < t.winograd_4x4_min_tiles)
+        return (2 if small else 4), 3
     if side < t.winograd_5x5_min_side or (weight_grad and c < t.winograd_5x5_weight_grad_min_channels):
         return None
     return 2, 5
@@ -164,9 +168,9 @@ def _plan(dtype, x_shape, weight_shape, stride, padding, threads, winograd, t):
     float32 = np.dtype(dtype) == np.float32
     oh, ow = (conv_out_size(s, k, st, p) for s, k, st, p in zip((h, w), (kh, kw), stride, padding))
     width, pixels = kh * kw * c, n * oh * ow
-    side = min(oh, ow)
-    size = _winograd_size(float32, o, c, kh, kw, stride, padding, side, t) if winograd else None
-    weight_size = _winograd_size(float32, o, c, kh, kw, stride, padding, side, t, weight_grad=True) if winograd else None
+    size = _winograd_size(float32, o, c, kh, kw, stride, padding, n, (oh, ow), t) if winograd else None
+    weight_size = (_winograd_size(float32, o, c, kh, kw, stride, padding, n, (oh, ow), t, weight_grad=True)
+                   if winograd else None)
     one_pass = t.winograd_one_pass_max_tiles
     # the weight gradient first: whether it runs in tiles decides whether the forward keeps its columns
     pointwise = is_pointwise((kh, kw), stride, padding)
