@@ -37,17 +37,21 @@ def cupy_module():
 def array_module(a):
     """numpy or cupy, whichever owns `a` (the one line every op uses to pick its library).  Only a process that
     has imported CuPy can hold a CuPy array, so until then the answer is NumPy without importing it."""
+    if type(a) is np.ndarray:        # the common case first: these run several times in every op
+        return np
     cupy = sys.modules.get("cupy")
     return cupy.get_array_module(a) if cupy is not None else np
 
 
 def is_cuda_array(a) -> bool:
+    if type(a) is np.ndarray:
+        return False
     cupy = sys.modules.get("cupy")
     return cupy is not None and isinstance(a, cupy.ndarray)
 
 
 def device_of(a) -> str:
-    return f"cuda:{a.device.id}" if is_cuda_array(a) else "cpu"
+    return "cpu" if type(a) is np.ndarray or not is_cuda_array(a) else f"cuda:{a.device.id}"
 
 
 @functools.cache

@@ -18,6 +18,9 @@ from .autograd import Tensor
 
 def as_pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
     """An int, or a tuple or list of one or two ints (PyTorch's forms) -> (height, width), each >= minimum."""
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int \
+            and value[0] >= minimum and value[1] >= minimum:
+        return value                  # a layer's own pair, checked when it was built: every call passes one
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) == 1:
         pair = pair * 2

@@ -32,6 +32,10 @@ def pixel_rows(x):
     channels-last array (an Inception branch's part of the merged gradient); else a compact copy."""
     v = x.transpose(0, 2, 3, 1)
     n, h, w, c = v.shape
+    if v.flags.c_contiguous and v.size:          # the common case, without as_strided's cost (~10 us a call)
+        flat = v.reshape(-1)
+        flat.flags.writeable = False
+        return flat, c
     item = v.itemsize
     step, span = None, None
     for size, stride in ((w, v.strides[2]), (h, v.strides[1]), (n, v.strides[0])):   # innermost first

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 
 from llvmlite import binding
@@ -114,6 +115,15 @@ class Tuning:
     # at 7x7, batch 8 (32 tiles), 0.71-0.75x the time of blocks of tiles; batch 32 (128) 0.94-0.97x; 256
     # tiles 0.97-1.00x; 392 tiles (14x14, batch 8) 1.01-1.07x.
     winograd_one_pass_max_tiles: int = 128
+
+    def __hash__(self):
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self):
+        """Every convolution looks its plan up by this table (plan.py), twice a layer a step: hashing 30
+        values each time cost more than the rest of the lookup."""
+        return hash(tuple(getattr(self, field.name) for field in dataclasses.fields(self)))
 
 
 _ZEN4 = Tuning("zen", "AMD EPYC (Zen 4), 2 cores", own_gemm_min_rows_wide=1024, pointwise_own_gemm=True,
