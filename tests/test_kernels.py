@@ -187,6 +187,8 @@ def test_numba_gemm_refuses_what_it_cannot_compute():
 @example(((2, 1, 27, 29), (1, 1, 3, 3), (2, 2), (1, 1)), 32, 48, False, False, True, True, True, 6)
 # columns split mid kernel row
 @example(((1, 1, 4, 9), (1, 1, 3, 5), (2, 1), (1, 2)), 32, 32, False, False, True, True, True, 7)
+# a 1x1 layer of one pixel: with two threads its weight gradient's second share of the pixels is empty
+@example(((1, 1, 1, 1), (1, 1, 1, 1), (1, 1), (0, 0)), 16, 32, True, False, True, False, True, 8)
 def test_numba_conv2d_float32_in_minigrads_gemm(geometry, c, o, with_bias, keep, need_input_grad, split_columns,
                                               use_winograd, seed):
     """float32 layers with 8-80 output channels, against the reference, each pass by the algorithm its plan

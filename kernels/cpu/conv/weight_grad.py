@@ -90,20 +90,24 @@ def _weight_grad_columns(x, h, w, c, kh, kw, sh, sw, ph, pw, oh, ow, g, o, colum
 @kernel(parallel=True)
 def _pointwise_weight_grad(x, g, o, c, pixel_shares, column_shares, block_rows, partials):
     """A 1x1 layer's weight gradient (stride 1, no padding), grad_rows^T @ x's pixel rows (its pixel rows
-    are its column rows as they are), added into partials (zeros), one (O, C) matrix per share of the
-    pixels.  The tasks are a grid: pixel share p (pixels pixel_shares[p] to pixel_shares[p + 1]) by
-    column share q (columns column_shares[q] to column_shares[q + 1], multiples of 16), each adding its
-    product into its columns of partials[p], at most block_rows pixels at a time."""
+    are its column rows as they are), into partials, one (O, C) matrix per share of the pixels.  The tasks
+    are a grid: pixel share p (pixels pixel_shares[p] to pixel_shares[p + 1]) by column share q (columns
+    column_shares[q] to column_shares[q + 1], multiples of 16), each writing its product into its columns
+    of partials[p], at most block_rows pixels at a time (the first block written, the next ones added: the
+    partials need no zeroing first, a pass over O*C values a share in the caller's thread)."""
     columns = column_shares.size - 1
     for task in prange((pixel_shares.size - 1) * columns):
         p, q = task // columns, task % columns
         start, stop = column_shares[q], column_shares[q + 1]
         share = pixel_shares[p + 1] - pixel_shares[p]
+        if share == 0:                                # more tasks than pixels: this share's sum is zero
+            for i in range(o):
+                partials[p, i * c + start:i * c + stop] = 0
         step = max(1, -(-share // max(1, -(-share // block_rows))))      # blocks of equal size
         for first in range(pixel_shares[p], pixel_shares[p + 1], step):
             rows = min(step, pixel_shares[p + 1] - first)
             gemm.add_transposed_product(g, first * o, o, o, x, first * c + start, c, stop - start, partials[p], start, c,
-                                        rows, True)
+                                        rows, first > pixel_shares[p])
 
 
 @kernel(parallel=True)
@@ -146,7 +150,7 @@ def weight_grad_in_tiles(xs, kernel_size, stride, padding, out_size, grad_rows, 
         by_columns = split == "columns"
         pixel_shares = [0, pixels] if by_columns else [pixels * t // threads for t in range(threads + 1)]
         column_shares = [vectors * t // threads * gemm.LANES for t in range(threads + 1)] if by_columns else [0, c]
-        partials = np.zeros((len(pixel_shares) - 1, o * c), np.float32)
+        partials = np.empty((len(pixel_shares) - 1, o * c), np.float32)
         _pointwise_weight_grad(xs.reshape(-1), grad_rows.reshape(-1), o, c, np.array(pixel_shares, np.intp),
                                np.array(column_shares, np.intp), tuning.weight_grad_block_rows, partials)
     else:

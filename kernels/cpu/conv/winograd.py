@@ -520,7 +520,8 @@ def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, o
     tiles = n * -(-oh // m) * -(-ow // m)
     if one_pass:
         a, rows = m + r - 1, -(-tiles // gemm.TILE_ROWS) * gemm.TILE_ROWS
-        v, products = _aligned(a * a * rows * c, zero=True), _aligned(a * a * rows * o)
+        v, products = _aligned(a * a * rows * c), _aligned(a * a * rows * o)
+        v.reshape(a * a, rows, c)[:, tiles:] = 0        # the last GEMM tile's rows past the tiles: zeros
         _winograd_by_element(SIZES.index(size), m, r, np.ascontiguousarray(xs).reshape(-1), h, w, c, padding[0],
                              padding[1], oh, ow, filters.reshape(-1), flip, o, bias, relu, y.reshape(-1), rows, v, products,
                              min(get_num_threads(), tiles), _column_shares(o, get_num_threads()))
