@@ -263,7 +263,10 @@ class Linear(Function):
     def backward(self, grad):
         lead = grad.reshape(-1, grad.shape[-1])           # (*, out) -> (rows, out)
         grad_x = grad @ self.weight if self.needs_input_grad[0] else None
-        grad_weight = lead.T @ self.x.reshape(-1, self.x.shape[-1])
+        rows = self.x.reshape(-1, self.x.shape[-1])
+        # One row (a batch of one image): a GEMM of k = 1 runs at a fifth of the speed of the outer product,
+        # the same products (measured: 1024->1000 1.46 against 0.33 ms, 2048->1024 3.0 against 0.67)
+        grad_weight = array_module(grad).outer(lead[0], rows[0]) if len(rows) == 1 else lead.T @ rows
         return (grad_x, grad_weight, lead.sum(axis=0)) if self.has_bias else (grad_x, grad_weight)
 
 

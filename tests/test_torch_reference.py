@@ -123,7 +123,8 @@ def test_relu_linear_log_softmax_cross_entropy_cat(torch, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape", [(1, 9), (8, 9), (4, 40, 9), (200, 9), (9,)])
 def test_linear_on_few_and_many_rows(torch, x_shape, dtype):
-    """Both GEMM orders of the linear forward: at most F._FEW_ROWS rows (a batch) and more (200)."""
+    """Both GEMM orders of the linear forward: at most F._FEW_ROWS rows (a batch) and more (200); with one
+    row ((1, 9) and (9,)) the weight gradient is an outer product."""
     compare(torch, F.linear, torch.nn.functional.linear, [normal(x_shape, 0), normal((5, 9), 1), normal(5, 2)], dtype)
 
 
