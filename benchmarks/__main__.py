@@ -132,14 +132,15 @@ def peak_memory_mb(step, device="cpu"):
 
 
 def training_step(model, x, target, lr=1e-3):
-    """Forward, loss (models.training_loss: GoogLeNet adds 0.3 x each auxiliary loss), backward, plain SGD."""
+    """Forward, loss (models.training_loss: GoogLeNet adds 0.3 x each auxiliary loss), backward, plain SGD
+    (minigrad.optim.SGD, as the PyTorch side of every comparison runs torch.optim.SGD)."""
+    optimizer = minigrad.optim.SGD(model.parameters(), lr=lr)
+
     def step():
         loss = models.training_loss(model(x), target)
-        model.zero_grad()
+        optimizer.zero_grad()
         loss.backward()
-        with minigrad.no_grad():
-            for p in model.parameters():
-                p.data -= lr * p.grad.data
+        optimizer.step()
     return step
 
 

@@ -2,7 +2,8 @@
 
 GoogLeNet (the paper's, 224x224, auxiliary heads in training) with the weights minigrad draws from seed 0:
 the forward pass (eval mode, no gradients) and the training step (forward, the loss with 0.3 x each
-auxiliary loss, backward, plain SGD) at each --batches size, for each peer:
+auxiliary loss, backward, minigrad.optim.SGD's or torch.optim.SGD's step) at each --batches size, for
+each peer:
 
     minigrad             minigrad, channels-last input, NumPy imported first (as most programs do)
     minigrad-first       the same, minigrad imported before NumPy: the other import order
