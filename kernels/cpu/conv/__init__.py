@@ -32,6 +32,16 @@ def _product(a, b, out=None, own=False):
     return gemm.matmul(a, b, out) if own and gemm.handles(a, b) else np.matmul(a, b, out=out)
 
 
+def _zero_padded(a, axis, size):
+    """a with zeros after it along axis, to `size`: np.pad's result at a seventh of its cost (37 against 6 us for
+    a 512x24 filters' matrix; it runs at every call of a layer whose channels are padded to whole vectors)."""
+    shape = list(a.shape)
+    shape[axis] = size
+    padded = np.zeros(shape, a.dtype)
+    padded[(slice(None),) * axis + (slice(0, a.shape[axis]),)] = a
+    return padded
+
+
 def _weight_grad_matrix(grad_rows, cols, swap_max_o):
     """cols^T @ grad_rows, (width, O), in OpenBLAS: the weight gradient as its filters' matrix; with at most
     swap_max_o outputs computed as such, so that OpenBLAS's threads split the width, else as
@@ -68,8 +78,8 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     if step.algorithm == "pointwise":
         x_rows, out_rows = xs.reshape(-1, c), y_rows
         if step.channels:                              # zero filters (and biases) make up whole vectors
-            filters = np.pad(filters, ((0, 0), (0, step.channels - o)))
-            bias = None if bias is None else np.pad(bias, (0, step.channels - o))
+            filters = _zero_padded(filters, 1, step.channels)
+            bias = None if bias is None else _zero_padded(bias, 0, step.channels)
             out_rows = np.empty((n * h * w, step.channels), x.dtype)
         for start, stop in columns.chunks(n * h * w, out_rows.shape[1] * x.dtype.itemsize, t.chunk_bytes, t.min_rows):
             _product(x_rows[start:stop], filters, out_rows[start:stop], own)
@@ -129,7 +139,7 @@ def _input_grad(plan, xs, weight, grad_rows, stride, padding, t):
                                       flipped_padding, flip=True, one_pass=step.one_pass))
     if step.algorithm == "tiles":
         wide = step.channels or c
-        filters = weight if wide == c else np.pad(weight, ((0, 0), (0, wide - c), (0, 0), (0, 0)))
+        filters = weight if wide == c else _zero_padded(weight, 1, wide)
         grad_x = tiles.convolve_in_tiles(grad_rows.reshape(n, oh, ow, o), filters, None, (1, 1), flipped_padding, False,
                                          plan.threads, t.build_cost, flip=True)
         return nchw(grad_x if wide == c else np.ascontiguousarray(grad_x[..., :c]))
