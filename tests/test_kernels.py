@@ -138,7 +138,9 @@ def test_numba_conv2d_in_many_chunks(geometry, need_input_grad, dtype, seed):
 def test_numba_gemm(m, k, vectors, given_out, seed):
     """minigrad's float32 GEMM against a float64 product: every panel width (16 to 64, and wider
     products in several panels), rows past the last 12-row tile (a zero-padded tile of their own), B in
-    C order (read where it lies) or Fortran order (packed first)."""
+    C order (read where it lies) or Fortran order (packed first), the tasks taking whole rows of tiles
+    (many rows, or one panel) or a tile and a panel each (few row tiles a thread, gemm.PANEL_SPLIT_TILES,
+    and more than 64 columns)."""
     pytest.importorskip("kernels.cpu", reason="numba is not installed")
     gemm = importlib.import_module("kernels.cpu.gemm")
     n = 16 * vectors
