@@ -1,15 +1,18 @@
 """python -m benchmarks.import_order: does minigrad's speed depend on what the program imported first?
 
 Each case is a fresh process that imports something (nothing, NumPy, PyTorch, SciPy) and then minigrad,
-and times the small GoogLeNet's training step (batch 32, 16x16) and GoogLeNet's forward pass (eval mode, no
-gradients, channels-last input, batch 1; --batch for more).  The cases alternate round after round (this
-machine is shared and its speed drifts); each figure is the median over rounds of each round's median, and
-each case is also given as its time over the minigrad-first case's.  The children start without the thread
-settings minigrad puts in the environment (OPENBLAS_THREAD_TIMEOUT, GOMP_SPINCOUNT), as a new program does.
+and times the small GoogLeNet's training step (batch 32, 16x16) and GoogLeNet's forward pass (eval mode,
+no gradients, channels-last input, batch 1; --batch for more). The cases alternate round after round (this
+machine is shared and its speed drifts), their order rotating a place each round; each figure is the
+median over rounds of each round's median, and each case is also given as its time over the minigrad-first
+case's. The children start without the thread setting minigrad puts in the environment (GOMP_SPINCOUNT),
+as a new program does.
 
-One more case undoes minigrad's remedy: NumPy first, then OpenBLAS put back on its two threads after
-`import minigrad`.  It shows what the import order cost before minigrad ran OpenBLAS on one thread when
-NumPy had loaded it first (kernels.BLAS_SERIAL; docs/design.md, "Threads").
+Two more cases undo minigrad's remedy (`import minigrad` runs OpenBLAS on one thread, kernels.BLAS_SERIAL;
+docs/design.md, "Threads"), each putting OpenBLAS back on its two threads after `import minigrad`:
+numpy-unserialized with NumPy imported first (OpenBLAS's workers spin at its default), short-spin with
+OPENBLAS_THREAD_TIMEOUT=4 set before NumPy loads (the shortest spin an order could give it: the other way
+to keep the pools apart, open only to a program that imports minigrad first).
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import importlib.util
 import statistics
 import sys
 
-# name -> (what the process imports before minigrad, whether OpenBLAS gets its threads back afterwards)
+# name -> (what the process runs before importing minigrad, whether OpenBLAS gets its two threads back
+# afterwards, the table's label)
 CASES = {
-    "minigrad": ("", False),
-    "numpy": ("import numpy", False),
-    "numpy-unserialized": ("import numpy", True),
-    "torch": ("import torch, numpy", False),
-    "scipy": ("import scipy.linalg, numpy", False),
+    "minigrad": ("", False, "`import minigrad`"),
+    "numpy": ("import numpy", False, "`import numpy`"),
+    "numpy-unserialized": ("import numpy", True, "`import numpy`, then OpenBLAS on 2 threads again"),
+    "short-spin": ("import os; os.environ['OPENBLAS_THREAD_TIMEOUT'] = '4'", True,
+                   "`import minigrad` with OPENBLAS_THREAD_TIMEOUT=4, then OpenBLAS on 2 threads again"),
+    "torch": ("import torch, numpy", False, "`import torch, numpy`"),
+    "scipy": ("import scipy.linalg, numpy", False, "`import scipy.linalg, numpy`"),
 }
 OPTIONAL = {"torch": "torch", "scipy": "scipy"}        # cases that need a package this machine may lack
 
@@ -78,7 +84,7 @@ def parse_args(argv):
 
 def run_case(name, args):
     from benchmarks.timing import fresh_python, new_program_environment
-    first_import, unserialize = CASES[name]
+    first_import, unserialize, _ = CASES[name]
     code = CHILD.format(first_import=first_import, unserialize=unserialize, googlenet=not args.no_googlenet,
                         batch=args.batch, step_repeat=30, forward_repeat=9 if args.batch == 1 else 5)
     try:
@@ -96,17 +102,15 @@ def table(results, columns):
     for name, runs in results.items():
         medians = [statistics.median(r[c] for r in runs) for c in columns]
         ratios = [f"{m / statistics.median(r[c] for r in base):.2f}x" for m, c in zip(medians, columns)] if base else []
-        first_import, unserialize = CASES[name]
-        threads = "2" if unserialize else ("1 (BLAS_SERIAL)" if runs[0]["blas_serial"] else "2, short spin")
-        label = f"`{first_import}`" if first_import else "`import minigrad`"
-        label += ", then OpenBLAS on 2 threads again" if unserialize else ""
+        _, unserialize, label = CASES[name]
+        threads = "2" if unserialize or not runs[0]["blas_serial"] else "1 (BLAS_SERIAL)"
         lines.append("| " + " | ".join([label, *(f"{m:.1f}" for m in medians), *ratios, threads]) + " |")
     return "\n".join(lines)
 
 
 def _main(argv):
     args = parse_args(argv)
-    from benchmarks.timing import machine_header
+    from benchmarks.timing import in_rotation, machine_header
     cases = args.cases or [c for c in CASES if c not in OPTIONAL or importlib.util.find_spec(OPTIONAL[c])]
     missing = [c for c in cases if c in OPTIONAL and not importlib.util.find_spec(OPTIONAL[c])]
     if missing:
@@ -114,10 +118,10 @@ def _main(argv):
         raise CommandError(f"--cases {','.join(missing)}: needs {', '.join(OPTIONAL[c] for c in missing)}, "
                            "which is not installed")
     print(machine_header())
-    print(f"{args.rounds} rounds, cases alternating, each a fresh process; GoogLeNet batch {args.batch}\n")
+    print(f"{args.rounds} rounds, cases alternating in rotation, each a fresh process; GoogLeNet batch {args.batch}\n")
     results = {name: [] for name in cases}
     for round_ in range(args.rounds):
-        for name in cases:
+        for name in in_rotation(cases, round_):
             results[name].append(run_case(name, args))
             print(f"round {round_ + 1}: {name}: " + ", ".join(f"{COLUMNS[k]} {v:.1f}" for k, v in
                                                               results[name][-1].items() if k in COLUMNS),

@@ -15,13 +15,13 @@ each peer:
     onnxruntime          ONNX Runtime on the CPU (forward only), the network as minigrad.onnx.export writes it
 
 Every peer runs in fresh processes of its own, the peers alternating round after round (this machine is
-shared and its speed drifts); each imports NumPy first, then its library, except minigrad-first.  A figure
-is the median over rounds of each round's median of --repeat timed runs after WARM_UP untimed ones.  Each
-peer's batch-1 output is checked against minigrad's.  "First output" is a fresh process's time from its
-first line to GoogLeNet's first output at batch 1: imports, building (or loading) the network and the first
-forward.  PyTorch and ONNX Runtime are optional (the `bench-peers` extra); a peer whose package is missing
-is skipped with a message.  The targets are the ones minigrad sets itself (TARGETS); each row says whether
-it was met.
+shared and its speed drifts), their order rotating a place each round; each imports NumPy first, then its
+library, except minigrad-first. A figure is the median over rounds of each round's median of --repeat
+timed runs after WARM_UP untimed ones. Each peer's batch-1 output is checked against minigrad's. "First
+output" is a fresh process's time from its first line to GoogLeNet's first output at batch 1: imports,
+building (or loading) the network and the first forward. PyTorch and ONNX Runtime are optional (the
+`bench-peers` extra); a peer whose package is missing is skipped with a message. The targets are the ones
+minigrad sets itself (TARGETS); each row says whether it was met.
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def _ratio_rows(times, peers, args):
 
 def _main(argv):
     args = parse_args(argv)
-    from benchmarks.timing import machine_header
+    from benchmarks.timing import in_rotation, machine_header
     peers = args.peers or [p for p in PEERS if p not in ASKED_FOR_ONLY
                            and (not PEERS[p] or importlib.util.find_spec(PEERS[p]))]
     for skipped in [p for p in PEERS if p not in peers and p not in ASKED_FOR_ONLY and not args.peers]:
@@ -247,13 +247,13 @@ def _main(argv):
         peers.insert(0, "minigrad")                  # every ratio is minigrad's
     print(machine_header())
     print(f"GoogLeNet 224x224, float32; batches {','.join(map(str, args.batches))}; {args.rounds} rounds of fresh "
-          f"processes, peers alternating; median of {args.repeat} runs after {WARM_UP} untimed\n")
+          f"processes, peers alternating in rotation; median of {args.repeat} runs after {WARM_UP} untimed\n")
     times = {p: {} for p in peers}
     outputs, compile_seconds = {}, []
     with tempfile.TemporaryDirectory() as folder:
         onnx_paths = export_onnx(folder, args.batches) if "onnxruntime" in peers else None
         for round_ in range(args.rounds):
-            for peer in peers:
+            for peer in in_rotation(peers, round_):
                 task = {"peer": peer, "batches": args.batches, "tasks": args.tasks, "repeat": args.repeat,
                         "onnx": onnx_paths}
                 result = run_peer(task)

@@ -27,7 +27,7 @@ def measure(fn, repeat=5, warmup=1, sync=None):
 
 def new_program_environment():
     """os.environ as a program that has not imported minigrad yet has it: without the thread settings that
-    `import minigrad` puts there (here or in a parent process), which change how OpenBLAS loads."""
+    `import minigrad` puts there (here or in a parent process), which change how the thread pools wait."""
     import kernels
     return {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS}
 
@@ -44,6 +44,15 @@ def fresh_python(code, env=None, timeout=3600):
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def in_rotation(items, round_):
+    """items in their order for round round_ of alternating fresh processes: rotated a place a round, so that
+    none always runs first or after the same one (two cases with the same settings measured 0.94x apart in
+    one fixed order and 1.00x in the other)."""
+    items = list(items)
+    shift = round_ % len(items) if items else 0
+    return items[shift:] + items[:shift]
 
 
 def measure_alternating(fns, repeat=5, warmup=1, settle=0):

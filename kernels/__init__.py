@@ -16,28 +16,32 @@ import importlib
 import os
 import sys
 
+import numpy  # noqa: F401  (loads OpenBLAS, whose thread count is set below)
+
 from . import contract
 
-# Two thread pools share the cores: OpenBLAS's (the GEMMs) and Numba's (every other
-# kernel).  By default each pool's idle threads spin for a while after its work, and
-# on a 2-core machine that spinning steals the cores from the other pool: measured
-# here, a GEMM after a parallel Numba kernel (or the reverse) ran up to 2x slower.
-# So, unless the user chose otherwise, both pools spin only briefly: OpenBLAS's
-# threads sleep almost at once (read when OpenBLAS loads, so this must run before
-# NumPy is imported; `import minigrad` does it first), and Numba's OpenMP threads
-# spin 10,000 rounds (GOMP's default is 300,000) before sleeping: about 100 us, the
-# Python between two kernels of a step, while a sleeping thread takes 25-50 us to wake
-# for each parallel launch (measured; a module's step has about 50).  With 1,000
-# rounds (about 20 us), alternating fresh processes five times: modules 3a-5b 1.02-1.12x
-# and GoogLeNet's batch-8 forward and step 1.08x the time (BENCHMARKS.md).  Numba's workqueue
-# layer sleeps too but costs ~170 us per parallel launch, hundreds per training step.
-# MINIGRAD_THREAD_SETTINGS=off leaves the environment alone.
-THREAD_SETTINGS = {"OPENBLAS_THREAD_TIMEOUT": "4", "GOMP_SPINCOUNT": "10000"}
-SET_HERE = [name for name in THREAD_SETTINGS if name not in os.environ   # what the user had not chosen
-            and os.environ.get("MINIGRAD_THREAD_SETTINGS", "on") != "off"]
+# Two thread pools could share the cores: OpenBLAS's (NumPy's GEMMs) and Numba's (minigrad's kernels).  An
+# OpenBLAS worker spins for a while after each GEMM (how long, OpenBLAS reads once, as NumPy loads it), and
+# on a small machine the spinning takes the cores from Numba's kernels: measured on 2 cores, with NumPy
+# imported first, the small GoogLeNet's step 5.5x and GoogLeNet's batch-1 forward 3.6x the time.  So one pool
+# owns the cores: Numba's.  `import minigrad` runs every OpenBLAS loaded by then (NumPy's, SciPy's) on one
+# thread, the caller's: no worker is left to spin, whatever the program imported first, and minigrad's own
+# GEMM (kernels/cpu/gemm.py) computes the products where threads pay.  The other remedy, OpenBLAS on its two
+# threads with a short spin (OPENBLAS_THREAD_TIMEOUT=4), needs minigrad imported before NumPy; against it one
+# thread measured alike (the small network's step 0.88-1.08x, GoogLeNet's batch-1 forward 1.02-1.04x the
+# time, two runs of benchmarks.import_order: the machine's drift), and every import order can have it.
+# Numba's OpenMP threads spin 10,000 rounds (GOMP's default is 300,000) before sleeping: about 100 us, the
+# Python between two kernels of a step, while a sleeping thread takes 25-50 us to wake for each parallel
+# launch (measured; a module's step has about 50).  With 1,000 rounds (about 20 us), alternating fresh
+# processes five times: modules 3a-5b 1.02-1.12x and GoogLeNet's batch-8 forward and step 1.08x the time
+# (BENCHMARKS.md).  GOMP reads its setting when Numba first launches its threads, long after any import.
+# Numba's workqueue layer sleeps too but costs ~170 us per parallel launch, hundreds per training step.
+# MINIGRAD_THREAD_SETTINGS=off leaves OpenBLAS and the environment alone.
+THREAD_SETTINGS = {"GOMP_SPINCOUNT": "10000"}
+_LEAVE_THREADS = os.environ.get("MINIGRAD_THREAD_SETTINGS", "on") == "off"
+SET_HERE = [name for name in THREAD_SETTINGS if name not in os.environ and not _LEAVE_THREADS]  # unless chosen
 for _name in SET_HERE:
     os.environ[_name] = THREAD_SETTINGS[_name]
-BLAS_SPIN_LIMITED = "numpy" not in sys.modules or "OPENBLAS_THREAD_TIMEOUT" not in SET_HERE
 
 
 def _openblas_thread_setters():
@@ -63,13 +67,8 @@ def _openblas_thread_setters():
     return setters
 
 
-# When NumPy was imported first, OpenBLAS already runs with its default spin (hundreds of microseconds of busy
-# waiting after each GEMM), which nothing can change at run time; its threads then take the cores from Numba's
-# after every product (measured: the small GoogLeNet trained at 395 images/s instead of 1,699).  OpenBLAS is
-# then run on one thread, the caller's: no worker is left spinning, and the import order no longer decides the
-# speed.  MINIGRAD_THREAD_SETTINGS=off leaves it alone.
-BLAS_SERIAL = False
-if not BLAS_SPIN_LIMITED and os.environ.get("MINIGRAD_THREAD_SETTINGS", "on") != "off":
+BLAS_SERIAL = False                  # whether OpenBLAS runs on the caller's thread only (see above)
+if not _LEAVE_THREADS:
     for _setter in _openblas_thread_setters():
         _setter(1)
         BLAS_SERIAL = True

@@ -208,19 +208,9 @@ def test_shape_ops_and_reductions():
         x ** x
 
 
-def test_importing_minigrad_sets_the_thread_pool_settings_before_numpy_loads():
-    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when NumPy loads; `import minigrad` must set it first."""
-    import subprocess
-    import sys
-    code = ("import os; os.environ.pop('OPENBLAS_THREAD_TIMEOUT', None); import minigrad, kernels; "
-            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], kernels.BLAS_SPIN_LIMITED)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["4", "True"]
-
-
 IMPORT_ORDER_PROBE = """
 import os, sys
-os.environ.pop('OPENBLAS_THREAD_TIMEOUT', None)
+os.environ.pop('GOMP_SPINCOUNT', None)
 {first}
 import minigrad, kernels, models, numba, numpy as np
 from threadpoolctl import threadpool_info
@@ -228,35 +218,36 @@ from kernels.cpu.conv.plan import plan_for
 net = models.mini_googlenet(input_size=16).eval()
 with minigrad.no_grad():
     net(minigrad.zeros(1, 3, 16, 16))
-threads = max(p['num_threads'] for p in threadpool_info() if 'numpy' in p['filepath'])
+blas = [p['num_threads'] for p in threadpool_info() if 'numpy' in p['filepath']]    # NumPy's OpenBLAS
 plans = [str(plan_for(np.dtype(np.float32), (1, 3, 16, 16), w.shape, (1, 1), (w.shape[2] // 2,) * 2))
          for name, w in net.named_parameters() if w.ndim == 4]
-print(repr((kernels.BLAS_SPIN_LIMITED, kernels.BLAS_SERIAL, threads)))
-print(repr((kernels.cpu_backend_name(), numba.get_num_threads(), numba.threading_layer(),
+print(repr((kernels.BLAS_SERIAL, blas, kernels.cpu_backend_name(), numba.get_num_threads(), numba.threading_layer(),
             os.environ['GOMP_SPINCOUNT'], 'cupy' in sys.modules, plans)))
 """
 
 
-def test_either_import_order_runs_the_same_kernels_with_no_blas_thread_spinning():
-    """minigrad first: OpenBLAS loads with a short spin, two threads.  NumPy first: OpenBLAS already spins long,
-    so minigrad runs it on one thread (no worker left to spin).  Either way a forward runs on the same kernels,
-    plans and Numba threads, and CuPy stays unimported (not timed here: python -m benchmarks.import_order)."""
+@pytest.mark.parametrize("first", ["", "import numpy", "import scipy.linalg, numpy"])
+def test_either_import_order_runs_the_same_kernels_and_threads(first):
+    """Whatever the program imported first, a forward runs on the same kernels, plans and Numba threads, with
+    NumPy's OpenBLAS on one thread (no worker left to spin between minigrad's kernels), and CuPy stays
+    unimported (not timed here: python -m benchmarks.import_order)."""
     import ast
     import os
     import subprocess
     import sys
     pytest.importorskip("threadpoolctl")
-    outputs = {}
-    for first in ("", "import numpy"):
+    if "scipy" in first:
+        pytest.importorskip("scipy")
+
+    def probe(first):
         lines = subprocess.run([sys.executable, "-c", IMPORT_ORDER_PROBE.format(first=first)], capture_output=True,
                                text=True, check=True).stdout.splitlines()
-        outputs[first] = [ast.literal_eval(line) for line in lines[-2:]]
-    limited, serial, threads = outputs[""][0]
-    assert (limited, serial) == (True, False) and (threads > 1 or os.cpu_count() == 1)   # short spin, all threads
-    assert outputs["import numpy"][0] == (False, True, 1)    # long spin, so one thread: the caller's
-    assert outputs[""][1] == outputs["import numpy"][1]
-    *_, cupy_imported, plans = outputs[""][1]
-    assert not cupy_imported and len(plans) >= 10
+        return ast.literal_eval(lines[-1])
+    serial, blas, backend, threads, layer, spin, cupy_imported, plans = probe(first)
+    assert serial and blas == [1] and backend == "numba" and spin == "10000" and not cupy_imported
+    assert threads == (os.cpu_count() or 1) and len(plans) >= 10
+    if first:
+        assert probe(first) == probe("")
 
 
 ALLOCATOR_PROBE = """

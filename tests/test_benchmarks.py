@@ -129,6 +129,12 @@ def test_verdict_counts_the_rounds_that_meet_a_target():
     assert verdict([1.0, 1.0], at_most_one, shown) == "2 of 2 rounds (1.00x-1.00x)"
 
 
+def test_rounds_of_fresh_processes_rotate_their_order():
+    from benchmarks.timing import in_rotation
+    assert [in_rotation("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert in_rotation([], 3) == []
+
+
 def test_alternating_timing_interleaves_and_settles_each_callable():
     from benchmarks.timing import measure_alternating
     calls = []
@@ -279,17 +285,17 @@ def test_a_missing_data_package_names_how_to_install_it(monkeypatch, capsys, tmp
 
 
 def test_import_order_times_each_case_in_a_fresh_process_of_its_own():
-    """NumPy imported first: the child finds OpenBLAS spinning at its default and minigrad runs it on one
-    thread; minigrad first: its short spin, two threads; the undone case puts two threads back.  The times
-    are only checked to be there (a benchmark's figures are not a unit test's business)."""
-    result = run("--rounds", "1", "--no-googlenet", "--cases", "minigrad,numpy,numpy-unserialized",
+    """Either import order: minigrad runs OpenBLAS on one thread; the undone cases put two threads back.  The
+    times are only checked to be there (a benchmark's figures are not a unit test's business)."""
+    result = run("--rounds", "1", "--no-googlenet", "--cases", "minigrad,numpy,numpy-unserialized,short-spin",
                  module="benchmarks.import_order")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| `")]
-    assert len(rows) == 3 and "BLAS:" in result.stdout
-    assert rows[0].startswith("| `import minigrad` |") and rows[0].endswith("| 1.00x | 2, short spin |")
+    assert len(rows) == 4 and "BLAS:" in result.stdout
+    assert rows[0].startswith("| `import minigrad` |") and rows[0].endswith("| 1.00x | 1 (BLAS_SERIAL) |")
     assert rows[1].startswith("| `import numpy` |") and rows[1].endswith("| 1 (BLAS_SERIAL) |")
     assert rows[2].startswith("| `import numpy`, then OpenBLAS on 2 threads again |") and rows[2].endswith("| 2 |")
+    assert rows[3].startswith("| `import minigrad` with OPENBLAS_THREAD_TIMEOUT=4, then") and rows[3].endswith("| 2 |")
 
 
 
