@@ -15,10 +15,6 @@ what the code computes now.  Figures go to docs/figures/.
 
 from __future__ import annotations
 
-# isort: off
-import kernels  # noqa: F401  (first: its thread settings must be in place before NumPy loads OpenBLAS)
-# isort: on
-
 import html
 import inspect
 import re

@@ -9,10 +9,7 @@
 
 from __future__ import annotations
 
-# isort: off
-import kernels  # noqa: F401  (first: it sets thread-pool settings that OpenBLAS reads when NumPy loads)
 import numpy as np
-# isort: on
 
 from . import checkpoint, data, functional, nn, onnx, optim, profiler, viz
 from .autograd import Function, Tensor, is_grad_enabled, no_grad

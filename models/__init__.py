@@ -5,10 +5,6 @@
     rows = models.summary(net, (1, 3, 224, 224))
 """
 
-# isort: off
-import minigrad  # noqa: F401  (first: its thread settings must be in place before NumPy loads OpenBLAS)
-# isort: on
-
 from . import memory
 from .baselines import alexnet, mini_googlenet, mini_plain_net, plain_net
 from .googlenet import INCEPTION_TABLE, GoogLeNet, googlenet, training_loss
