@@ -95,6 +95,7 @@ def _time_ops(task, make):
 def _gemms_alone(n, c, o, k, side):
     """The three GEMMs of a convolution's forward and backward at its shapes, as minigrad's CPU kernel runs
     them (the weight gradient in the kernel's order), on random operands: what OpenBLAS alone takes."""
+    from benchmarks.timing import all_blas_threads
     from kernels.cpu import tuning
     from kernels.cpu.conv import _weight_grad_matrix
 
@@ -103,6 +104,7 @@ def _gemms_alone(n, c, o, k, side):
     weight_rows = rng.standard_normal((o, c * k * k), dtype=np.float32)
     grad_rows = rng.standard_normal((n * side * side, o), dtype=np.float32)
 
+    @all_blas_threads
     def gemms():
         np.matmul(cols, weight_rows.T)
         _weight_grad_matrix(grad_rows, cols, tuning.current().swap_weight_grad_max_o)

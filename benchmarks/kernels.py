@@ -31,7 +31,7 @@ import numpy as np
 
 import kernels
 import minigrad
-from benchmarks.timing import machine_header, measure_alternating, verdict
+from benchmarks.timing import all_blas_threads, machine_header, measure_alternating, verdict
 from kernels.geometry import conv_out_size
 from minigrad import cli
 from minigrad.nn import stored_filters
@@ -155,7 +155,7 @@ def conv_rows(cpu, batch, repeat, rng):
         saved = {}                                  # as in training: small columns kept for the backward
         y = cpu.conv2d_forward(x, w, b, (s, s), (p, p), True, saved)
         g = rng.standard_normal((batch, out, out, o), dtype=np.float32).transpose(0, 3, 1, 2)
-        calls = {"gemm": lambda: np.matmul(cols, w_rows.T),
+        calls = {"gemm": lambda: all_blas_threads(np.matmul)(cols, w_rows.T),
                  "forward": lambda: cpu.conv2d_forward(x, w, b, (s, s), (p, p), True, {}),
                  "backward": lambda: cpu.conv2d_backward(x, w, g, (s, s), (p, p), True, y, saved)}
         forward = cpu.conv.plan_for(np.float32, x.shape, w.shape, (s, s), (p, p)).forward

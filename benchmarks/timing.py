@@ -27,9 +27,22 @@ def measure(fn, repeat=5, warmup=1, sync=None):
 
 def new_program_environment():
     """os.environ as a program that has not imported minigrad yet has it: without the thread settings that
-    `import minigrad` puts there (here or in a parent process), which change how the thread pools wait."""
+    `import minigrad` and the benchmarks put there (here or in a parent process), which change how the thread
+    pools wait."""
+    import benchmarks
     import kernels
-    return {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS}
+    return {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS and k not in benchmarks.SET_HERE}
+
+
+def all_blas_threads(fn):
+    """fn with OpenBLAS on all of this machine's threads while it runs: numpy.matmul as a yardstick at its
+    best, where minigrad runs OpenBLAS on one thread (kernels.blas_threads)."""
+    import kernels
+
+    def run(*args):
+        with kernels.blas_threads(os.cpu_count() or 1):
+            return fn(*args)
+    return run
 
 
 def fresh_python(code, env=None, timeout=3600):

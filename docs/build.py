@@ -21,6 +21,9 @@ import re
 import sys
 from pathlib import Path
 
+# isort: off
+import benchmarks  # noqa: F401  (first: the measured blocks time OpenBLAS too; its spin setting, see there)
+# isort: on
 import numpy as np
 
 import models

@@ -12,6 +12,7 @@ or `cuda-host`: the CUDA kernels compiled for the CPU and run one thread at a ti
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -67,11 +68,24 @@ def _openblas_thread_setters():
     return setters
 
 
-BLAS_SERIAL = False                  # whether OpenBLAS runs on the caller's thread only (see above)
-if not _LEAVE_THREADS:
-    for _setter in _openblas_thread_setters():
+_BLAS_SETTERS = _openblas_thread_setters()
+BLAS_SERIAL = bool(_BLAS_SETTERS) and not _LEAVE_THREADS    # OpenBLAS on the caller's thread only (see above)
+if BLAS_SERIAL:
+    for _setter in _BLAS_SETTERS:
         _setter(1)
-        BLAS_SERIAL = True
+
+
+@contextlib.contextmanager
+def blas_threads(count):
+    """OpenBLAS (each one loaded when minigrad was imported) on `count` threads inside the block, then back on
+    one where minigrad runs it so: for a benchmark's yardstick, numpy.matmul at its best."""
+    for setter in _BLAS_SETTERS:
+        setter(count)
+    try:
+        yield
+    finally:
+        for setter in _BLAS_SETTERS if BLAS_SERIAL else ():
+            setter(1)
 
 
 def _keep_freed_memory() -> bool:

@@ -129,6 +129,20 @@ def test_verdict_counts_the_rounds_that_meet_a_target():
     assert verdict([1.0, 1.0], at_most_one, shown) == "2 of 2 rounds (1.00x-1.00x)"
 
 
+def test_yardsticks_run_openblas_on_all_threads_and_leave_it_on_one():
+    import os
+
+    import kernels
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from benchmarks.timing import all_blas_threads
+
+    def threads():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if "numpy" in p["filepath"]]
+    assert kernels.BLAS_SERIAL and threads() == [1]
+    assert all_blas_threads(threads)() == [os.cpu_count()]
+    assert threads() == [1]
+
+
 def test_rounds_of_fresh_processes_rotate_their_order():
     from benchmarks.timing import in_rotation
     assert [in_rotation("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
