@@ -142,5 +142,8 @@ def machine_header():
     settings = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
                                            "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
                                            "NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT") if k in os.environ}
-    lines.append(f"environment: {settings or 'no BLAS/thread variables set'}")
+    import benchmarks
+    ours = [k for k in benchmarks.SET_HERE if k in settings]
+    lines.append(f"environment: {settings or 'no BLAS/thread variables set'}"
+                 + (f" ({', '.join(ours)}: the benchmarks' own, for their numpy.matmul yardsticks)" if ours else ""))
     return "\n".join(lines)
