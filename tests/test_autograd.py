@@ -250,6 +250,22 @@ def test_either_import_order_runs_the_same_kernels_and_threads(first):
         assert probe(first) == probe("")
 
 
+def test_thread_settings_off_leaves_openblas_and_the_environment_alone():
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("threadpoolctl")
+    code = ("import os; os.environ.pop('GOMP_SPINCOUNT', None); import minigrad, kernels\n"
+            "from threadpoolctl import threadpool_info\n"
+            "print(kernels.BLAS_SERIAL, [p['num_threads'] for p in threadpool_info() if 'numpy' in p['filepath']], "
+            "'GOMP_SPINCOUNT' in os.environ)")
+    env = {**os.environ, "MINIGRAD_THREAD_SETTINGS": "off"}
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["False", f"[{os.cpu_count()}]", "False"]
+
+
 ALLOCATOR_PROBE = """
 import ctypes, minigrad, kernels
 libc = ctypes.CDLL(None)
