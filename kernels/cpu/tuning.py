@@ -103,7 +103,8 @@ class Tuning:
     # (whole modules: F(4x4, 3x3) at 14x14 0.99-1.04x of F(2x2, 3x3)'s time, its 36 transformed patches and
     # products no longer fit the 1 MB cache beside each other).  F(2x2, 5x5) from 14x14 0.50-0.79x /
     # 0.63-0.88x, but 1.1-1.5x for the weight gradient of 16 input channels and 1.0-1.45x at 7x7.
-    winograd_3x3_small_tiles_from: int = 14      # output sides [from, to): F(2x2, 3x3); elsewhere F(4x4, 3x3)
+    winograd_3x3_small_tiles_from: int = 14      # output sides [from, to): F(2x2, 3x3); elsewhere F(4x4, 3x3), unless
+                                                 # it has fewer tiles than winograd_4x4_min_tiles (below)
     winograd_3x3_small_tiles_to: int = 28
     # F(4x4, 3x3) on fewer tiles than this runs as F(2x2, 3x3): each of its 36 products has a tile's rows,
     # 12, the 4 tiles of a 7x7 image filling a third of them.  At 7x7, 192->384 and 160->320, forward:
