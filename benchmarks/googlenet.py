@@ -265,8 +265,8 @@ def child_torch(task):
 def run_child(library, task):
     env = dict(os.environ)
     if library == "torch":               # PyTorch's OpenMP threads keep their own defaults (see torch_reference)
-        import kernels
-        env = kernels.untouched_environment()
+        from benchmarks.timing import other_library_environment
+        env = other_library_environment()
     out = subprocess.run([sys.executable, "-m", "benchmarks.googlenet", "--child", library, json.dumps(task)],
                          env=env, capture_output=True, text=True)
     if out.returncode != 0:

@@ -156,13 +156,12 @@ FIRST_OUTPUT = {
 
 def run_peer(task):
     """A fresh process for one peer: NumPy first (except minigrad-first), then the peer's library.  PyTorch and
-    ONNX Runtime run under their own thread defaults (kernels.untouched_environment)."""
-    import kernels
-    from benchmarks.timing import fresh_python, new_program_environment
+    ONNX Runtime run under their own thread defaults (timing.other_library_environment)."""
+    from benchmarks.timing import fresh_python, new_program_environment, other_library_environment
     first = "" if task["peer"] == "minigrad-first" else "import numpy\n"
     code = f"{first}import json\nfrom benchmarks.peers import child\nprint(json.dumps(child({task!r})))"
     if not task["peer"].startswith("minigrad"):
-        return fresh_python(code, kernels.untouched_environment())
+        return fresh_python(code, other_library_environment())
     env = new_program_environment()
     if task["peer"] == "minigrad-glibc":
         env["MINIGRAD_ALLOCATOR_SETTINGS"] = "off"
@@ -171,13 +170,12 @@ def run_peer(task):
 
 def first_output(peer, onnx_path):
     """Seconds from a fresh process's first line to GoogLeNet's first output at batch 1 (warm caches)."""
-    import kernels
-    from benchmarks.timing import fresh_python, new_program_environment
+    from benchmarks.timing import fresh_python, new_program_environment, other_library_environment
     code = ("import time\nstart = time.perf_counter()\nimport numpy as np\n"
             "x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)\n"
             + FIRST_OUTPUT[peer].format(path=onnx_path)
             + "\nprint(time.perf_counter() - start)")
-    return fresh_python(code, new_program_environment() if peer == "minigrad" else kernels.untouched_environment())
+    return fresh_python(code, new_program_environment() if peer == "minigrad" else other_library_environment())
 
 
 def export_onnx(folder, batches):

@@ -34,6 +34,14 @@ def new_program_environment():
     return {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS and k not in benchmarks.SET_HERE}
 
 
+def other_library_environment():
+    """os.environ for a child process that times another library (PyTorch, ONNX Runtime) under its own
+    defaults: without minigrad's settings (kernels.untouched_environment) nor the benchmarks' own."""
+    import benchmarks
+    import kernels
+    return {k: v for k, v in kernels.untouched_environment().items() if k not in benchmarks.SET_HERE}
+
+
 def all_blas_threads(fn):
     """fn with OpenBLAS on all of this machine's threads while it runs: numpy.matmul as a yardstick at its
     best, where minigrad runs OpenBLAS on one thread (kernels.blas_threads)."""

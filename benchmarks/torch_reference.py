@@ -119,7 +119,7 @@ def to_torch(module):
 def torch_times(spec, model, x, target, repeat):
     """PyTorch's forward and step times for both layouts, the faster layout, and its eval-mode
     output, from a child process that rebuilds `spec` with model's weights and input x."""
-    import kernels
+    from benchmarks.timing import other_library_environment
 
     with tempfile.TemporaryDirectory() as folder:
         np.savez(os.path.join(folder, "state.npz"), **model.state_dict())
@@ -128,7 +128,7 @@ def torch_times(spec, model, x, target, repeat):
             np.save(os.path.join(folder, "target.npy"), target)
         with open(os.path.join(folder, "spec.json"), "w") as f:
             json.dump({**spec, "repeat": repeat, "train": target is not None}, f)
-        env = kernels.untouched_environment()
+        env = other_library_environment()
         subprocess.run([sys.executable, "-m", "benchmarks.torch_reference", folder], env=env, check=True)
         with open(os.path.join(folder, "times.json")) as f:
             times = json.load(f)

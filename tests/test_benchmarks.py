@@ -143,6 +143,16 @@ def test_yardsticks_run_openblas_on_all_threads_and_leave_it_on_one():
     assert threads() == [1]
 
 
+def test_children_timing_a_program_or_another_library_get_no_benchmark_settings():
+    import benchmarks
+    import kernels
+    from benchmarks.timing import new_program_environment, other_library_environment
+    ours = benchmarks.SET_HERE + kernels.SET_HERE          # what this process put in its environment itself
+    for env in (new_program_environment(), other_library_environment()):
+        assert not any(name in env for name in ours)
+    assert other_library_environment()["MINIGRAD_THREAD_SETTINGS"] == "off"
+
+
 def test_rounds_of_fresh_processes_rotate_their_order():
     from benchmarks.timing import in_rotation
     assert [in_rotation("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
