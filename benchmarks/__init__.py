@@ -8,3 +8,8 @@ import os
 # Child processes that time a program as a user runs it do not inherit it (timing.new_program_environment).
 SET_HERE = [] if "OPENBLAS_THREAD_TIMEOUT" in os.environ else ["OPENBLAS_THREAD_TIMEOUT"]
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# The benchmarks time the steady state: Numba's kernels from the first call, where by default a process
+# starts on the reference kernels (kernels/tiered.py) and a few warm-up calls of a small layer would not
+# reach the switch.  Children inherit it; a program's first output is timed without it (timing.first_run_environment).
+KERNELS_SET_HERE = "MINIGRAD_KERNELS" not in os.environ
+os.environ.setdefault("MINIGRAD_KERNELS", "numba")

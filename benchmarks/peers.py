@@ -17,9 +17,11 @@ each peer:
 Every peer runs in fresh processes of its own, the peers alternating round after round (this machine is
 shared and its speed drifts), their order rotating a place each round; each imports NumPy first, then its
 library, except minigrad-first. A figure is the median over rounds of each round's median of --repeat
-timed runs after WARM_UP untimed ones. Each peer's batch-1 output is checked against minigrad's. "First
-output" is a fresh process's time from its first line to GoogLeNet's first output at batch 1: imports,
-building (or loading) the network and the first forward. PyTorch and ONNX Runtime are optional (the
+timed runs after WARM_UP untimed ones, minigrad on Numba's kernels from the first call (the steady state).
+Each peer's batch-1 output is checked against minigrad's. "First output" is a fresh process's time from its
+first line to GoogLeNet's first output at batch 1: imports, building (or loading) the network and the first
+forward; minigrad's is timed with its default kernels (the reference kernels until loading Numba's pays,
+kernels/tiered.py) and with MINIGRAD_KERNELS=numba. PyTorch and ONNX Runtime are optional (the
 `bench-peers` extra); a peer whose package is missing is skipped with a message. The targets are the ones
 minigrad sets itself (TARGETS); each row says whether it was met.
 """
@@ -152,6 +154,9 @@ FIRST_OUTPUT = {
     "onnxruntime": ("import onnxruntime\ns = onnxruntime.InferenceSession({path!r}, providers=['CPUExecutionProvider'])\n"
                     "s.run(None, {{s.get_inputs()[0].name: x}})"),
 }
+# minigrad's default kernels (the reference kernels until Numba's pay), and Numba's from the first call
+FIRST_OUTPUT_KERNELS = {"minigrad": None, "minigrad-numba": "numba"}
+FIRST_OUTPUT_NAMES = {"minigrad": "minigrad (default kernels)", "minigrad-numba": "minigrad, MINIGRAD_KERNELS=numba"}
 
 
 def run_peer(task):
@@ -170,12 +175,17 @@ def run_peer(task):
 
 def first_output(peer, onnx_path):
     """Seconds from a fresh process's first line to GoogLeNet's first output at batch 1 (warm caches)."""
-    from benchmarks.timing import fresh_python, new_program_environment, other_library_environment
+    from benchmarks.timing import first_run_environment, fresh_python, other_library_environment
     code = ("import time\nstart = time.perf_counter()\nimport numpy as np\n"
             "x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)\n"
-            + FIRST_OUTPUT[peer].format(path=onnx_path)
+            + FIRST_OUTPUT["minigrad" if peer in FIRST_OUTPUT_KERNELS else peer].format(path=onnx_path)
             + "\nprint(time.perf_counter() - start)")
-    return fresh_python(code, new_program_environment() if peer == "minigrad" else other_library_environment())
+    if peer not in FIRST_OUTPUT_KERNELS:
+        return fresh_python(code, other_library_environment())
+    env = first_run_environment()
+    if FIRST_OUTPUT_KERNELS[peer]:
+        env["MINIGRAD_KERNELS"] = FIRST_OUTPUT_KERNELS[peer]
+    return fresh_python(code, env)
 
 
 def export_onnx(folder, batches):
@@ -262,8 +272,11 @@ def _main(argv):
                     compile_seconds.append(result["first_call_s"])
                 print(f"round {round_ + 1}: {peer}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["times"].items()),
                       file=sys.stderr, flush=True)
-        first = {p: [first_output(p, onnx_paths and onnx_paths["1"]) for _ in range(args.first_output_runs)]
-                 for p in ("minigrad", "onnxruntime") if p in peers and args.first_output_runs}
+        first_peers = [*FIRST_OUTPUT_KERNELS, *(["onnxruntime"] if "onnxruntime" in peers else [])]
+        first = {p: [] for p in first_peers if args.first_output_runs}
+        for run in range(args.first_output_runs):                    # alternating, as the rounds above
+            for peer in in_rotation(first_peers, run):
+                first[peer].append(first_output(peer, onnx_paths and onnx_paths["1"]))
     print("\n".join(_ratio_rows(times, peers, args)))
     reference = outputs["minigrad"]
     print("\noutputs at batch 1 against minigrad's (largest difference over the largest logit):")
@@ -284,8 +297,9 @@ def _main(argv):
               "cold): " + ", ".join(f"{key} {statistics.median(c[key] for c in compile_seconds):.1f} "
                                     f"({max(c[key] for c in compile_seconds):.1f})" for key in compile_seconds[0]))
     for peer, seconds in first.items():
-        print(f"first output at batch 1, fresh process, {peer}: {statistics.median(seconds):.2f} s "
-              f"(runs {', '.join(f'{s:.2f}' for s in seconds)})" + ("; target <= 0.5 s" if peer == "minigrad" else ""))
+        print(f"first output at batch 1, fresh process, {FIRST_OUTPUT_NAMES.get(peer, peer)}: "
+              f"{statistics.median(seconds):.2f} s (runs {', '.join(f'{s:.2f}' for s in seconds)})"
+              + ("; target <= 0.5 s" if peer == "minigrad" else ""))
     return 0
 
 

@@ -34,6 +34,16 @@ def new_program_environment():
     return {k: v for k, v in os.environ.items() if k not in kernels.THREAD_SETTINGS and k not in benchmarks.SET_HERE}
 
 
+def first_run_environment():
+    """new_program_environment with minigrad's default kernels (kernels/tiered.py) unless the user chose
+    some: for timing a fresh program's first output."""
+    import benchmarks
+    env = new_program_environment()
+    if benchmarks.KERNELS_SET_HERE:
+        env.pop("MINIGRAD_KERNELS", None)
+    return env
+
+
 def other_library_environment():
     """os.environ for a child process that times another library (PyTorch, ONNX Runtime) under its own
     defaults: without minigrad's settings (kernels.untouched_environment) nor the benchmarks' own."""

@@ -5,9 +5,11 @@
 - `kernels.cuda`: CUDA C compiled by NVRTC, with cuBLAS GEMMs, for CuPy arrays on a GPU.
 
 `for_array(a)` returns the kernel module for an array: the CUDA kernels for a CuPy
-array, else the CPU kernels that the environment variable MINIGRAD_KERNELS selects,
-`numba` (the default) or `reference`, so the two can be compared on the same program,
-or `cuda-host`: the CUDA kernels compiled for the CPU and run one thread at a time.
+array, else the CPU kernels that the environment variable MINIGRAD_KERNELS selects:
+`auto` (the default: the reference kernels until loading Numba's pays, then Numba's;
+kernels/tiered.py), `numba` or `reference` throughout, so the two can be compared on the
+same program, or `cuda-host`: the CUDA kernels compiled for the CPU and run one thread at
+a time.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 
 import numpy  # noqa: F401  (loads OpenBLAS, whose thread count is set below)
 
-from . import contract
+from . import contract, tiered
 
 # Two thread pools could share the cores: OpenBLAS's (NumPy's GEMMs) and Numba's (minigrad's kernels).  An
 # OpenBLAS worker spins for a while after each GEMM (how long, OpenBLAS reads once, as NumPy loads it), and
@@ -133,16 +135,19 @@ _loaded = {}
 
 
 def cpu_backend_name() -> str:
-    """The CPU kernels in use, from MINIGRAD_KERNELS (default: numba)."""
-    name = os.environ.get("MINIGRAD_KERNELS", "numba")
-    if name not in CPU_BACKENDS:
-        raise ValueError(f"MINIGRAD_KERNELS={name!r}: expected one of {sorted(CPU_BACKENDS)}")
+    """The CPU kernels in use, from MINIGRAD_KERNELS (default: auto)."""
+    name = os.environ.get("MINIGRAD_KERNELS", "auto")
+    if name not in CPU_BACKENDS and name != "auto":
+        raise ValueError(f"MINIGRAD_KERNELS={name!r}: expected one of {sorted([*CPU_BACKENDS, 'auto'])}")
     return name
 
 
 def cpu_backend(name=None):
-    """The module of CPU kernels called `name` (default: the one MINIGRAD_KERNELS selects)."""
+    """The module of CPU kernels called `name` (default: the one MINIGRAD_KERNELS selects); for `auto`, the
+    one that serves the next call (kernels/tiered.py)."""
     name = name or cpu_backend_name()
+    if name == "auto":
+        return TIERS.backend()
     if name not in _loaded:
         _loaded[name] = importlib.import_module(CPU_BACKENDS[name])   # Numba is imported only when used
     return _loaded[name]
@@ -156,3 +161,6 @@ def for_array(a):
             _loaded["cuda"] = importlib.import_module("kernels.cuda")
         return _loaded["cuda"]
     return cpu_backend()
+
+
+TIERS = tiered.Tiered(lambda: cpu_backend("numba"))     # MINIGRAD_KERNELS=auto's state: one per process

@@ -211,6 +211,7 @@ def test_shape_ops_and_reductions():
 IMPORT_ORDER_PROBE = """
 import os, sys
 os.environ.pop('GOMP_SPINCOUNT', None)
+os.environ['MINIGRAD_KERNELS'] = 'numba'     # Numba's kernels from the first call (auto: the reference's first)
 {first}
 import minigrad, kernels, models, numba, numpy as np
 from threadpoolctl import threadpool_info

@@ -825,6 +825,10 @@ def test_dispatch_follows_the_array_type_and_minigrad_kernels(monkeypatch):
     assert kernels.for_array(np.zeros(1)) is ref
     monkeypatch.setenv("MINIGRAD_KERNELS", "numba")
     assert kernels.for_array(np.zeros(1)) is importlib.import_module("kernels.cpu")
+    monkeypatch.setenv("MINIGRAD_KERNELS", "auto")
+    assert kernels.for_array(np.zeros(1)) is kernels.TIERS.backend()
+    monkeypatch.delenv("MINIGRAD_KERNELS")
+    assert kernels.cpu_backend_name() == "auto"
     monkeypatch.setenv("MINIGRAD_KERNELS", "fortran")
     with pytest.raises(ValueError, match="MINIGRAD_KERNELS='fortran': expected one of"):
         kernels.for_array(np.zeros(1))

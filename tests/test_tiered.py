@@ -1,0 +1,92 @@
+"""MINIGRAD_KERNELS=auto: the reference kernels until loading Numba's pays (kernels/tiered.py)."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kernels
+import kernels.reference as ref
+from kernels import tiered
+
+
+def _conv_call(backend, x, w, saved=None):
+    return backend.conv2d_forward(x, w, None, (1, 1), (1, 1), False, saved)
+
+
+def test_a_convolution_is_charged_its_multiply_adds_and_its_elements():
+    x, w = np.ones((2, 3, 8, 8), np.float32), np.ones((4, 3, 3, 3), np.float32)
+    tiers = tiered.Tiered(load_compiled=lambda: pytest.fail("loaded before the reference kernels paid"))
+    y = _conv_call(tiers.backend(), x, w)
+    multiply_adds, elements = y.size * 3 * 3 * 3, x.size + w.size + y.size
+    assert tiers.spent == pytest.approx(multiply_adds / tiered.MULTIPLY_ADDS_PER_SECOND
+                                        + elements / tiered.ELEMENTS_PER_SECOND)
+    assert np.array_equal(y, _conv_call(ref, x, w))
+    grad_x, grad_w, _ = tiers.backend().conv2d_backward(x, w, np.ones_like(y), (1, 1), (1, 1), False)
+    assert grad_x is None and grad_w.shape == w.shape                # no input gradient: one GEMM charged
+    assert tiers.spent == pytest.approx(2 * multiply_adds / tiered.MULTIPLY_ADDS_PER_SECOND + (
+        elements + x.size + w.size + y.size + grad_w.size + 4) / tiered.ELEMENTS_PER_SECOND)
+
+
+def test_the_compiled_kernels_serve_every_call_once_the_reference_spent_their_load_time(monkeypatch):
+    monkeypatch.setattr(tiered, "NUMBA_LOAD_SECONDS", 1e-3)
+    compiled, loads = object(), []
+    tiers = tiered.Tiered(load_compiled=lambda: loads.append(1) or compiled)
+    x = np.ones((1, 16, 32, 32), np.float32)
+    calls = 0
+    while tiers.backend() is not compiled:
+        tiers.backend().relu_forward(x)
+        calls += 1
+    assert calls == math.ceil(1e-3 / (2 * x.size / tiered.ELEMENTS_PER_SECOND))    # where the charge reached it
+    assert tiers.backend() is compiled and loads == [1]                           # loaded once
+
+
+def test_a_backward_may_run_on_other_cpu_kernels_than_its_forward():
+    """The switch can fall between a forward and its backward: each CPU backend reads only what it keeps in
+    `saved`, so mixing them gives the same gradients."""
+    cpu = kernels.cpu_backend("numba")
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 5, 9, 9)), rng.standard_normal((6, 5, 3, 3))
+    grad_y = rng.standard_normal((2, 6, 9, 9))
+    expected = ref.conv2d_backward(x, w, grad_y, (1, 1), (1, 1))
+    for forward, backward in ((ref, cpu), (cpu, ref)):
+        saved = {}
+        _conv_call(forward, x, w, saved)
+        for got, want in zip(backward.conv2d_backward(x, w, grad_y, (1, 1), (1, 1), True, None, saved), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+FIRST_PROGRAM = """
+import os, sys
+os.environ.pop('MINIGRAD_KERNELS', None)
+import numpy as np, minigrad, models, kernels
+net = models.mini_googlenet().eval()
+x = minigrad.Tensor(np.ones((2, 3, 32, 32), np.float32))
+with minigrad.no_grad():
+    first = net(x).numpy()
+loaded_at_first = 'numba' in sys.modules
+calls = 1
+while kernels.TIERS.compiled is None:
+    with minigrad.no_grad():
+        net(x)
+    calls += 1
+with minigrad.no_grad():
+    last = net(x).numpy()
+print(repr((loaded_at_first, calls, kernels.cpu_backend() is sys.modules['kernels.cpu'],
+            float(abs(first - last).max()))))
+"""
+
+
+def test_a_fresh_program_computes_without_numba_until_the_reference_kernels_paid_for_it():
+    import ast
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", FIRST_PROGRAM], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parents[1]).stdout
+        return ast.literal_eval(out.splitlines()[-1])
+    loaded_at_first, calls, on_numba, difference = run()
+    assert not loaded_at_first and calls > 1 and on_numba and difference < 1e-5
+    assert run()[1] == calls                   # the switch falls on the same call in every run
