@@ -6,6 +6,7 @@ A Module finds its parameters and sub-modules by looking at its attributes, so
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from collections import OrderedDict
@@ -203,8 +204,29 @@ class _HookHandle:
         self.hooks.pop(self.key, None)
 
 
-def _uniform_parameter(shape, bound, dtype):
-    return Parameter(random.draw_uniform(shape, -bound, bound, dtype))
+_skipping_init = False
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Layers built inside the block get parameters of the right shape, dtype and memory layout, but not
+    their default initial values (uninitialised memory, as PyTorch's nn.utils.skip_init gives): for a model
+    builder that then sets every parameter itself.  GoogLeNet's builders draw each weight once instead of
+    twice (13M values; a third of the time to build it)."""
+    global _skipping_init
+    before, _skipping_init = _skipping_init, True
+    try:
+        yield
+    finally:
+        _skipping_init = before
+
+
+def _uniform_parameter(shape, bound, dtype, filters=False):
+    """A parameter of `shape` drawn from U(-bound, bound); filters: stored as Conv2d stores its weight."""
+    if _skipping_init:
+        return Parameter(_empty_filters(shape, dtype) if filters else np.empty(shape, dtype))
+    values = random.draw_uniform(shape, -bound, bound, dtype)
+    return Parameter(stored_filters(values) if filters else values)
 
 
 def stored_filters(values):
@@ -218,10 +240,14 @@ def stored_filters(values):
     values = np.asarray(values)
     if values.ndim != 4:
         raise ValueError(f"stored_filters: values must be 4-D filters (O, C, KH, KW); got shape {values.shape}")
-    o, c, kh, kw = values.shape
-    stored = np.empty((kh, kw, c, o), values.dtype).transpose(3, 2, 0, 1)
+    stored = _empty_filters(values.shape, values.dtype)
     stored[...] = values
     return stored
+
+
+def _empty_filters(shape, dtype):
+    o, c, kh, kw = shape
+    return np.empty((kh, kw, c, o), dtype).transpose(3, 2, 0, 1)
 
 
 def _as_dtype(value):
@@ -268,8 +294,7 @@ class Conv2d(Module):
         self.stride = as_pair("Conv2d", "stride", stride, 1)
         self.padding = as_pair("Conv2d", "padding", padding, 0)
         bound = 1 / math.sqrt(in_channels * self.kernel_size[0] * self.kernel_size[1])
-        self.weight = _uniform_parameter((out_channels, in_channels, *self.kernel_size), bound, dtype)
-        self.weight.data = stored_filters(self.weight.data)
+        self.weight = _uniform_parameter((out_channels, in_channels, *self.kernel_size), bound, dtype, filters=True)
         self.bias = _uniform_parameter((out_channels,), bound, dtype) if bias else None
 
     def forward(self, x, relu=False):

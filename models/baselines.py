@@ -15,18 +15,19 @@ def alexnet(num_classes=1000, input_size=224, in_channels=3, dropout=0.5):
     the "~60M" that the GoogLeNet paper compares with.  conv1 is padded by 2 so that a 224x224
     input gives the original 55x55 grid (the original needs 227x227 without padding)."""
     check_network_args("alexnet", num_classes, in_channels, input_size, dropout)
-    lrn = lambda: nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)    # AlexNet's k = 2
-    pool = lambda: nn.MaxPool2d(3, stride=2)
-    layers = [("conv1", ConvReLU(in_channels, 96, 11, stride=4, padding=2)), ("norm1", lrn()), ("pool1", pool()),
-              ("conv2", ConvReLU(96, 256, 5, padding=2)), ("norm2", lrn()), ("pool2", pool()),
-              ("conv3", ConvReLU(256, 384, 3, padding=1)), ("conv4", ConvReLU(384, 384, 3, padding=1)),
-              ("conv5", ConvReLU(384, 256, 3, padding=1)), ("pool5", pool())]
-    side = grids(input_size, layers, "alexnet")["pool5"]
-    layers += [("flatten", nn.Flatten()),
-               ("fc6", nn.Linear(256 * side[0] * side[1], 4096)), ("relu6", nn.ReLU()), ("drop6", nn.Dropout(dropout)),
-               ("fc7", nn.Linear(4096, 4096)), ("relu7", nn.ReLU()), ("drop7", nn.Dropout(dropout)),
-               ("fc8", nn.Linear(4096, num_classes))]
-    model = Network("alexnet", layers, in_channels, input_size)
+    with nn.skip_init():          # reference_init below sets every weight: none drawn twice
+        lrn = lambda: nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)    # AlexNet's k = 2
+        pool = lambda: nn.MaxPool2d(3, stride=2)
+        layers = [("conv1", ConvReLU(in_channels, 96, 11, stride=4, padding=2)), ("norm1", lrn()), ("pool1", pool()),
+                  ("conv2", ConvReLU(96, 256, 5, padding=2)), ("norm2", lrn()), ("pool2", pool()),
+                  ("conv3", ConvReLU(256, 384, 3, padding=1)), ("conv4", ConvReLU(384, 384, 3, padding=1)),
+                  ("conv5", ConvReLU(384, 256, 3, padding=1)), ("pool5", pool())]
+        side = grids(input_size, layers, "alexnet")["pool5"]
+        layers += [("flatten", nn.Flatten()),
+                   ("fc6", nn.Linear(256 * side[0] * side[1], 4096)), ("relu6", nn.ReLU()), ("drop6", nn.Dropout(dropout)),
+                   ("fc7", nn.Linear(4096, 4096)), ("relu7", nn.ReLU()), ("drop7", nn.Dropout(dropout)),
+                   ("fc8", nn.Linear(4096, num_classes))]
+        model = Network("alexnet", layers, in_channels, input_size)
     reference_init(model, classifiers=[model.layers.fc8])
     return model
 
@@ -38,20 +39,21 @@ def plain_net(num_classes=1000, convs_per_stage=2, lrn=True, dropout=0.4, in_cha
     check_network_args("plain_net", num_classes, in_channels, input_size, dropout)
     if not isinstance(convs_per_stage, int) or convs_per_stage < 1:
         raise ValueError(f"plain_net: convs_per_stage must be a positive int, got {convs_per_stage!r}")
-    modules, _ = inception_stages(192)
-    widths = {name: m.out_channels for name, m in modules if hasattr(m, "out_channels")}
-    layers, channels = stem(in_channels, lrn), 192
-    for row in INCEPTION_TABLE:
-        if isinstance(row, str):
-            layers.append((row, stage_pool()))
-            continue
-        width = widths[row[0]]
-        layers.append((row[0], nn.Sequential(*[ConvReLU(channels if i == 0 else width, width, 3, padding=1)
-                                               for i in range(convs_per_stage)])))
-        channels = width
-    grid = grids(input_size, layers, "plain_net")["5b"]
-    model = Network("plain_net", layers + classifier_head(channels, grid, num_classes, dropout),
-                    in_channels, input_size)
+    with nn.skip_init():          # reference_init below sets every weight: none drawn twice
+        modules, _ = inception_stages(192)
+        widths = {name: m.out_channels for name, m in modules if hasattr(m, "out_channels")}
+        layers, channels = stem(in_channels, lrn), 192
+        for row in INCEPTION_TABLE:
+            if isinstance(row, str):
+                layers.append((row, stage_pool()))
+                continue
+            width = widths[row[0]]
+            layers.append((row[0], nn.Sequential(*[ConvReLU(channels if i == 0 else width, width, 3, padding=1)
+                                                   for i in range(convs_per_stage)])))
+            channels = width
+        grid = grids(input_size, layers, "plain_net")["5b"]
+        model = Network("plain_net", layers + classifier_head(channels, grid, num_classes, dropout),
+                        in_channels, input_size)
     reference_init(model, classifiers=[model.layers.fc])
     return model
 
@@ -74,12 +76,13 @@ def mini_googlenet(num_classes=10, in_channels=3, input_size=32, naive=False, dr
     check_network_args("mini_googlenet", num_classes, in_channels, input_size, dropout)
     if naive and factorized:
         raise ValueError("mini_googlenet: factorized applies to the reduced modules, not naive=True")
-    layers = [("conv1", conv_unit(batch_norm)(in_channels, 32, 3, padding=1)), ("pool1", stage_pool())]
-    modules, channels = inception_stages(32, naive, MINI_INCEPTION_TABLE, batch_norm, factorized)
-    layers += modules
-    grid = grids(input_size, layers, "mini_googlenet")["4a"]
-    model = Network("mini_googlenet", layers + classifier_head(channels, grid, num_classes, dropout),
-                    in_channels, input_size)
+    with nn.skip_init():          # reference_init below sets every weight: none drawn twice
+        layers = [("conv1", conv_unit(batch_norm)(in_channels, 32, 3, padding=1)), ("pool1", stage_pool())]
+        modules, channels = inception_stages(32, naive, MINI_INCEPTION_TABLE, batch_norm, factorized)
+        layers += modules
+        grid = grids(input_size, layers, "mini_googlenet")["4a"]
+        model = Network("mini_googlenet", layers + classifier_head(channels, grid, num_classes, dropout),
+                        in_channels, input_size)
     reference_init(model, classifiers=[model.layers.fc])
     return model
 
@@ -93,19 +96,20 @@ def mini_plain_net(num_classes=10, in_channels=3, input_size=32, width_scale=Non
     scale = MATCHED_PLAIN_SCALE if width_scale is None else width_scale
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 64:
         raise ValueError(f"mini_plain_net: width_scale must be a number in (0, 64], got {width_scale!r}")
-    modules, _ = inception_stages(32, table=MINI_INCEPTION_TABLE)
-    layers, channels = [("conv1", ConvReLU(in_channels, 32, 3, padding=1)), ("pool1", stage_pool())], 32
-    for name, module in modules:
-        if not hasattr(module, "out_channels"):
-            layers.append((name, module))
-            continue
-        width = max(1, round(module.out_channels * scale))
-        layers.append((name, nn.Sequential(ConvReLU(channels, width, 3, padding=1),
-                                           ConvReLU(width, width, 3, padding=1))))
-        channels = width
-    grid = grids(input_size, layers, "mini_plain_net")["4a"]
-    model = Network("mini_plain_net", layers + classifier_head(channels, grid, num_classes, dropout),
-                    in_channels, input_size)
+    with nn.skip_init():          # reference_init below sets every weight: none drawn twice
+        modules, _ = inception_stages(32, table=MINI_INCEPTION_TABLE)
+        layers, channels = [("conv1", ConvReLU(in_channels, 32, 3, padding=1)), ("pool1", stage_pool())], 32
+        for name, module in modules:
+            if not hasattr(module, "out_channels"):
+                layers.append((name, module))
+                continue
+            width = max(1, round(module.out_channels * scale))
+            layers.append((name, nn.Sequential(ConvReLU(channels, width, 3, padding=1),
+                                               ConvReLU(width, width, 3, padding=1))))
+            channels = width
+        grid = grids(input_size, layers, "mini_plain_net")["4a"]
+        model = Network("mini_plain_net", layers + classifier_head(channels, grid, num_classes, dropout),
+                        in_channels, input_size)
     reference_init(model, classifiers=[model.layers.fc])
     return model
 

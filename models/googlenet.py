@@ -85,20 +85,21 @@ class GoogLeNet(Network):
     def __init__(self, num_classes=1000, aux_logits=True, lrn=True, naive=False, dropout=0.4,
                  in_channels=3, input_size=224, batch_norm=False):
         check_network_args("GoogLeNet", num_classes, in_channels, input_size, dropout)
-        modules, channels = inception_stages(192, naive, batch_norm=batch_norm)
-        layers = stem(in_channels, lrn and not batch_norm, batch_norm) + modules
-        grid = grids(input_size, layers, "GoogLeNet")
-        super().__init__("BN-GoogLeNet" if batch_norm else "GoogLeNet",
-                         layers + classifier_head(channels, grid["5b"], num_classes, dropout), in_channels, input_size)
-        self.aux_logits = aux_logits
-        if aux_logits:
-            widths = {name: m.out_channels for name, m in modules if hasattr(m, "out_channels")}
-            for index, name in enumerate(AUX_AFTER, 1):
-                if min(grid[name]) < 5:
-                    raise ValueError(f"GoogLeNet: input_size {as_pair(input_size)} leaves a {grid[name]} grid at "
-                                     f"{name}, too small for the auxiliary classifier's 5x5 pool; "
-                                     "use aux_logits=False or a larger input")
-                setattr(self, f"aux{index}", AuxClassifier(widths[name], grid[name], num_classes, batch_norm))
+        with nn.skip_init():          # reference_init below sets every weight: none drawn twice
+            modules, channels = inception_stages(192, naive, batch_norm=batch_norm)
+            layers = stem(in_channels, lrn and not batch_norm, batch_norm) + modules
+            grid = grids(input_size, layers, "GoogLeNet")
+            super().__init__("BN-GoogLeNet" if batch_norm else "GoogLeNet",
+                             layers + classifier_head(channels, grid["5b"], num_classes, dropout), in_channels, input_size)
+            self.aux_logits = aux_logits
+            if aux_logits:
+                widths = {name: m.out_channels for name, m in modules if hasattr(m, "out_channels")}
+                for index, name in enumerate(AUX_AFTER, 1):
+                    if min(grid[name]) < 5:
+                        raise ValueError(f"GoogLeNet: input_size {as_pair(input_size)} leaves a {grid[name]} grid at "
+                                         f"{name}, too small for the auxiliary classifier's 5x5 pool; "
+                                         "use aux_logits=False or a larger input")
+                    setattr(self, f"aux{index}", AuxClassifier(widths[name], grid[name], num_classes, batch_norm))
         reference_init(self, classifiers=[self.layers.fc] + [getattr(self, f"aux{i}").classifier
                                                              for i in (1, 2) if aux_logits])
 

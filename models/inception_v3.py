@@ -189,24 +189,25 @@ class InceptionV3(Network):
         if grid8 < 1:
             raise ValueError(f"inception_v3: input_size {input_size} is too small: nothing is left at Mixed_7a "
                              "(75 is the least)")
-        layers = [("Conv2d_1a_3x3", Conv(in_channels, 32, 3, stride=2)), ("Conv2d_2a_3x3", Conv(32, 32, 3)),
-                  ("Conv2d_2b_3x3", Conv(32, 64, 3, padding=1)), ("maxpool1", nn.MaxPool2d(3, stride=2)),
-                  ("Conv2d_3b_1x1", Conv(64, 80, 1)), ("Conv2d_4a_3x3", Conv(80, 192, 3)),
-                  ("maxpool2", nn.MaxPool2d(3, stride=2)),
-                  ("Mixed_5b", InceptionA(192, 32)), ("Mixed_5c", InceptionA(256, 64)), ("Mixed_5d", InceptionA(288, 64)),
-                  ("Mixed_6a", InceptionB(288)), ("Mixed_6b", InceptionC(768, 128)), ("Mixed_6c", InceptionC(768, 160)),
-                  ("Mixed_6d", InceptionC(768, 160)), ("Mixed_6e", InceptionC(768, 192)), ("Mixed_7a", InceptionD(768)),
-                  ("Mixed_7b", InceptionE(1280)), ("Mixed_7c", InceptionE(2048)),
-                  ("avgpool", nn.AvgPool2d(grid8, stride=1)), ("dropout", nn.Dropout(dropout)), ("flatten", nn.Flatten()),
-                  ("fc", nn.Linear(2048, num_classes))]
-        super().__init__("inception_v3", layers, in_channels, input_size)
-        self.aux_logits = aux_logits
-        if aux_logits:
-            if pool_out_size(grid17, 5, 3, 0, False) < 5:
-                raise ValueError(f"inception_v3: input_size {input_size} leaves a {grid17}x{grid17} grid at Mixed_6e, "
-                                 "too small for the auxiliary head's 5x5 convolution; use aux_logits=False or a larger "
-                                 "input")
-            self.AuxLogits = InceptionAux(768, (grid17, grid17), num_classes)
+        with nn.skip_init():          # _init below sets every weight: none drawn twice
+            layers = [("Conv2d_1a_3x3", Conv(in_channels, 32, 3, stride=2)), ("Conv2d_2a_3x3", Conv(32, 32, 3)),
+                      ("Conv2d_2b_3x3", Conv(32, 64, 3, padding=1)), ("maxpool1", nn.MaxPool2d(3, stride=2)),
+                      ("Conv2d_3b_1x1", Conv(64, 80, 1)), ("Conv2d_4a_3x3", Conv(80, 192, 3)),
+                      ("maxpool2", nn.MaxPool2d(3, stride=2)),
+                      ("Mixed_5b", InceptionA(192, 32)), ("Mixed_5c", InceptionA(256, 64)), ("Mixed_5d", InceptionA(288, 64)),
+                      ("Mixed_6a", InceptionB(288)), ("Mixed_6b", InceptionC(768, 128)), ("Mixed_6c", InceptionC(768, 160)),
+                      ("Mixed_6d", InceptionC(768, 160)), ("Mixed_6e", InceptionC(768, 192)), ("Mixed_7a", InceptionD(768)),
+                      ("Mixed_7b", InceptionE(1280)), ("Mixed_7c", InceptionE(2048)),
+                      ("avgpool", nn.AvgPool2d(grid8, stride=1)), ("dropout", nn.Dropout(dropout)), ("flatten", nn.Flatten()),
+                      ("fc", nn.Linear(2048, num_classes))]
+            super().__init__("inception_v3", layers, in_channels, input_size)
+            self.aux_logits = aux_logits
+            if aux_logits:
+                if pool_out_size(grid17, 5, 3, 0, False) < 5:
+                    raise ValueError(f"inception_v3: input_size {input_size} leaves a {grid17}x{grid17} grid at Mixed_6e, "
+                                     "too small for the auxiliary head's 5x5 convolution; use aux_logits=False or a larger "
+                                     "input")
+                self.AuxLogits = InceptionAux(768, (grid17, grid17), num_classes)
         _init(self)
 
     def forward(self, x):

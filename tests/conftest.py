@@ -11,6 +11,12 @@ settings.register_profile("ci", deadline=None, print_blob=True,
 settings.register_profile("thorough", parent=settings.get_profile("ci"), max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# Numba's kernels from the first call (MINIGRAD_KERNELS=auto would start each process on the reference
+# kernels and switch after a budget of work, kernels/tiered.py): no test's outcome then depends on which
+# tests ran before it in the same worker.  tests/test_tiered.py tests the switch itself; MINIGRAD_KERNELS set
+# by hand (reference, cuda-host) still picks the kernels of the whole run.
+os.environ.setdefault("MINIGRAD_KERNELS", "numba")
+
 
 def examples(n):
     """A test's example count: n under the "ci" profile, scaled by the active profile's max_examples

@@ -178,6 +178,22 @@ def test_reference_initialisation():
     assert np.all(net.aux1.fc.bias.numpy() == np.float32(0.2))
 
 
+@pytest.mark.parametrize("build", [lambda: models.googlenet(num_classes=10), lambda: models.mini_plain_net(),
+                                   lambda: models.alexnet(num_classes=10, input_size=67),
+                                   lambda: models.plain_net(num_classes=10, input_size=64)])
+def test_every_weight_is_drawn_by_the_reference_initialisation(build):
+    """The builders skip the layers' default draws (nn.skip_init): reference_init must then set every
+    convolution and linear parameter, none left as uninitialised memory."""
+    minigrad.manual_seed(0)
+    net = build()
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            weight, bias = module.weight.numpy(), module.bias.numpy()
+            bound = np.sqrt(3 / np.prod(weight.shape[1:]))
+            assert 0.5 * bound < np.abs(weight).max() <= np.float32(bound)        # float32 rounds the bound
+            assert np.all((bias == np.float32(0.2)) | (bias == 0))
+
+
 def test_input_sizes():
     assert models.googlenet(aux_logits=False, input_size=64)(minigrad.randn(1, 3, 64, 64)).shape == (1, 1000)
     with pytest.raises(ValueError, match=r"GoogLeNet: input_size \(64, 64\) leaves a \(4, 4\) grid at 4a"):

@@ -62,10 +62,11 @@ def test_state_dict_round_trip():
     assert not np.any(a.fc.bias.numpy() == 7)
 
 
-def test_conv2d_stores_its_filters_as_their_product_matrix():
+def test_conv2d_stores_its_filters_as_their_product_matrix(monkeypatch):
     """nn.Conv2d's weight is the (O, C, KH, KW) array PyTorch has, with the values drawn in that order,
     stored as (KH, KW, C, O) (the CPU kernels read it in place); a training step keeps that layout, and
-    the weight's gradient comes in it too."""
+    Numba's kernels give the weight's gradient in it too."""
+    monkeypatch.setenv("MINIGRAD_KERNELS", "numba")
     minigrad.manual_seed(5)
     conv = nn.Conv2d(3, 4, (3, 2), padding=1)
     minigrad.manual_seed(5)
@@ -85,6 +86,25 @@ def test_conv2d_stores_its_filters_as_their_product_matrix():
     assert stored.strides == weight.strides and np.array_equal(stored, drawn)
     with pytest.raises(ValueError, match=r"stored_filters: values must be 4-D .* got shape \(4, 3\)"):
         nn.stored_filters(np.zeros((4, 3)))
+
+
+def test_skip_init_builds_layers_without_drawing_their_values():
+    """Inside nn.skip_init a layer's parameters have their shapes and layouts but draw nothing from minigrad's
+    generator; outside, drawing resumes, also after an exception in the block."""
+    minigrad.manual_seed(3)
+    expected = minigrad.random.draw_uniform((5,), 0, 1)
+    minigrad.manual_seed(3)
+    with nn.skip_init():
+        conv, linear = nn.Conv2d(3, 4, (3, 2)), nn.Linear(6, 2)
+    assert conv.weight.shape == (4, 3, 3, 2) and conv.weight.data.transpose(2, 3, 1, 0).flags.c_contiguous
+    assert conv.bias.shape == (4,) and linear.weight.shape == (2, 6) and linear.bias.shape == (2,)
+    assert all(p.requires_grad for p in (*conv.parameters(), *linear.parameters()))
+    np.testing.assert_array_equal(minigrad.random.draw_uniform((5,), 0, 1), expected)   # nothing was drawn
+    with pytest.raises(RuntimeError), nn.skip_init():
+        raise RuntimeError
+    minigrad.manual_seed(3)
+    nn.Linear(1, 1, bias=False)
+    assert not np.array_equal(minigrad.random.draw_uniform((5,), 0, 1), expected)       # drawn again
 
 
 def test_load_state_dict_names_every_mismatch():
