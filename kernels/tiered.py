@@ -1,12 +1,12 @@
 """The default CPU kernels (MINIGRAD_KERNELS=auto): the reference kernels first, Numba's once they pay.
 
-Loading Numba's kernels takes about half a second before the first of them runs: importing Numba, its
-typing registries, minigrad's Numba modules and each kernel's cached machine code.  That is more than a
-short program's whole work: GoogLeNet's first output at batch 1 waited 0.5-0.7 s for it, where the
-reference kernels compute that forward in 0.12 s.  So a process starts on the reference kernels (NumPy:
-nothing to load) and switches by the ski-rental rule: once they have cost, by estimate, as much time as
-loading Numba does, Numba is loaded and every later call runs on it.  A program that ends before then
-never pays for Numba; one that runs on pays at most the load time again.
+Loading Numba's kernels takes 0.7-0.9 s before the first of them runs: importing Numba, its typing
+registries, minigrad's Numba modules and each kernel's cached machine code.  That is more than a short
+program's whole work: GoogLeNet's first output at batch 1 waited for it, where the reference kernels
+compute that forward in 0.12-0.14 s.  So a process starts on the reference kernels (NumPy: nothing to
+load) and switches by the ski-rental rule: once they have cost, by estimate, as much time as loading
+Numba does, Numba is loaded and every later call runs on it.  A program that ends before then never pays
+for Numba; one that runs on pays at most about the load time again.
 
 The cost is estimated from the work each call did, not timed, so the switch comes at the same call in
 every run of a program and a seeded run gives the same bits each time.  A backward may then run on other
@@ -24,13 +24,16 @@ from . import contract, reference
 # The rates at which the reference kernels work: a convolution's multiply-adds (OpenBLAS's GEMM on the
 # caller's thread) and the elements a call takes and returns (NumPy's passes, several per element: padding,
 # windows, temporaries).  Fitted to the reference kernels' time in two workloads on an AMD EPYC Zen 3 (2
-# cores): GoogLeNet's batch-1 forward (1.58 G multiply-adds, 24.5 M elements: 0.13 s) and the small
-# GoogLeNet's batch-32 training step (0.70 G, 43.2 M: 0.19 s).
+# cores): GoogLeNet's batch-1 forward (1.58 G multiply-adds, 24.5 M elements: 0.12-0.13 s) and the small
+# GoogLeNet's batch-32 training step (0.70 G, 43.2 M: 0.16-0.19 s).  A call's fixed cost (about 30 us) is
+# left out: Numba's kernels pay one too, and on tiny arrays the two run alike (the small GoogLeNet's step at
+# 8x8, batch 1: 6.9 ms on the reference kernels, 7.0 ms on Numba's), so there is nothing to win back.
 MULTIPLY_ADDS_PER_SECOND = 50e9
 ELEMENTS_PER_SECOND = 0.24e9
-# Loading Numba's kernels, measured on the same machine: Numba's import and typing registries 0.35-0.45 s,
-# minigrad's Numba modules 0.07, the cached machine code of GoogLeNet's forward 0.13-0.18.
-NUMBA_LOAD_SECONDS = 0.5
+# Loading Numba's kernels, measured on the same machine as what the call that switches takes beyond the
+# others: 0.7 s for GoogLeNet's forward kernels (Numba's import and typing registries 0.35-0.45 s, minigrad's
+# Numba modules 0.07, the cached machine code 0.13-0.18), 0.85-0.95 s for the small network's training step.
+NUMBA_LOAD_SECONDS = 0.7
 
 
 def _arrays(value):
