@@ -161,7 +161,11 @@ def machine_header():
                                            "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
                                            "NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT") if k in os.environ}
     import benchmarks
+    import kernels
     ours = [k for k in benchmarks.SET_HERE if k in settings]
     lines.append(f"environment: {settings or 'no BLAS/thread variables set'}"
                  + (f" ({', '.join(ours)}: the benchmarks' own, for their numpy.matmul yardsticks)" if ours else ""))
+    lines.append(f"minigrad's CPU kernels: MINIGRAD_KERNELS={kernels.cpu_backend_name()}"
+                 + (" (the benchmarks' own: the steady state, Numba's from the first call)"
+                    if benchmarks.KERNELS_SET_HERE else ""))
     return "\n".join(lines)

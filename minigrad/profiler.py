@@ -6,6 +6,10 @@
 
 Multiply-adds are counted for convolutions and linear layers; bytes moved (inputs
 read plus outputs written) for every op, so memory-bound ops show their GB/s.
+
+A fresh process computes its first calls on the reference kernels and moves to Numba's
+after about 0.7 s of work (kernels/tiered.py): profile after that, or with
+MINIGRAD_KERNELS=numba, to see the compiled kernels' times.
 """
 
 from __future__ import annotations
