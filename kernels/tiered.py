@@ -20,16 +20,18 @@ import math
 import numpy as np
 
 from . import contract, reference
+from .geometry import conv_out_size
 
 # The rates at which the reference kernels work: a convolution's multiply-adds (OpenBLAS's GEMM on the
-# caller's thread) and the elements a call takes and returns (NumPy's passes, several per element: padding,
-# windows, temporaries).  Fitted to the reference kernels' time in two workloads on an AMD EPYC Zen 3 (2
-# cores): GoogLeNet's batch-1 forward (1.58 G multiply-adds, 24.5 M elements: 0.12-0.13 s) and the small
-# GoogLeNet's batch-32 training step (0.70 G, 43.2 M: 0.16-0.19 s).  A call's fixed cost (about 30 us) is
-# left out: Numba's kernels pay one too, and on tiny arrays the two run alike (the small GoogLeNet's step at
-# 8x8, batch 1: 6.9 ms on the reference kernels, 7.0 ms on Numba's), so there is nothing to win back.
-MULTIPLY_ADDS_PER_SECOND = 50e9
-ELEMENTS_PER_SECOND = 0.24e9
+# caller's thread) and the elements they pass through (NumPy's copies, padding, windows, temporaries), as
+# estimated_seconds counts them.  Fitted to the reference kernels' time in five workloads on an AMD EPYC Zen
+# 3 (2 cores), each within 25%: GoogLeNet's batch-1 forward (1.58 G multiply-adds, 43 M elements: 0.12-0.18
+# s), its training step's forward and backward at batch 2 (9.3 G, 276 M: 0.69 s), and the small GoogLeNet's
+# training step at 32x32 and 16x16 (batch 32 and 4).  A call's fixed cost (about 30 us) is left out: Numba's
+# kernels pay one too, and on tiny arrays the two run alike (the small GoogLeNet's step at 8x8, batch 1: 6.9
+# ms on the reference kernels, 7.0 ms on Numba's), so there is nothing to win back.
+MULTIPLY_ADDS_PER_SECOND = 40e9
+ELEMENTS_PER_SECOND = 0.5e9
 # Loading Numba's kernels, measured on the same machine as what the call that switches takes beyond the
 # others: 0.7 s for GoogLeNet's forward kernels (Numba's import and typing registries 0.35-0.45 s, minigrad's
 # Numba modules 0.07, the cached machine code 0.13-0.18), 0.85-0.95 s for the small network's training step.
@@ -44,20 +46,30 @@ def _arrays(value):
             yield from _arrays(item)
 
 
-def estimated_seconds(name, args, result):
-    """What reference kernel `name` took, called with args, by the rates above."""
-    elements = sum(a.size for a in _arrays(args)) + sum(a.size for a in _arrays(result))
-    multiply_adds = 0
-    if name == "conv2d_forward":                     # y = columns @ filters: C*KH*KW per output element
-        multiply_adds = result.size * math.prod(args[1].shape[1:])
-    elif name == "conv2d_backward":                  # the weight's GEMM, and the input's when it was asked for
-        multiply_adds = args[2].size * math.prod(args[1].shape[1:]) * (1 if result[0] is None else 2)
-    return multiply_adds / MULTIPLY_ADDS_PER_SECOND + elements / ELEMENTS_PER_SECOND
+def estimated_seconds(name, args):
+    """What reference kernel `name` will take on args, by the rates above, judged before it runs: the
+    elements it takes, twice (its results are about as large), and a convolution's column matrices (im2col
+    writes them, col2im reads them) and their GEMMs' multiply-adds."""
+    elements = 2 * sum(a.size for a in _arrays(args))
+    if name == "conv2d_forward":                     # (x, weight, bias, stride, padding, ...)
+        x, weight, stride, padding = args[0], args[1], args[3], args[4]
+        sizes = zip(x.shape[2:], weight.shape[2:], stride, padding)
+        pixels, gemms = math.prod(conv_out_size(*size) for size in sizes), 1
+    elif name == "conv2d_backward":                  # (x, weight, grad_y, stride, padding, need_input_grad, ...)
+        x, weight = args[0], args[1]
+        pixels, gemms = math.prod(args[2].shape[2:]), 2 if len(args) <= 5 or args[5] else 1
+    else:
+        return elements / ELEMENTS_PER_SECOND
+    o, c, kh, kw = weight.shape
+    columns = gemms * x.shape[0] * c * kh * kw * pixels
+    return columns * o / MULTIPLY_ADDS_PER_SECOND + (elements + columns) / ELEMENTS_PER_SECOND
 
 
 class Tiered:
-    """Serves the reference kernels, charging each call's estimated time, until the charge reaches
-    NUMBA_LOAD_SECONDS; then `load_compiled()` (Numba's kernel module) serves every call."""
+    """Serves the reference kernels, charging each call's estimated time, while the charge stays within
+    NUMBA_LOAD_SECONDS; the first call that would take it past loads `load_compiled()` (Numba's kernel
+    module), which serves that call and every later one.  So no call that alone costs more than loading
+    Numba runs on the reference kernels (nor allocates their full column matrices)."""
 
     def __init__(self, load_compiled):
         self.load_compiled = load_compiled
@@ -67,15 +79,17 @@ class Tiered:
 
     def backend(self):
         """The kernel module for the next call."""
+        return self.compiled or self.charged
+
+    def switch(self):
         if self.compiled is None:
-            if self.spent < NUMBA_LOAD_SECONDS:
-                return self.charged
             self.compiled = self.load_compiled()
         return self.compiled
 
 
 class _ChargedReference:
-    """kernels.reference's functions, each adding its estimated time to the tiers' account."""
+    """kernels.reference's functions, each charging its estimated time to the tiers' account first, or
+    handing its call to the compiled kernels when the account would go past the budget."""
 
     def __init__(self, tiers):
         for name in contract.FUNCTIONS:
@@ -83,10 +97,12 @@ class _ChargedReference:
 
     @staticmethod
     def _charging(tiers, name, function):
-        def call(*args, **kwargs):
-            result = function(*args, **kwargs)
-            tiers.spent += estimated_seconds(name, args + tuple(kwargs.values()), result)
-            return result
+        def call(*args):
+            cost = estimated_seconds(name, args)
+            if tiers.compiled is not None or tiers.spent + cost > NUMBA_LOAD_SECONDS:
+                return getattr(tiers.switch(), name)(*args)
+            tiers.spent += cost
+            return function(*args)
         call.__name__ = call.__qualname__ = name
         call.__doc__ = function.__doc__
         return call

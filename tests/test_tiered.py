@@ -1,6 +1,5 @@
 """MINIGRAD_KERNELS=auto: the reference kernels until loading Numba's pays (kernels/tiered.py)."""
 
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,31 +16,49 @@ def _conv_call(backend, x, w, saved=None):
     return backend.conv2d_forward(x, w, None, (1, 1), (1, 1), False, saved)
 
 
-def test_a_convolution_is_charged_its_multiply_adds_and_its_elements():
+def test_a_convolution_is_charged_its_columns_and_their_multiply_adds_before_it_runs():
     x, w = np.ones((2, 3, 8, 8), np.float32), np.ones((4, 3, 3, 3), np.float32)
     tiers = tiered.Tiered(load_compiled=lambda: pytest.fail("loaded before the reference kernels paid"))
     y = _conv_call(tiers.backend(), x, w)
-    multiply_adds, elements = y.size * 3 * 3 * 3, x.size + w.size + y.size
-    assert tiers.spent == pytest.approx(multiply_adds / tiered.MULTIPLY_ADDS_PER_SECOND
-                                        + elements / tiered.ELEMENTS_PER_SECOND)
+    columns = 2 * 3 * 3 * 3 * 8 * 8                  # N * C * KH * KW * OH * OW (padding 1 keeps 8x8)
+    forward = columns * 4 / tiered.MULTIPLY_ADDS_PER_SECOND + (2 * (x.size + w.size) + columns) / tiered.ELEMENTS_PER_SECOND
+    assert tiers.spent == pytest.approx(forward)
     assert np.array_equal(y, _conv_call(ref, x, w))
     grad_x, grad_w, _ = tiers.backend().conv2d_backward(x, w, np.ones_like(y), (1, 1), (1, 1), False)
     assert grad_x is None and grad_w.shape == w.shape                # no input gradient: one GEMM charged
-    assert tiers.spent == pytest.approx(2 * multiply_adds / tiered.MULTIPLY_ADDS_PER_SECOND + (
-        elements + x.size + w.size + y.size + grad_w.size + 4) / tiered.ELEMENTS_PER_SECOND)
+    backward = columns * 4 / tiered.MULTIPLY_ADDS_PER_SECOND + (
+        2 * (x.size + w.size + y.size) + columns) / tiered.ELEMENTS_PER_SECOND
+    assert tiers.spent == pytest.approx(forward + backward)
 
 
-def test_the_compiled_kernels_serve_every_call_once_the_reference_spent_their_load_time(monkeypatch):
+class _Compiled:
+    """Stands for Numba's kernels: says which function was called."""
+
+    def __getattr__(self, name):
+        return lambda *args: ("compiled", name)
+
+
+def test_the_compiled_kernels_serve_every_call_from_the_one_that_would_outspend_the_budget(monkeypatch):
     monkeypatch.setattr(tiered, "NUMBA_LOAD_SECONDS", 1e-3)
-    compiled, loads = object(), []
+    compiled, loads = _Compiled(), []
     tiers = tiered.Tiered(load_compiled=lambda: loads.append(1) or compiled)
     x = np.ones((1, 16, 32, 32), np.float32)
-    calls = 0
-    while tiers.backend() is not compiled:
-        tiers.backend().relu_forward(x)
-        calls += 1
-    assert calls == math.ceil(1e-3 / (2 * x.size / tiered.ELEMENTS_PER_SECOND))    # where the charge reached it
-    assert tiers.backend() is compiled and loads == [1]                           # loaded once
+    cost, affordable = tiered.estimated_seconds("relu_forward", (x,)), 0
+    while (affordable + 1) * cost <= 1e-3:
+        affordable += 1
+    results = [tiers.backend().relu_forward(x) for _ in range(affordable + 2)]
+    assert all(isinstance(r, np.ndarray) for r in results[:affordable]) and not loads[1:]
+    assert results[affordable:] == [("compiled", "relu_forward")] * 2 and loads == [1]      # loaded once
+    assert tiers.backend() is compiled and tiers.spent <= 1e-3
+
+
+def test_a_call_that_alone_costs_more_than_loading_numba_never_runs_on_the_reference():
+    """Its columns are never allocated: a large convolution goes to the compiled kernels at once."""
+    tiers = tiered.Tiered(load_compiled=_Compiled)
+    x = np.broadcast_to(np.float32(1), (64, 64, 224, 224))          # 205 M elements, none stored
+    w = np.broadcast_to(np.float32(1), (64, 64, 3, 3))
+    assert tiered.estimated_seconds("conv2d_forward", (x, w, None, (1, 1), (1, 1))) > tiered.NUMBA_LOAD_SECONDS
+    assert _conv_call(tiers.backend(), x, w) == ("compiled", "conv2d_forward") and tiers.spent == 0
 
 
 def test_a_backward_may_run_on_other_cpu_kernels_than_its_forward():
