@@ -4,12 +4,12 @@ Loading Numba's kernels takes 0.7-0.9 s before the first of them runs: importing
 registries, minigrad's Numba modules and each kernel's cached machine code.  That is more than a short
 program's whole work: GoogLeNet's first output at batch 1 waited for it, where the reference kernels
 compute that forward in 0.12-0.14 s.  So a process starts on the reference kernels (NumPy: nothing to
-load) and switches by the ski-rental rule: once they have cost, by estimate, as much time as loading
-Numba does, Numba is loaded and every later call runs on it.  A program that ends before then never pays
-for Numba; one that runs on pays at most about the load time again.
+load) and switches by the ski-rental rule: the call that would take their estimated cost past what
+loading Numba costs loads it and runs on it, as does every later call.  A program that ends before then
+never pays for Numba; one that runs on pays at most about the load time again.
 
-The cost is estimated from the work each call did, not timed, so the switch comes at the same call in
-every run of a program and a seeded run gives the same bits each time.  A backward may then run on other
+The cost is estimated from each call's arguments, before it runs, not timed, so the switch comes at the
+same call in every run of a program and a seeded run gives the same bits each time.  A backward may then run on other
 kernels than its forward: the contract allows it (`saved` holds only what a backend knows how to read).
 """
 
