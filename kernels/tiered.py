@@ -15,6 +15,7 @@ kernels than its forward: the contract allows it (`saved` holds only what a back
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -97,7 +98,11 @@ class _ChargedReference:
 
     @staticmethod
     def _charging(tiers, name, function):
-        def call(*args):
+        signature = inspect.signature(function)
+
+        def call(*args, **kwargs):
+            if kwargs:                               # as the engine calls: every argument by position
+                args = signature.bind(*args, **kwargs).args
             cost = estimated_seconds(name, args)
             if tiers.compiled is not None or tiers.spent + cost > NUMBA_LOAD_SECONDS:
                 return getattr(tiers.switch(), name)(*args)

@@ -52,6 +52,14 @@ def test_the_compiled_kernels_serve_every_call_from_the_one_that_would_outspend_
     assert tiers.backend() is compiled and tiers.spent <= 1e-3
 
 
+def test_arguments_by_keyword_are_charged_as_by_position():
+    x, w = np.ones((2, 3, 8, 8), np.float32), np.ones((4, 3, 3, 3), np.float32)
+    by_position, by_keyword = (tiered.Tiered(load_compiled=_Compiled) for _ in range(2))
+    y = _conv_call(by_position.backend(), x, w)
+    z = by_keyword.backend().conv2d_forward(x, w, bias=None, stride=(1, 1), padding=(1, 1), relu=False)
+    assert np.array_equal(y, z) and by_keyword.spent == by_position.spent > 0
+
+
 def test_a_call_that_alone_costs_more_than_loading_numba_never_runs_on_the_reference():
     """Its columns are never allocated: a large convolution goes to the compiled kernels at once."""
     tiers = tiered.Tiered(load_compiled=_Compiled)
