@@ -31,13 +31,17 @@ class KernelBackend:
     def col2im(self, cols, x_shape, stride, padding):
         """im2col's transpose: every entry of cols (N, C, KH, KW, OH, OW) added onto the pixel it came from."""
 
-    def conv2d_forward(self, x, weight, bias, stride, padding, relu=False, saved=None):
+    def conv2d_forward(self, x, weight, bias, stride, padding, relu=False, saved=None, weight_cache=None):
         """The convolution (a cross-correlation) plus bias, clamped at 0 with relu.  saved: a dict the
-        backward will receive (None: no backward follows); a backend may keep what its backward needs there."""
+        backward will receive (None: no backward follows); a backend may keep what its backward needs there.
+        weight_cache: a dict that stays with this weight array for as long as its values cannot change
+        (None: they may change between calls); a backend may keep there what it would otherwise derive from
+        the weight at every call, and must find there only what it put."""
 
-    def conv2d_backward(self, x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None):
+    def conv2d_backward(self, x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None,
+                        weight_cache=None):
         """(grad_x or None, grad_weight, grad_bias); relu_output: the output of a forward with relu=True,
-        whose mask applies to grad_y first."""
+        whose mask applies to grad_y first; weight_cache: as conv2d_forward's."""
 
     def max_pool2d_forward(self, x, kernel_size, stride, padding, ceil_mode):
         """(y, argmax): the max of each window (padding reads as -inf) and an int32 array of y's shape holding

@@ -72,13 +72,15 @@ def _column_matrix(cols):
 # Convolution = im2col + one matrix product
 # --------------------------------------------------------------------------
 
-def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
+def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None, weight_cache=None):
     """y[n, o] = sum over c, i, j of weight[o, c, i, j] * x_padded[n, c, oh*SH + i, ow*SW + j] + bias[o].
 
     As a GEMM: (O, C*KH*KW) @ (C*KH*KW, N*OH*OW) -> (O, N*OH*OW).  With relu=True the
     result is clamped at 0 (the fast kernels do that in the pass that adds the bias).
     saved: a dict that conv2d_backward will receive (None when no backward follows).  A fast
     kernel may leave its columns there; the reference keeps nothing and rebuilds them.
+    weight_cache: a dict that stays with a weight whose values cannot change, where a fast kernel keeps
+    forms of it made once (Winograd's transformed filters); the reference uses the weight as it is.
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -92,7 +94,8 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     return np.ascontiguousarray(y.reshape(o, n, *out).transpose(1, 0, 2, 3))
 
 
-def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None):
+def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None,
+                    weight_cache=None):
     """Gradients of conv2d_forward: (grad_x or None, grad_weight, grad_bias).
 
     grad_weight = grad_y_matrix @ columns^T   (O, N*OH*OW) @ (N*OH*OW, C*KH*KW)
@@ -101,7 +104,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     grad_bias   = grad_y summed over batch and space
     relu_output: the output of a convolution run with relu=True; the gradient passes
     only where it is positive (ReLU's backward) before the three products above.
-    saved: the dict given to conv2d_forward, or None.
+    saved: the dict given to conv2d_forward, or None; weight_cache: as conv2d_forward's.
     """
     if relu_output is not None:
         grad_y = relu_backward(grad_y, relu_output)

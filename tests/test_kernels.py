@@ -314,14 +314,9 @@ def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_i
     if seed % 2:
         wt = stored_filters(wt)
     b = normal(o, seed + 2, np.float32) if with_bias else None
-    forced = {(2, 3): dict(winograd_3x3_small_tiles_from=0, winograd_3x3_small_tiles_to=10**9),
-              (4, 3): dict(winograd_3x3_small_tiles_from=0, winograd_3x3_small_tiles_to=0, winograd_4x4_min_tiles=0),
-              (2, 5): dict(winograd_5x5_min_side=0, winograd_5x5_weight_grad_min_channels=0)}[size]
     calls = []
     kernels_ = ["_winograd_tiles", "_winograd_weight_grad", "_winograd_by_element", "_winograd_weight_grad_by_element"]
-    with pytest.MonkeyPatch.context() as patch, \
-            tuning.use(winograd_one_pass_max_tiles=10**9 if by_element else -1, **forced):
-        patch.setenv("MINIGRAD_WINOGRAD", "1")
+    with pytest.MonkeyPatch.context() as patch, forced_winograd(tuning, patch, size, by_element):
         plan = conv.plan_for(np.float32, x.shape, wt.shape, (1, 1), (ph, pw))
         assert plan.forward == plan.input_grad == conv.Step("winograd", winograd=size, one_pass=by_element)
         assert plan.weight_grad == plan.forward
@@ -335,6 +330,31 @@ def test_numba_conv2d_by_winograd(size, n, h, w, ph, pw, c, o, with_bias, need_i
     variant = (winograd.SIZES.index(size), *size)
     forward, weight = kernels_[2:] if by_element else kernels_[:2]
     assert calls == [(forward, variant)] * (1 + need_input_grad) + [(weight, variant)]
+
+    # Given a weight_cache (a frozen weight's), the filters are transformed once, on the first call, for the
+    # forward and once for the input gradient, then read there: the same bits as transformed on the fly.
+    g = normal((n, o, h + 2 * ph - r + 1, w + 2 * pw - r + 1), seed + 3, np.float32)
+    with pytest.MonkeyPatch.context() as patch, forced_winograd(tuning, patch, size, by_element):
+        y = cpu.conv2d_forward(x, wt, b, (1, 1), (ph, pw), True)
+        grads = cpu.conv2d_backward(x, wt, g, (1, 1), (ph, pw), True, y)
+        made, cache, transform_filters = [], {}, winograd.transform_filters
+        patch.setattr(winograd, "transform_filters",
+                      lambda *args, **kw: made.append(kw["flip"]) or transform_filters(*args, **kw))
+        for _ in range(2):
+            np.testing.assert_array_equal(cpu.conv2d_forward(x, wt, b, (1, 1), (ph, pw), True, None, cache), y)
+            for got, want in zip(cpu.conv2d_backward(x, wt, g, (1, 1), (ph, pw), True, y, None, cache), grads):
+                np.testing.assert_array_equal(got, want)
+    assert made == [False, True] and set(cache) == {("winograd", size, False), ("winograd", size, True)}
+
+
+def forced_winograd(tuning, patch, size, by_element):
+    """A tuning table under which every stride-1 layer of r x r filters runs by F(size), in one pass
+    (by_element) or in blocks of tiles."""
+    forced = {(2, 3): dict(winograd_3x3_small_tiles_from=0, winograd_3x3_small_tiles_to=10**9),
+              (4, 3): dict(winograd_3x3_small_tiles_from=0, winograd_3x3_small_tiles_to=0, winograd_4x4_min_tiles=0),
+              (2, 5): dict(winograd_5x5_min_side=0, winograd_5x5_weight_grad_min_channels=0)}[size]
+    patch.setenv("MINIGRAD_WINOGRAD", "1")
+    return tuning.use(winograd_one_pass_max_tiles=10**9 if by_element else -1, **forced)
 
 
 def test_winograd_refuses_what_its_kernels_cannot_take():
@@ -359,6 +379,8 @@ def test_winograd_refuses_what_its_kernels_cannot_take():
         (lambda: winograd.convolve((2, 3), xs[:, :1, :1], f, 16, (0, 0)), r"convolve: a 3x3 filter does not fit"),
         (lambda: winograd.convolve((2, 3), xs, f, 16, (1, 1), np.zeros(8, np.float32)), r"convolve: bias must"),
         (lambda: winograd.convolve((2, 3), xs, f, 16, (1, 1), block_tiles=10), r"convolve: block_tiles"),
+        (lambda: winograd.convolve((2, 3), xs, f, 16, (1, 1), transformed=np.zeros(16 * 32 * 15, np.float32)),
+         r"convolve: transformed must be .* \(8192,\) for 32 input and 16 output channels; got float32 \(7680,\)"),
         (lambda: winograd.weight_grad((2, 3), xs, g, (1, 1), (7, 6)), r"weight_grad: .*out_size \(7, 6\)"),
         (lambda: winograd.weight_grad((2, 3), xs, g[1:], (1, 1), (7, 7)), r"weight_grad: .*float32 \(97, 16\)"),
         (lambda: winograd.weight_grad((2, 3), xs, g[:, :8], (1, 1), (7, 7)), r"weight_grad: input and output channels"),

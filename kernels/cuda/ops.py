@@ -66,9 +66,10 @@ class CudaKernels:
         step = max(1, min(n, self.column_chunk_bytes // max(per_image, 1)))
         return [(start, min(n, start + step)) for start in range(0, n, step)]
 
-    def conv2d_forward(self, x, weight, bias, stride, padding, relu=False, saved=None):
+    def conv2d_forward(self, x, weight, bias, stride, padding, relu=False, saved=None, weight_cache=None):
         """y = weight @ columns per chunk of images, moved to NCHW with the bias (and ReLU) added.
-        Keeps nothing in `saved` (not measured on a GPU): the backward rebuilds its columns."""
+        Keeps nothing in `saved` (not measured on a GPU): the backward rebuilds its columns; nothing
+        derived from the weight either (weight_cache): the GEMM reads it as it is."""
         xp = self.xp
         x = self._contiguous(x)
         n, c, h, w = x.shape
@@ -87,7 +88,7 @@ class CudaKernels:
         return y
 
     def conv2d_backward(self, x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None,
-                        saved=None):
+                        saved=None, weight_cache=None):
         """(grad_x or None, grad_weight, grad_bias).  With relu_output (the output of a fused
         conv+ReLU), the gradient is first zeroed where that output was not positive."""
         xp = self.xp

@@ -12,7 +12,8 @@ Images are channels-last in memory (kernels/cpu/layout.py) and the filters (O, C
 product's matrix (KH*KW*C, O) (rows.filter_matrix): nn.Conv2d stores them so, and the weight gradient comes
 back in the same layout.  conv2d_forward and conv2d_backward have the signature and meaning of every
 backend's (kernels/contract.py); `saved` is where a forward leaves its columns for the backward, when its
-plan says so (plan.ConvPlan.keep_columns).
+plan says so (plan.ConvPlan.keep_columns), and `weight_cache`, given with a weight that cannot change, is
+where Winograd's transformed filters are kept once made.
 """
 
 from __future__ import annotations
@@ -56,10 +57,23 @@ def _chunks_of_rows(t, n, oh, ow, width, itemsize):
     return columns.chunks(n * oh, ow * width * itemsize, t.chunk_bytes, t.min_rows, ow)
 
 
-def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
+def _transformed_filters(weight_cache, size, filters, c, o, flip):
+    """Winograd's F(size) transform of the filters' matrix for a convolution of c channels into o (the input
+    gradient's, turned and transposed, with flip), as winograd.convolve makes it, kept in weight_cache from
+    the first call on; None without a cache (the convolution then transforms them as it goes)."""
+    if weight_cache is None:
+        return None
+    key = ("winograd", size, flip)
+    if key not in weight_cache:
+        weight_cache[key] = winograd.transform_filters(size, filters, *((o, c) if flip else (c, o)), flip=flip)
+    return weight_cache[key]
+
+
+def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None, weight_cache=None):
     """saved: a dict for the backward pass, or None (no backward will follow).  Where the plan keeps the
     columns (its weight gradient runs on them in OpenBLAS, and they are small), they are built for the whole
-    batch and left in saved["columns"]: the backward skips its im2col."""
+    batch and left in saved["columns"]: the backward skips its im2col.  weight_cache: see
+    _transformed_filters."""
     xs = nhwc(x)
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
@@ -67,8 +81,10 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     step, t = plan.forward, tuning.current()
     oh, ow = plan.out_size
     if step.algorithm == "winograd":
-        return nchw(winograd.convolve(step.winograd, xs, filter_matrix(weight), o, padding, bias, relu,
-                                      one_pass=step.one_pass))
+        filters = filter_matrix(weight)
+        return nchw(winograd.convolve(step.winograd, xs, filters, o, padding, bias, relu, one_pass=step.one_pass,
+                                      transformed=_transformed_filters(weight_cache, step.winograd, filters, c, o,
+                                                                       False)))
     if step.algorithm == "tiles":
         return nchw(tiles.convolve_in_tiles(xs, weight, bias, stride, padding, relu, plan.threads, t.build_cost))
     filters = filter_matrix(weight)
@@ -104,7 +120,8 @@ def conv2d_forward(x, weight, bias, stride, padding, relu=False, saved=None):
     return nchw(y)
 
 
-def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None):
+def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, relu_output=None, saved=None,
+                    weight_cache=None):
     """(grad_x or None, grad_weight, grad_bias), each pass by its plan.  relu_output: the output of a
     conv2d_forward with relu=True; its mask is applied in the pass that also sums the bias gradient."""
     xs = nhwc(x)
@@ -117,12 +134,12 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, re
     mask, mask_stride = (g, g_stride) if relu_output is None else pixel_rows(relu_output)
     grad_rows, grad_bias = gradient_rows(g, g_stride, mask, mask_stride, relu_output is not None, n * oh * ow, o,
                                          x.dtype)
-    grad_x = _input_grad(plan, xs, weight, grad_rows, stride, padding, t) if need_input_grad else None
+    grad_x = _input_grad(plan, xs, weight, grad_rows, stride, padding, t, weight_cache) if need_input_grad else None
     grad_weight = _weight_grad(plan, xs, weight, grad_rows, stride, padding, saved, t)
     return grad_x, grad_weight, grad_bias
 
 
-def _input_grad(plan, xs, weight, grad_rows, stride, padding, t):
+def _input_grad(plan, xs, weight, grad_rows, stride, padding, t, weight_cache):
     n, h, w, c = xs.shape
     o, _, kh, kw = weight.shape
     oh, ow = plan.out_size
@@ -135,8 +152,10 @@ def _input_grad(plan, xs, weight, grad_rows, stride, padding, t):
     # forward (Winograd, or in tiles), with no gradient columns and no col2im.
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
     if step.algorithm == "winograd":
-        return nchw(winograd.convolve(step.winograd, grad_rows.reshape(n, oh, ow, o), filter_matrix(weight), c,
-                                      flipped_padding, flip=True, one_pass=step.one_pass))
+        filters = filter_matrix(weight)
+        return nchw(winograd.convolve(step.winograd, grad_rows.reshape(n, oh, ow, o), filters, c, flipped_padding,
+                                      flip=True, one_pass=step.one_pass,
+                                      transformed=_transformed_filters(weight_cache, step.winograd, filters, o, c, True)))
     if step.algorithm == "tiles":
         wide = step.channels or c
         filters = weight if wide == c else _zero_padded(weight, 1, wide)
