@@ -61,13 +61,15 @@ class Function:
 
     def __call__(self, *inputs: Tensor):
         _check_same_kind(self.op_name(), inputs)
-        with on_device_of(inputs[0].data):      # the inputs' GPU is current while the op runs
+        # a frozen tensor's values reach the kernels through its writable alias (Tensor.freeze_)
+        arrays = [t.data if t._frozen is None else t._kernel_array() for t in inputs]
+        with on_device_of(arrays[0]):           # the inputs' GPU is current while the op runs
             if _observer is None:
-                result = self.forward(*(t.data for t in inputs))
+                result = self.forward(*arrays)
             else:                               # timed; on a GPU only once the queued work is done
-                synchronize(inputs[0].data)
+                synchronize(arrays[0])
                 start = time.perf_counter()
-                result = self.forward(*(t.data for t in inputs))
+                result = self.forward(*arrays)
                 synchronize(result[-1] if isinstance(result, tuple) else result)
         outputs = tuple(Tensor(r) for r in result) if isinstance(result, tuple) else (Tensor(result),)
         self.outputs, self.tuple_output = len(outputs), isinstance(result, tuple)
@@ -128,6 +130,7 @@ class Tensor:
     """An array (NumPy on the CPU, CuPy on the GPU) with an optional gradient."""
 
     __array_ufunc__ = None           # `ndarray * tensor` defers to Tensor.__rmul__ instead of looping
+    _frozen = None                   # freeze_(): (data, what kernels keep, requires_grad before, writable alias)
 
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, np.generic):     # NumPy reductions to 0-d hand back scalars
@@ -222,8 +225,67 @@ class Tensor:
         out._version = self._version
         return out
 
+    # ---- frozen values ----------------------------------------------------------------
+    # The version counter cannot say that a weight is unchanged: writes into `.data` (an optimizer's
+    # `p.data -= ...`, `p.data[...] = w`) do not pass through the tensor.  A read-only array can say it.
+    def freeze_(self) -> Tensor:
+        """Fix this tensor's values: its data becomes a read-only view of a copy (every write through it
+        raises) and it stops requiring grad, so that ops may keep what they derive from it (a convolution's
+        Winograd-transformed filters) instead of deriving it again at every call.  Replacing `.data` ends
+        the freeze.  On a GPU, where arrays cannot be made read-only, it only stops requiring grad.
+        The kernels, which never write their inputs, read the copy itself: handed a read-only array,
+        Numba would compile another variant of each.  Returns the tensor."""
+        if not self.is_frozen:
+            writable = data = self.data
+            if isinstance(data, np.ndarray):
+                writable = np.array(data, order="K")      # no alias of the old array, known or not, reaches it
+                data = writable.view()
+                data.flags.writeable = False
+            requires_grad = self.requires_grad if self._frozen is None else self._frozen[2]
+            self.data, self._frozen = data, (data, {}, requires_grad, writable)
+            self.requires_grad = False
+        return self
+
+    def unfreeze_(self) -> Tensor:
+        """End freeze_(): the data writable again (the copy, unless replaced since), requires_grad as before,
+        nothing kept."""
+        if self._frozen is not None:
+            if self.is_frozen:
+                self.data = self._frozen[3]
+            self.requires_grad = self._frozen[2]
+        self._frozen = None
+        return self
+
+    def _freeze_in_force(self):
+        """freeze_()'s record while it holds: the data still its view of the writable copy (not replaced, nor
+        a copy of it, as copy.deepcopy makes); else None."""
+        frozen, data = self._frozen, self.data
+        if frozen is None or frozen[0] is not data or (isinstance(data, np.ndarray) and data.base is not frozen[3]):
+            return None
+        return frozen
+
+    @property
+    def is_frozen(self) -> bool:
+        return self._freeze_in_force() is not None
+
+    def _kernel_array(self):
+        """What the kernels read: a frozen tensor's writable copy (the same memory as its data), else the data."""
+        frozen = self._freeze_in_force()
+        return self.data if frozen is None else frozen[3]
+
+    def weight_cache(self):
+        """The dict where kernels keep forms of these values (kernels/contract.py) while they cannot change:
+        frozen, and read-only (a NumPy array, its flag not set back by hand); else None."""
+        frozen = self._freeze_in_force()
+        if frozen is None or not isinstance(self.data, np.ndarray) or self.data.flags.writeable:
+            return None
+        return frozen[1]
+
     # ---- in-place changes (tracked by the version counter) -----------------------
     def _in_place(self, op, update):
+        if self.is_frozen:
+            raise RuntimeError(f"{op}: the tensor (shape {self.shape}) is frozen, its values read-only; "
+                               "call unfreeze_() (or Module.unfreeze()) before changing it")
         if _grad_enabled and self.requires_grad and self.creator is None:
             raise RuntimeError(f"{op}: a leaf tensor that requires grad cannot be changed in place while "
                                "gradients are recorded; use `with minigrad.no_grad():`")

@@ -35,21 +35,24 @@ class Conv2d(Function):
 
     fresh_grads = True                   # every backend's conv2d_backward returns new arrays
 
-    def __init__(self, stride, padding, relu=False, backward_follows=True):
+    def __init__(self, stride, padding, relu=False, backward_follows=True, weight_cache=None):
         self.stride, self.padding, self.relu = stride, padding, relu
         self.name = "conv2d_relu" if relu else "conv2d"
         # what the kernel may keep for its backward (the CPU kernels: small column matrices)
         self.saved = {} if backward_follows else None
+        self.weight_cache = weight_cache               # a frozen weight's (Tensor.weight_cache)
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        y = kernels.for_array(x).conv2d_forward(x, weight, bias, self.stride, self.padding, self.relu, self.saved)
+        y = kernels.for_array(x).conv2d_forward(x, weight, bias, self.stride, self.padding, self.relu, self.saved,
+                                                self.weight_cache)
         self.y = y if self.relu else None              # ReLU's backward needs the output, as ReLU's does
         return y
 
     def backward(self, grad):
         grad_x, grad_weight, grad_bias = kernels.for_array(grad).conv2d_backward(
-            self.x, self.weight, grad, self.stride, self.padding, self.needs_input_grad[0], self.y, self.saved)
+            self.x, self.weight, grad, self.stride, self.padding, self.needs_input_grad[0], self.y, self.saved,
+            self.weight_cache)
         return (grad_x, grad_weight, grad_bias) if self.has_bias else (grad_x, grad_weight)
 
 
@@ -69,7 +72,8 @@ def _convolution(op, input, weight, bias, stride, padding, relu):
     padding = as_pair(op, "padding", padding, 0)
     check_windows(op, input.shape, weight.shape[2:], stride, padding)
     inputs = (input, weight) if bias is None else (input, weight, bias)
-    fn = Conv2d(stride, padding, relu, backward_follows=is_grad_enabled() and any(t.requires_grad for t in inputs))
+    fn = Conv2d(stride, padding, relu, backward_follows=is_grad_enabled() and any(t.requires_grad for t in inputs),
+                weight_cache=weight.weight_cache())
     return fn(*inputs)
 
 

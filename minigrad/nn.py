@@ -121,7 +121,7 @@ class Module:
             for name, t in vars(module).items():
                 if isinstance(t, (Parameter, Buffer)):
                     filters = module.filters_name == name
-                    t.data = moved(t.data, filters)
+                    _replace_values(t, moved(t.data, filters))
                     if t.grad is not None:
                         t.grad = Tensor(moved(t.grad.data, filters))
         return self
@@ -149,6 +149,21 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    def freeze(self):
+        """Fix every parameter for inference (as Lightning's freeze): each made read-only and no longer
+        requiring grad (Tensor.freeze_), and the module put in eval mode.  Kernels then keep what they
+        derive from the weights (Winograd's transformed filters) rather than derive it at every call; an
+        optimizer cannot change them.  load_state_dict and .to() keep them frozen.  Returns the module."""
+        for p in self.parameters():
+            p.freeze_()
+        return self.eval()
+
+    def unfreeze(self):
+        """Undo freeze(): parameters writable, requiring grad as before, the module in training mode."""
+        for p in self.parameters():
+            p.unfreeze_()
+        return self.train()
 
     # ---- saving and loading ------------------------------------------------------
     def state_dict(self):
@@ -185,7 +200,10 @@ class Module:
                              + "; ".join(problems))
         for name, value in state_dict.items():
             if name in own:          # copy in place, onto the parameter's own device
-                own[name].data[...] = array_module(own[name].data).asarray(value)
+                t = own[name]
+                data = t.data.copy(order="K") if t.is_frozen else t.data   # frozen: new values, frozen again
+                data[...] = array_module(data).asarray(value)
+                _replace_values(t, data)
 
     def extra_repr(self) -> str:
         return ""
@@ -243,6 +261,16 @@ def stored_filters(values):
     stored = _empty_filters(values.shape, values.dtype)
     stored[...] = values
     return stored
+
+
+def _replace_values(t, data):
+    """t.data = data, a frozen tensor frozen again on its new array."""
+    if data is not t.data:
+        frozen = t.is_frozen
+        t.unfreeze_()
+        t.data = data
+        if frozen:
+            t.freeze_()
 
 
 def _empty_filters(shape, dtype):

@@ -84,6 +84,9 @@ class Optimizer:
             if p.grad is not None and p.grad.shape != p.shape:     # NumPy would broadcast: a silently wrong step
                 raise ValueError(f"{type(self).__name__}.step: parameter {index} has shape {p.shape} but its grad "
                                  f"has shape {p.grad.shape}")
+            if p.grad is not None and p.is_frozen:
+                raise RuntimeError(f"{type(self).__name__}.step: parameter {index} (shape {p.shape}) is frozen, its "
+                                   "values read-only; unfreeze it (Module.unfreeze() or Tensor.unfreeze_()) to train it")
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:

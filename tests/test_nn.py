@@ -1,5 +1,7 @@
 """Modules: registration, state dicts, modes, and that layers compute what their functional ops do."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -105,6 +107,71 @@ def test_skip_init_builds_layers_without_drawing_their_values():
     minigrad.manual_seed(3)
     nn.Linear(1, 1, bias=False)
     assert not np.array_equal(minigrad.random.draw_uniform((5,), 0, 1), expected)       # drawn again
+
+
+def test_freeze_fixes_the_parameters_and_kernels_keep_what_they_derive(monkeypatch):
+    """Module.freeze: the module in eval mode, every parameter read-only and no longer requiring grad; the
+    same outputs and input gradients bit for bit, the CPU kernels transforming each Winograd layer's
+    filters once (forward and input gradient) and reading them after; every way of writing refused, each
+    naming how to undo it; load_state_dict and .to() keep it frozen on new arrays (the kept transforms
+    dropped); replacing .data ends the freeze; unfreeze() restores everything."""
+    monkeypatch.setenv("MINIGRAD_KERNELS", "numba")
+    winograd = pytest.importorskip("kernels.cpu.conv.winograd", reason="numba is not installed")
+    minigrad.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 48, 3, padding=1)).eval()
+    x = minigrad.randn(2, 16, 7, 7, requires_grad=True)
+
+    def outputs():
+        x.grad = None
+        y = model(x)
+        (y * y).sum().backward()
+        return y.numpy().copy(), x.grad.numpy().copy()
+    expected = outputs()
+    made = []
+    transform = winograd.transform_filters
+    monkeypatch.setattr(winograd, "transform_filters", lambda *a, **kw: made.append(kw["flip"]) or transform(*a, **kw))
+    assert model.freeze() is model and not model.training
+    weights = [model[0].weight, model[2].weight]
+    assert all(p.is_frozen and not p.requires_grad and not p.data.flags.writeable for p in model.parameters())
+    for _ in range(3):
+        for got, want in zip(outputs(), expected):
+            np.testing.assert_array_equal(got, want)
+    assert made == [False, False, True, True]          # each layer's forward, then its input gradient's, once
+    assert all(len(w.weight_cache()) == 2 for w in weights)
+
+    weight = weights[0]
+    with pytest.raises(ValueError, match="read-only"):
+        weight.data[0] = 1
+    with pytest.raises(ValueError, match="read-only"):
+        weight.data -= 1
+    with pytest.raises(RuntimeError, match=r"add_: the tensor \(shape \(32, 16, 3, 3\)\) is frozen.*unfreeze_"):
+        weight.add_(1)
+    weight.requires_grad = True                        # a gradient may still be asked for; a step may not
+    model(x).sum().backward()
+    with pytest.raises(RuntimeError, match=r"SGD.step: parameter 0 \(shape \(32, 16, 3, 3\)\) is frozen.*unfreeze"):
+        minigrad.optim.SGD([weight], lr=0.1).step()
+    weight.requires_grad, weight.grad = False, None
+
+    other = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 48, 3, padding=1)).eval()
+    model.load_state_dict(other.state_dict())
+    assert weight.is_frozen and weight.weight_cache() == {}
+    assert weight.data.strides == other[0].weight.data.strides        # still stored as its product's matrix
+    np.testing.assert_array_equal(model(x).numpy(), other(x).numpy())
+    model.to(np.float64)
+    assert weight.is_frozen and weight.dtype == np.float64 and not weight.data.flags.writeable
+    model.to(np.float32)
+
+    copied = copy.deepcopy(model)                      # the copies are new arrays, not frozen views
+    assert not copied[2].weight.is_frozen and copied[2].weight.weight_cache() is None
+    copied[2].weight.data[...] = 0                     # zero filters, read by the kernels: only the bias is left
+    np.testing.assert_array_equal(copied(x).numpy(), np.broadcast_to(copied[2].bias.numpy()[:, None, None], (2, 48, 7, 7)))
+    weight.data.flags.writeable = True                 # writable again by hand: nothing kept is read
+    assert weight.weight_cache() is None and weight.is_frozen
+    weight.data = weight.data.copy()                   # replaced: no longer frozen
+    assert not weight.is_frozen and weight.weight_cache() is None
+    assert model.unfreeze() is model and model.training
+    assert all(not p.is_frozen and p.requires_grad and p.data.flags.writeable for p in model.parameters())
+    np.testing.assert_array_equal(model.eval()(x).numpy(), other(x).numpy())
 
 
 def test_load_state_dict_names_every_mismatch():
