@@ -230,11 +230,11 @@ class Tensor:
     # `p.data -= ...`, `p.data[...] = w`) do not pass through the tensor.  A read-only array can say it.
     def freeze_(self) -> Tensor:
         """Fix this tensor's values: its data becomes a read-only view of a copy (every write through it
-        raises) and it stops requiring grad, so that ops may keep what they derive from it (a convolution's
-        Winograd-transformed filters) instead of deriving it again at every call.  Replacing `.data` ends
-        the freeze.  On a GPU, where arrays cannot be made read-only, it only stops requiring grad.
-        The kernels, which never write their inputs, read the copy itself: handed a read-only array,
-        Numba would compile another variant of each.  Returns the tensor."""
+        raises) and it stops requiring grad (its .grad dropped), so that ops may keep what they derive from
+        it (a convolution's Winograd-transformed filters) instead of deriving it again at every call.
+        Replacing `.data` ends the freeze.  On a GPU, where arrays cannot be made read-only, it only stops
+        requiring grad.  The kernels, which never write their inputs, read the copy itself: handed a
+        read-only array, Numba would compile another variant of each.  Returns the tensor."""
         if not self.is_frozen:
             writable = data = self.data
             if isinstance(data, np.ndarray):
@@ -243,7 +243,7 @@ class Tensor:
                 data.flags.writeable = False
             requires_grad = self.requires_grad if self._frozen is None else self._frozen[2]
             self.data, self._frozen = data, (data, {}, requires_grad, writable)
-            self.requires_grad = False
+            self.requires_grad, self.grad = False, None
         return self
 
     def unfreeze_(self) -> Tensor:

@@ -31,6 +31,7 @@ import traceback
 import numpy as np
 
 from .backend import array_module, is_cuda_array
+from .nn import set_values
 
 INSTALL_HINT = "pip install -e '.[dist]' (mpi4py and MPICH)"
 
@@ -129,7 +130,7 @@ class Communicator:
             host = np.ascontiguousarray(p.numpy()) if self.rank == root else np.empty(p.shape, p.dtype)
             self.comm.Bcast(host, root=root)
             if self.rank != root:
-                p.data[...] = array_module(p.data).asarray(host)
+                set_values(p, host)
                 p._bump()
 
     def _flat(self, xp, count, dtype):
@@ -142,10 +143,11 @@ class Communicator:
 
     def allreduce_gradients(self, parameters):
         """Average the gradients of `parameters` over all ranks, in place: one Allreduce over a flat buffer
-        holding every gradient (a parameter without a gradient contributes zeros and receives the average).
+        holding every gradient (a parameter without a gradient contributes zeros and receives the average;
+        one that does not require grad, a frozen one, is left out, as PyTorch's DDP leaves it).
         Returns the seconds it took."""
         start = time.perf_counter()
-        params = [p for p in parameters]
+        params = [p for p in parameters if p.requires_grad]
         if not params:
             return 0.0
         xp = array_module(params[0].data)

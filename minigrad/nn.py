@@ -200,10 +200,7 @@ class Module:
                              + "; ".join(problems))
         for name, value in state_dict.items():
             if name in own:          # copy in place, onto the parameter's own device
-                t = own[name]
-                data = t.data.copy(order="K") if t.is_frozen else t.data   # frozen: new values, frozen again
-                data[...] = array_module(data).asarray(value)
-                _replace_values(t, data)
+                set_values(own[name], value)
 
     def extra_repr(self) -> str:
         return ""
@@ -261,6 +258,14 @@ def stored_filters(values):
     stored = _empty_filters(values.shape, values.dtype)
     stored[...] = values
     return stored
+
+
+def set_values(t, values):
+    """t's values = values (an array of its shape, any device): copied in place, or, t frozen, into a new array
+    frozen in turn (what the kernels kept for the old values is dropped with them)."""
+    data = t.data.copy(order="K") if t.is_frozen else t.data
+    data[...] = array_module(data).asarray(values)
+    _replace_values(t, data)
 
 
 def _replace_values(t, data):

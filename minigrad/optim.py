@@ -32,8 +32,8 @@ class Optimizer:
             if not isinstance(group, dict) or "params" not in group:
                 raise TypeError(f"{type(self).__name__}: group {i} must be a dict with 'params', got {type(group).__name__}")
             group = {**defaults, **group, "params": list(group["params"])}
-            for p in group["params"]:
-                if not isinstance(p, Tensor) or not p.requires_grad:
+            for p in group["params"]:          # a frozen one is kept, and skipped while it has no gradient
+                if not isinstance(p, Tensor) or not (p.requires_grad or p.is_frozen):
                     raise TypeError(f"{type(self).__name__}: group {i} holds a {type(p).__name__} that does not "
                                     "require grad; pass model.parameters()")
                 if id(p) in seen:      # it would be updated twice a step

@@ -3,6 +3,9 @@
 train    a few SGD steps of a small GoogLeNet-style network (no dropout) on a fixed data set, each rank on
          its share of every combined batch; rank 0 writes the final parameters to OUT (.npz);
          train-cuda: the same on the GPU
+train-frozen  the same network built from another seed on each rank, all but its classifier frozen: the
+         broadcast gives every rank rank 0's values, frozen ones too, and the steps move only the classifier;
+         every rank's final parameters, and rank 0's after the broadcast, gathered into OUT (.npz)
 samplers every rank's sample indices for three epochs, gathered on rank 0 and written to OUT (.npz)
 fail     rank 1 raises before the first gradient average, which rank 0 is already waiting in
 """
@@ -40,6 +43,29 @@ def train(comm, out, device="cpu"):
         np.savez(out, **model.state_dict(), **initial)
 
 
+def train_frozen(comm, out):
+    minigrad.manual_seed(SEED + comm.rank)
+    model = models.mini_googlenet(num_classes=4, in_channels=1, input_size=12, dropout=0.0)
+    for name, p in model.named_parameters():
+        if not name.startswith("layers.fc."):
+            p.freeze_()
+    comm.broadcast_parameters(model)
+    initial = {f"initial/{k}": v for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((BATCH, 1, 12, 12)).astype(np.float32), rng.integers(0, 4, BATCH)
+    share = slice(comm.rank * BATCH // comm.size, (comm.rank + 1) * BATCH // comm.size)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(STEPS):
+        loss = models.training_loss(model(minigrad.tensor(x[share])), y[share])
+        optimizer.zero_grad()
+        loss.backward()
+        comm.allreduce_gradients(model.parameters())
+        optimizer.step()
+    states = comm.comm.gather(model.state_dict(), root=0)
+    if comm.rank == 0:
+        np.savez(out, **initial, **{f"{rank}/{k}": v for rank, state in enumerate(states) for k, v in state.items()})
+
+
 def samplers(comm, out):
     shares = []
     for epoch in range(3):
@@ -63,5 +89,6 @@ def fail(comm, out):
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     world = distributed.init()
-    jobs = {"train": train, "train-cuda": lambda c, o: train(c, o, "cuda"), "samplers": samplers, "fail": fail}
+    jobs = {"train": train, "train-cuda": lambda c, o: train(c, o, "cuda"), "train-frozen": train_frozen,
+            "samplers": samplers, "fail": fail}
     sys.exit(distributed.run(lambda: jobs[mode](world, out)))

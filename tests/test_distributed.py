@@ -48,6 +48,19 @@ def test_two_ranks_train_like_one_process_on_the_combined_batch(tmp_path):
     assert min(moved) > 1e-4                               # the steps really trained every parameter
 
 
+def test_two_ranks_fine_tune_a_frozen_network_s_classifier(tmp_path):
+    """Frozen parameters take rank 0's values in the broadcast and stay there; the others train, alike on
+    both ranks."""
+    result = launch(2, JOB, "train-frozen", tmp_path / "frozen.npz")
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = np.load(tmp_path / "frozen.npz")
+    names = [n.removeprefix("initial/") for n in saved.files if n.startswith("initial/")]
+    for name in names:
+        np.testing.assert_allclose(saved[f"1/{name}"], saved[f"0/{name}"], rtol=1e-5, atol=1e-6, err_msg=name)
+        moved = np.abs(saved[f"0/{name}"] - saved[f"initial/{name}"]).max()
+        assert (moved > 1e-4) == name.startswith("layers.fc."), name
+
+
 @pytest.mark.gpu
 def test_two_ranks_on_the_gpu_train_like_one_process_on_the_cpu(tmp_path):
     """CuPy gradients averaged through host buffers (or CUDA-aware MPI): the same parameters."""

@@ -340,3 +340,15 @@ def test_gradcheck_is_right_where_indexing_gives_views(monkeypatch):
     assert element == 5.0                                 # the stand-in really hands out views
     probe[(0,)] = 1.0
     assert gradcheck(lambda t: (t * t * t).sum(), [x])          # both modes
+
+
+def test_check_model_refuses_a_frozen_model_by_name():
+    """check_model perturbs every parameter in place: a frozen one (read-only) is named, with the remedy."""
+    from minigrad import nn
+    from minigrad.gradcheck import check_model
+    minigrad.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).freeze()
+    with pytest.raises(ValueError, match=r"check_model: the parameters 0.weight, 0.bias, 2.weight, \.\.\. are frozen"
+                                         r".*model.unfreeze\(\)"):
+        check_model(model, np.ones((2, 3)))
+    assert all(passed for *_, passed in check_model(model.unfreeze(), np.ones((2, 3))))

@@ -110,11 +110,12 @@ def test_skip_init_builds_layers_without_drawing_their_values():
 
 
 def test_freeze_fixes_the_parameters_and_kernels_keep_what_they_derive(monkeypatch):
-    """Module.freeze: the module in eval mode, every parameter read-only and no longer requiring grad; the
-    same outputs and input gradients bit for bit, the CPU kernels transforming each Winograd layer's
-    filters once (forward and input gradient) and reading them after; every way of writing refused, each
-    naming how to undo it; load_state_dict and .to() keep it frozen on new arrays (the kept transforms
-    dropped); replacing .data ends the freeze; unfreeze() restores everything."""
+    """Module.freeze: the module in eval mode, every parameter read-only and no longer requiring grad (an
+    optimizer takes them and skips them); the same outputs and input gradients bit for bit, the CPU kernels
+    transforming each Winograd layer's filters once (forward and input gradient) and reading them after;
+    every way of writing refused, each naming how to undo it; load_state_dict and .to() keep it frozen on
+    new arrays (the kept transforms dropped); replacing .data or a deepcopy ends the freeze; unfreeze()
+    restores everything."""
     monkeypatch.setenv("MINIGRAD_KERNELS", "numba")
     winograd = pytest.importorskip("kernels.cpu.conv.winograd", reason="numba is not installed")
     minigrad.manual_seed(0)
@@ -132,7 +133,8 @@ def test_freeze_fixes_the_parameters_and_kernels_keep_what_they_derive(monkeypat
     monkeypatch.setattr(winograd, "transform_filters", lambda *a, **kw: made.append(kw["flip"]) or transform(*a, **kw))
     assert model.freeze() is model and not model.training
     weights = [model[0].weight, model[2].weight]
-    assert all(p.is_frozen and not p.requires_grad and not p.data.flags.writeable for p in model.parameters())
+    assert all(p.is_frozen and not p.requires_grad and p.grad is None and not p.data.flags.writeable
+               for p in model.parameters())           # the gradients of the first outputs() dropped
     for _ in range(3):
         for got, want in zip(outputs(), expected):
             np.testing.assert_array_equal(got, want)
@@ -146,6 +148,9 @@ def test_freeze_fixes_the_parameters_and_kernels_keep_what_they_derive(monkeypat
         weight.data -= 1
     with pytest.raises(RuntimeError, match=r"add_: the tensor \(shape \(32, 16, 3, 3\)\) is frozen.*unfreeze_"):
         weight.add_(1)
+    before = weight.numpy().copy()
+    minigrad.optim.SGD(model.parameters(), lr=0.1).step()     # frozen ones are taken, and skipped without grads
+    np.testing.assert_array_equal(weight.numpy(), before)
     weight.requires_grad = True                        # a gradient may still be asked for; a step may not
     model(x).sum().backward()
     with pytest.raises(RuntimeError, match=r"SGD.step: parameter 0 \(shape \(32, 16, 3, 3\)\) is frozen.*unfreeze"):

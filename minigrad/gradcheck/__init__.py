@@ -149,6 +149,10 @@ def check_model(model, x, directions=3, samples=2, eps=1e-6, atol=1e-5, rtol=1e-
     directional checks and `samples` randomly drawn elements per parameter, against central differences of
     sum(model(x) * v) for a random v.  Returns one row per parameter: (name, shape, worst relative error,
     passed), the relative error being |analytic - numeric| / max(|numeric|, atol / rtol)."""
+    frozen = [name for name, p in model.named_parameters() if p.is_frozen]
+    if frozen:
+        raise ValueError(f"check_model: the parameters {', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''} "
+                         "are frozen (read-only, no gradient): call model.unfreeze() to check their gradients")
     model.double().eval()
     x = Tensor(array_module(x.data).asarray(x.data, dtype=np.float64) if isinstance(x, Tensor) else
                np.asarray(x, dtype=np.float64))
