@@ -25,13 +25,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import kernels.cpu as current
-from benchmarks.timing import machine_header
+from benchmarks.timing import machine_header, paired
 from minigrad import cli
 
 # 3a's 3x3 and 5x5, 4c's 3x3, 5b's 3x3, 5x5 and widest 1x1: one layer of each kind and size.
@@ -76,26 +75,6 @@ def parse_layers(text):
     return layers
 
 
-def paired(new, old, pairs, warmup=3):
-    """(median of new/old over `pairs` interleaved pairs, fastest new s, fastest old s)."""
-    for _ in range(warmup):
-        new()
-        old()
-    ratios, new_times, old_times = [], [], []
-    for i in range(pairs):
-        first, second = (new, old) if i % 2 == 0 else (old, new)
-        start = time.perf_counter()
-        first()
-        middle = time.perf_counter()
-        second()
-        end = time.perf_counter()
-        t_new, t_old = (middle - start, end - middle) if i % 2 == 0 else (end - middle, middle - start)
-        ratios.append(t_new / t_old)
-        new_times.append(t_new)
-        old_times.append(t_old)
-    return statistics.median(ratios), min(new_times), min(old_times)
-
-
 def _filters_as_stored(backend, w):
     """w stored as the backend's engine stores a convolution's filters (see the module's docstring)."""
     from minigrad.nn import stored_filters
@@ -104,22 +83,33 @@ def _filters_as_stored(backend, w):
     return stored_filters(w) if hasattr(conv, "filter_matrix") or hasattr(conv, "_filter_matrix") else w
 
 
+def layer_arrays(c, o, k, side, batch):
+    """(x, w, b, g, padding) of one layer: channels-last input and output gradient, (O, C, K, K) filters, zero
+    biases, padding k // 2, float32, drawn from seed 0."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, side, side, c), dtype=np.float32).transpose(0, 3, 1, 2)
+    w = rng.standard_normal((o, c, k, k), dtype=np.float32)
+    g = rng.standard_normal((batch, side, side, o), dtype=np.float32).transpose(0, 3, 1, 2)
+    return x, w, np.zeros(o, np.float32), g, (k // 2, k // 2)
+
+
+def layer_name(c, o, k, side):
+    return f"{k}x{k} {c}->{o} at {side}x{side}"
+
+
 def compare(old, layers, batch, pairs, passes=("forward", "backward")):
-    """Rows (layer, pass, ratio, new ms, old ms) for each layer and pass."""
+    """Rows (layer, pass, ratio, new ms, old ms) for each layer and pass: the median ratio and the fastest
+    times."""
     rows = []
     for c, o, k, side in layers:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((batch, side, side, c), dtype=np.float32).transpose(0, 3, 1, 2)
-        w = rng.standard_normal((o, c, k, k), dtype=np.float32)
-        b = np.zeros(o, np.float32)
-        g = rng.standard_normal((batch, side, side, o), dtype=np.float32).transpose(0, 3, 1, 2)
-        pad = (k // 2, k // 2)
+        x, w, b, g, pad = layer_arrays(c, o, k, side, batch)
         stored = {m: _filters_as_stored(m, w) for m in (current, old)}
         calls = {"forward": lambda m: (lambda: m.conv2d_forward(x, stored[m], b, (1, 1), pad, True)),
                  "backward": lambda m: (lambda: m.conv2d_backward(x, stored[m], g, (1, 1), pad, True, g))}
         for name in passes:
-            ratio, t_new, t_old = paired(calls[name](current), calls[name](old), pairs)
-            rows.append((f"{k}x{k} {c}->{o} at {side}x{side}", name, ratio, t_new * 1e3, t_old * 1e3))
+            ratios, t_new, t_old = paired(calls[name](current), calls[name](old), pairs)
+            rows.append((layer_name(c, o, k, side), name, statistics.median(ratios), min(t_new) * 1e3,
+                         min(t_old) * 1e3))
     return rows
 
 

@@ -5,7 +5,8 @@ the forward pass (eval mode, no gradients) and the training step (forward, the l
 auxiliary loss, backward, minigrad.optim.SGD's or torch.optim.SGD's step) at each --batches size, for
 each peer:
 
-    minigrad             minigrad, channels-last input, NumPy imported first (as most programs do)
+    minigrad             minigrad, channels-last input, NumPy imported first (as most programs do); its
+                         forward on the network frozen for inference (Module.freeze)
     minigrad-first       the same, minigrad imported before NumPy: the other import order
     minigrad-glibc       the same with glibc's malloc left at its defaults (MINIGRAD_ALLOCATOR_SETTINGS=off),
                          to show what keeping freed memory gains; only when asked for with --peers
@@ -65,14 +66,16 @@ def _minigrad_runner(task):
     import minigrad
     from benchmarks.__main__ import build_model, training_step
     net = build_model({"kind": "network", "name": "googlenet", "input_size": 224})
+    # inference on a frozen twin (Module.freeze: read-only weights, whose Winograd transforms the kernels
+    # keep; benchmarks.freeze), as ONNX Runtime holds its weights as constants; the training steps move net's
+    inference = build_model({"kind": "network", "name": "googlenet", "input_size": 224}).freeze()
 
     def forward(batch):
         x = minigrad.Tensor(_input(batch))
-        net.eval()
 
         def run():
             with minigrad.no_grad():
-                return net(x).numpy()
+                return inference(x).numpy()
         return run
 
     def step(batch):

@@ -104,6 +104,25 @@ def measure_alternating(fns, repeat=5, warmup=1, settle=0):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def paired(new, old, pairs, warmup=3, settle=False):
+    """(new/old of each pair, new's seconds, old's seconds) over `pairs` interleaved pairs, which of the two runs
+    first alternating, after `warmup` untimed pairs: a slow phase of this shared machine falls on both calls
+    of a pair.  settle: each timed call right after an untimed one of the same callable, as in a loop of
+    itself (whatever the other left in the caches)."""
+    for _ in range(warmup):
+        new()
+        old()
+    times = {new: [], old: []}
+    for i in range(pairs):
+        for fn in ((new, old) if i % 2 == 0 else (old, new)):
+            if settle:
+                fn()
+            start = time.perf_counter()
+            fn()
+            times[fn].append(time.perf_counter() - start)
+    return [n / o for n, o in zip(times[new], times[old])], times[new], times[old]
+
+
 def verdict(values, met, shown):
     """A target's verdict over one or several rounds: 'met' / 'not met' for one value, else
     'k of n rounds (lowest-highest)'.  met(value) -> bool; shown(value) -> its text."""

@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -338,6 +339,18 @@ def test_peers_time_each_peer_in_fresh_processes_and_check_their_outputs():
         assert f"first output at batch 1, fresh process, {name}" in result.stdout
 
 
+def test_freeze_pairs_frozen_and_unfrozen_calls_in_one_process():
+    """A row per layer and batch, then GoogLeNet's, each with the ratio's median and range; the network's two
+    outputs are checked to be the same bits."""
+    result = run("--layers", "16,32,3,7;16,16,5,7", "--batches", "1", "--pairs", "2", module="benchmarks.freeze")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "batch 1" in line]
+    figures = r" \| [\d.]+ \| [\d.]+ \| [\d.]+x \([\d.]+-[\d.]+\) \|"
+    assert [row.split(",")[0] for row in rows] == ["| 3x3 16->32 at 7x7", "| 5x5 16->16 at 7x7", "| GoogLeNet"]
+    assert all(re.fullmatch(r"\| [^|]+, batch 1" + figures, row) for row in rows)
+    assert "BLAS:" in result.stdout and "outputs, frozen and unfrozen: the same bits" in result.stdout
+
+
 def _installed(name):
     import importlib.util
     return importlib.util.find_spec(name) is not None
@@ -350,8 +363,11 @@ def _installed(name):
     ("peers", ["--peers", "minigrad,tensorflow"], "--peers has unknown peer tensorflow"),
     ("peers", ["--batches", "0"], "--batches"),
     ("peers", ["--tasks", "inference"], "--tasks has unknown task inference"),
+    ("freeze", ["--pairs", "0"], "--pairs must be an integer from 1 to 1000, got 0"),
+    ("freeze", ["--batches", "1,x"], "--batches"),
+    ("freeze", ["--layers", "16,32,3"], "--layers: each layer is C,O,K,SIDE (positive integers); got '16,32,3'"),
 ])
-def test_import_order_and_peers_refuse_bad_input_in_one_line(command, args, message, capsys):
+def test_import_order_peers_and_freeze_refuse_bad_input_in_one_line(command, args, message, capsys):
     module = importlib.import_module(f"benchmarks.{command}")
     assert module.main(args) == 2
     err = capsys.readouterr().err
