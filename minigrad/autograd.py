@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 import kernels
+from kernels.memory import aligned_copy
 
 from .backend import array_module, device_of, on_device_of, parse_device, synchronize, to_device
 
@@ -238,7 +239,7 @@ class Tensor:
         if not self.is_frozen:
             writable = data = self.data
             if isinstance(data, np.ndarray):
-                writable = np.array(data, order="K")      # no alias of the old array, known or not, reaches it
+                writable = aligned_copy(data)             # no alias of the old array, known or not, reaches it
                 data = writable.view()
                 data.flags.writeable = False
             requires_grad = self.requires_grad if self._frozen is None else self._frozen[2]
@@ -260,7 +261,8 @@ class Tensor:
         """freeze_()'s record while it holds: the data still its view of the writable copy (not replaced, nor
         a copy of it, as copy.deepcopy makes); else None."""
         frozen, data = self._frozen, self.data
-        if frozen is None or frozen[0] is not data or (isinstance(data, np.ndarray) and data.base is not frozen[3]):
+        if frozen is None or frozen[0] is not data or (isinstance(data, np.ndarray)
+                                                       and data.base is not _memory_owner(frozen[3])):
             return None
         return frozen
 
@@ -504,6 +506,11 @@ def _sum(parts):
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else kernels.for_array(parts[0]).add_n(parts)
+
+
+def _memory_owner(a):
+    """The array that owns a's memory (a view's .base names it directly, never another view)."""
+    return a if a.base is None else a.base
 
 
 def _accumulate(leaf: Tensor, parts, fresh=frozenset()):

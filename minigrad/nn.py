@@ -14,10 +14,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from kernels.memory import aligned_copy, aligned_empty, is_aligned
+
 from . import functional as F
 from . import random
 from .autograd import Tensor
-from .backend import array_module, parse_device, to_device
+from .backend import array_module, device_of, parse_device, to_device
 from .checks import as_pair, check_probability, lrn_arguments, pool_arguments
 
 
@@ -115,7 +117,8 @@ class Module:
 
         def moved(data, filters):
             if dtype is not None:
-                return data.astype(dtype, order="K") if data.dtype.kind == "f" and data.dtype != dtype else data
+                converted = data.astype(dtype, order="K") if data.dtype.kind == "f" and data.dtype != dtype else data
+                return placed_for(converted, device_of(data), filters)
             return placed_for(to_device(data, target), target, filters)
         for module in self.modules():
             for name, t in vars(module).items():
@@ -251,7 +254,8 @@ def stored_filters(values):
     it packed the filters first; BENCHMARKS.md).  Users see the (O, C, KH, KW) array PyTorch has, as
     its channels_last keeps (O, KH, KW, C) behind the same shape; the weight gradient comes back in the
     same layout, so the optimizer's update is one pass.  Filters in any other layout work too (the
-    kernels copy them first)."""
+    kernels copy them first).  The matrix starts on a cache line (kernels/memory.py): 16-48 bytes past
+    one, a 1x1 layer's forward took up to 1.34x the time."""
     values = np.asarray(values)
     if values.ndim != 4:
         raise ValueError(f"stored_filters: values must be 4-D filters (O, C, KH, KW); got shape {values.shape}")
@@ -263,7 +267,7 @@ def stored_filters(values):
 def set_values(t, values):
     """t's values = values (an array of its shape, any device): copied in place, or, t frozen, into a new array
     frozen in turn (what the kernels kept for the old values is dropped with them)."""
-    data = t.data.copy(order="K") if t.is_frozen else t.data
+    data = aligned_copy(t.data) if t.is_frozen else t.data
     data[...] = array_module(data).asarray(values)
     _replace_values(t, data)
 
@@ -280,7 +284,7 @@ def _replace_values(t, data):
 
 def _empty_filters(shape, dtype):
     o, c, kh, kw = shape
-    return np.empty((kh, kw, c, o), dtype).transpose(3, 2, 0, 1)
+    return aligned_empty((kh, kw, c, o), dtype).transpose(3, 2, 0, 1)
 
 
 def _as_dtype(value):
@@ -300,10 +304,10 @@ def placed_for(data, device, filters=False):
     """A parameter's array in the layout its device's kernels read in place: on a GPU, C-contiguous (the CUDA
     wrappers copy anything else on every call, and SGD's one-pass kernel takes only that; a 1x1 convolution's
     filters, stored as (KH, KW, C, O) behind their (O, C, KH, KW) shape, arrive Fortran-ordered); on the CPU,
-    a convolution's filters as their product's matrix (stored_filters), anything else as it is."""
+    a convolution's filters as their product's matrix on a cache line (stored_filters), anything else as it is."""
     if device != "cpu":
         return array_module(data).ascontiguousarray(data)
-    if filters and data.ndim == 4 and not data.transpose(2, 3, 1, 0).flags.c_contiguous:
+    if filters and data.ndim == 4 and not (data.transpose(2, 3, 1, 0).flags.c_contiguous and is_aligned(data)):
         return stored_filters(data)
     return data
 

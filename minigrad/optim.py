@@ -12,6 +12,7 @@ import numbers
 from types import SimpleNamespace
 
 import kernels
+from kernels.memory import aligned_copy
 
 from .autograd import Tensor, no_grad
 from .backend import array_module, on_device_of
@@ -250,7 +251,7 @@ class Polyak:
         self.average = {}
         for name, p in model.named_parameters():
             with on_device_of(p.data):
-                self.average[name] = p.data.copy(order="K")
+                self.average[name] = aligned_copy(p.data)
 
     def update(self):
         self.updates += 1
@@ -267,7 +268,7 @@ class Polyak:
         def swap():
             saved = {name: p.data for name, p in self.model.named_parameters()}
             for name, p in self.model.named_parameters():
-                p.data = self.average[name].copy(order="K")
+                p.data = aligned_copy(self.average[name])
             try:
                 yield self.model
             finally:

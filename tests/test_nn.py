@@ -90,6 +90,39 @@ def test_conv2d_stores_its_filters_as_their_product_matrix(monkeypatch):
         nn.stored_filters(np.zeros((4, 3)))
 
 
+def test_filters_start_on_a_cache_line_however_they_were_made():
+    """A convolution's filters matrix starts on a 64-byte boundary (its 1x1 GEMMs read it in whole vectors)
+    after construction, skip_init, .to() a dtype and back, freezing, and loading into a frozen model; a
+    misaligned array put in by hand is re-stored by .to()."""
+    from kernels.memory import ALIGNMENT, aligned_copy, aligned_empty, aligned_like, is_aligned
+
+    def aligned(conv):
+        return is_aligned(conv.weight.data) and conv.weight.data.transpose(2, 3, 1, 0).flags.c_contiguous
+    for _ in range(5):                                  # each at whatever offset NumPy's allocator is at
+        np.empty(np.random.default_rng().integers(1, 40), np.uint8)
+        assert aligned(nn.Conv2d(3, 5, 3))
+        with nn.skip_init():
+            assert aligned(nn.Conv2d(3, 5, 1))
+    conv = nn.Conv2d(4, 8, 1)
+    assert aligned(conv.to(np.float64)) and aligned(conv.to(np.float32))
+    values = conv.weight.numpy().copy()
+    raw = np.empty(values.size + 1, np.float32)[1:]     # 4 bytes past wherever NumPy put it
+    conv.weight.data = raw.reshape(1, 1, 4, 8).transpose(3, 2, 0, 1)
+    conv.weight.data[...] = values
+    assert not is_aligned(conv.weight.data) and aligned(conv.to("cpu"))
+    np.testing.assert_array_equal(conv.weight.numpy(), values)
+    assert aligned(conv.freeze())
+    conv.load_state_dict(nn.Conv2d(4, 8, 1).state_dict())
+    assert aligned(conv) and conv.weight.is_frozen
+    for shape in [(3,), (2, 5, 7), (0, 4)]:
+        a = aligned_empty(shape, np.float64, zero=True)
+        assert a.shape == shape and a.dtype == np.float64 and a.flags.c_contiguous and is_aligned(a) and not a.any()
+    permuted = np.arange(120.0).reshape(2, 3, 4, 5).transpose(3, 2, 0, 1)
+    copy = aligned_copy(permuted)
+    assert is_aligned(copy) and copy.strides == permuted.strides and np.array_equal(copy, permuted)
+    assert aligned_like(permuted).strides == permuted.strides and ALIGNMENT == 64
+
+
 def test_skip_init_builds_layers_without_drawing_their_values():
     """Inside nn.skip_init a layer's parameters have their shapes and layouts but draw nothing from minigrad's
     generator; outside, drawing resumes, also after an exception in the block."""

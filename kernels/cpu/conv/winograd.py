@@ -51,6 +51,7 @@ from llvmlite import ir
 from numba import get_num_threads, prange, types
 from numba.extending import intrinsic
 
+from ...memory import aligned_empty
 from .. import gemm
 from .._jit import kernel
 
@@ -450,13 +451,9 @@ def _column_shares(o, tasks):
 
 
 def _aligned(size, zero=False):
-    """A float32 buffer of `size` values starting on a 64-byte boundary, zeroed if zero.  The kernels read
-    and write whole 512-bit vectors in these; NumPy aligns to 16 bytes, and a vector straddling two cache
-    lines costs two accesses.  Measured, 5b's 3x3 forward (F(4x4, 3x3), all its tiles in one pass):
-    3.8-3.9 ms in a process where NumPy happened to place its buffers off the lines, 1.5-1.7 ms aligned."""
-    raw = np.zeros(size + LANES, np.float32) if zero else np.empty(size + LANES, np.float32)
-    start = (-raw.ctypes.data % 64) // 4
-    return raw[start:start + size]
+    """A float32 buffer of `size` values on a cache line (kernels/memory.py), zeroed if zero: the kernels read
+    and write whole vectors in these."""
+    return aligned_empty(size, np.float32, zero)
 
 
 def _refuse_unless(ok, op, what):
