@@ -351,6 +351,12 @@ def test_freeze_pairs_frozen_and_unfrozen_calls_in_one_process():
     assert "BLAS:" in result.stdout and "outputs, frozen and unfrozen: the same bits" in result.stdout
 
 
+def test_alignment_times_misaligned_filters_against_aligned():
+    result = run("--layers", "32,16,1,7", "--batch", "1", "--pairs", "2", module="benchmarks.alignment")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\| 1x1 32->16 at 7x7 \| [\d.]+ \| [\d.]+x \| [\d.]+x \| [\d.]+x \|$", result.stdout, re.M)
+
+
 def _installed(name):
     import importlib.util
     return importlib.util.find_spec(name) is not None
@@ -366,8 +372,10 @@ def _installed(name):
     ("freeze", ["--pairs", "0"], "--pairs must be an integer from 1 to 1000, got 0"),
     ("freeze", ["--batches", "1,x"], "--batches"),
     ("freeze", ["--layers", "16,32,3"], "--layers: each layer is C,O,K,SIDE (positive integers); got '16,32,3'"),
+    ("alignment", ["--layers", "16,32,x,7"], "--layers: each layer is C,O,K,SIDE (positive integers); got '16,32,x,7'"),
+    ("alignment", ["--batch", "0"], "--batch must be an integer from 1 to 64, got 0"),
 ])
-def test_import_order_peers_and_freeze_refuse_bad_input_in_one_line(command, args, message, capsys):
+def test_import_order_peers_freeze_and_alignment_refuse_bad_input_in_one_line(command, args, message, capsys):
     module = importlib.import_module(f"benchmarks.{command}")
     assert module.main(args) == 2
     err = capsys.readouterr().err
