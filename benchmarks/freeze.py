@@ -18,8 +18,9 @@ import sys
 
 import numpy as np
 
-# 3a's 3x3 (F(4x4, 3x3) at 28x28), 4e's and 5b's 3x3 (F(2x2, 3x3) at 14x14 and 7x7) and 5b's 5x5 (F(2x2, 5x5))
-DEFAULT_LAYERS = "96,128,3,28;160,320,3,14;192,384,3,7;48,128,5,7"
+# 3a's 3x3 (F(4x4, 3x3) at 28x28), 4e's and 5b's 3x3 (F(2x2, 3x3) at 14x14 and 7x7), 4e's 5x5 (F(2x2, 5x5)
+# at 14x14; a 7x7 image's 5x5 layers run in tiles, not by Winograd)
+DEFAULT_LAYERS = "96,128,3,28;160,320,3,14;192,384,3,7;32,128,5,14"
 
 
 def parse_args(argv):
