@@ -5,7 +5,7 @@ the process allocated before it (its imports among them).  The CPU kernels read 
 convolution's filters (the B of its GEMM), in whole vectors, and a vector that straddles two lines costs two
 accesses: measured, 5b's 3x3 forward (F(4x4, 3x3), all its tiles in one pass) took 3.8-3.9 ms in a process
 where its buffers fell off the lines, 1.5-1.7 ms aligned; a 1x1 layer's forward, its filters 16, 32 or 48
-bytes past a line, 1.05-1.34x the time of the same filters aligned (`python -m benchmarks.alignment`).
+bytes past a line, 1.00-1.37x the time of the same filters aligned (`python -m benchmarks.alignment`).
 NumPy only: the engine and the kernels both allocate through here.
 """
 
