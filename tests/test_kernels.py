@@ -380,7 +380,8 @@ def test_winograd_refuses_what_its_kernels_cannot_take():
         (lambda: winograd.convolve((2, 3), xs, f, 16, (1, 1), np.zeros(8, np.float32)), r"convolve: bias must"),
         (lambda: winograd.convolve((2, 3), xs, f, 16, (1, 1), block_tiles=10), r"convolve: block_tiles"),
         (lambda: winograd.convolve((2, 3), xs, f, 16, (1, 1), transformed=np.zeros(16 * 32 * 15, np.float32)),
-         r"convolve: transformed must be .* \(8192,\) for 32 input and 16 output channels; got float32 \(7680,\)"),
+         r"convolve: transformed must be convolution_filters' .* \(8192,\) for 32 input and 16 output "
+         r"channels; got float32 \(7680,\)"),
         (lambda: winograd.weight_grad((2, 3), xs, g, (1, 1), (7, 6)), r"weight_grad: .*out_size \(7, 6\)"),
         (lambda: winograd.weight_grad((2, 3), xs, g[1:], (1, 1), (7, 7)), r"weight_grad: .*float32 \(97, 16\)"),
         (lambda: winograd.weight_grad((2, 3), xs, g[:, :8], (1, 1), (7, 7)), r"weight_grad: input and output channels"),

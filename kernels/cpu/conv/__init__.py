@@ -65,7 +65,7 @@ def _transformed_filters(weight_cache, size, filters, c, o, flip):
         return None
     key = ("winograd", size, flip)
     if key not in weight_cache:
-        weight_cache[key] = winograd.transform_filters(size, filters, *((o, c) if flip else (c, o)), flip=flip)
+        weight_cache[key] = winograd.convolution_filters(size, filters, c, o, flip)
     return weight_cache[key]
 
 

@@ -494,6 +494,12 @@ def transform_filters(size, filters, c, o, flip=False):
     return u
 
 
+def convolution_filters(size, filters, c, o, flip=False):
+    """The U that convolve reads for its convolution of c channels into o by F(size): the filters' matrix
+    transformed (with flip, that of a layer of o input and c output channels, turned and transposed)."""
+    return transform_filters(size, filters, *((o, c) if flip else (c, o)), flip=flip)
+
+
 def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, one_pass=False, block_tiles=TILES,
              transformed=None):
     """The r x r, stride-1 convolution of channels-last xs (N, H, W, C), float32, by F(size) (an (m, r) of
@@ -502,9 +508,8 @@ def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, o
     flip, the input gradient's convolution of a layer of O input channels and C output channels, by that
     layer's (r*r*O, C), turned and transposed (transform_filters).  one_pass: all the tiles at once, the
     threads splitting the output channels (_winograd_by_element), else blocks of block_tiles tiles (the
-    layer's plan chooses: plan.py).  transformed: these filters' transform_filters(size, filters, ...,
-    flip) made earlier, read instead of transforming them again (the caller vouches they are the same
-    filters)."""
+    layer's plan chooses: plan.py).  transformed: these filters' convolution_filters made earlier, read
+    instead of transforming them again (the caller vouches they are the same filters)."""
     _check_layer("convolve", size, xs, o, padding)
     m, r = size
     n, h, w, c = xs.shape
@@ -526,7 +531,7 @@ def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, o
     a = m + r - 1
     _refuse_unless(transformed is None or (isinstance(transformed, np.ndarray) and transformed.dtype == np.float32
                                            and transformed.shape == (a * a * c * o,)), "convolve",
-                   lambda: f"transformed must be transform_filters' float32 ({a * a * c * o},) for {c} input and {o} "
+                   lambda: f"transformed must be convolution_filters' float32 ({a * a * c * o},) for {c} input and {o} "
                    f"output channels; got {getattr(transformed, 'dtype', type(transformed))} "
                    f"{getattr(transformed, 'shape', '')}")
     bias = np.zeros(o, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
@@ -542,7 +547,7 @@ def convolve(size, xs, filters, o, padding, bias=None, relu=False, flip=False, o
                              y.reshape(-1), rows, v, products, min(get_num_threads(), tiles),
                              _column_shares(o, get_num_threads()))
         return y
-    u = transform_filters(size, filters, *((o, c) if flip else (c, o)), flip=flip) if transformed is None else transformed
+    u = convolution_filters(size, filters, c, o, flip) if transformed is None else transformed
     blocks = -(-tiles // block_tiles)
     tasks = min(get_num_threads(), blocks)
     shares = np.array([blocks * t // tasks for t in range(tasks + 1)], np.intp)
