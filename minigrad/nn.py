@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from kernels.memory import aligned_copy, aligned_empty, is_aligned
+from kernels.memory import aligned_empty, is_aligned
 
 from . import functional as F
 from . import random
@@ -265,11 +265,13 @@ def stored_filters(values):
 
 
 def set_values(t, values):
-    """t's values = values (an array of its shape, any device): copied in place, or, t frozen, into a new array
-    frozen in turn (what the kernels kept for the old values is dropped with them)."""
-    data = aligned_copy(t.data) if t.is_frozen else t.data
-    data[...] = array_module(data).asarray(values)
-    _replace_values(t, data)
+    """t's values = values (an array of its shape, any device), copied in place; a frozen t is unfrozen for it
+    and frozen again, on a new array (what the kernels kept for the old values is dropped with them)."""
+    frozen = t.is_frozen
+    t.unfreeze_()                       # frozen: back on its writable copy, what was kept dropped
+    t.data[...] = array_module(t.data).asarray(values)
+    if frozen:
+        t.freeze_()
 
 
 def _replace_values(t, data):
