@@ -15,10 +15,12 @@ each peer:
     torch-compile        torch.compile (inductor), channels_last; its compile time is given apart
     onnxruntime          ONNX Runtime on the CPU (forward only), the network as minigrad.onnx.export writes it
 
-Every peer runs in fresh processes of its own, the peers alternating round after round (this machine is
-shared and its speed drifts), their order rotating a place each round; each imports NumPy first, then its
-library, except minigrad-first. A figure is the median over rounds of each round's median of --repeat
-timed runs after WARM_UP untimed ones, minigrad on Numba's kernels from the first call (the steady state).
+Every peer runs in fresh processes of its own, one per batch size; a round runs them batch after batch, the
+peers alternating (this machine is shared and its speed drifts) in an order that rotates a place each round.
+Each imports NumPy first, then its library; minigrad-first imports minigrad first. A figure is the median
+over rounds of each round's median of --repeat timed runs, or of as many as fill --min-seconds (a short call
+gets more), after WARM_UP untimed ones, minigrad on Numba's kernels from the first call (the steady state).
+minigrad's variants run back to back with minigrad and are given as the median of each round's ratio.
 Each peer's batch-1 output is checked against minigrad's. "First output" is a fresh process's time from its
 first line to GoogLeNet's first output at batch 1: imports, building (or loading) the network and the first
 forward; minigrad's is timed with its default kernels (the reference kernels until loading Numba's pays,
@@ -38,6 +40,8 @@ import time
 
 import numpy as np
 
+from benchmarks.timing import in_rotation
+
 PEERS = {
     "minigrad": None, "minigrad-first": None, "minigrad-glibc": None, "torch": "torch", "torch-channels-last": "torch",
     "torch-compile": "torch", "onnxruntime": "onnxruntime",
@@ -52,14 +56,15 @@ def _input(batch):
     return _channels_last((batch, 3, 224, 224), 0)
 
 
-def _timed(fn, repeat):
-    """(seconds of the first call, the median ms of `repeat` calls after WARM_UP untimed ones, the first among
-    them): the first call is where torch.compile compiles and Numba loads its cache."""
+def _timed(fn, repeat, min_seconds):
+    """(seconds of the first call, the median ms of at least `repeat` calls, and of as many as fill min_seconds,
+    after WARM_UP untimed ones, the first among them): the first call is where torch.compile compiles and
+    Numba loads its cache."""
     from benchmarks.timing import measure
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
-    return first, measure(fn, repeat, warmup=WARM_UP - 1)["median"] * 1e3
+    return first, measure(fn, repeat, warmup=WARM_UP - 1, min_seconds=min_seconds)["median"] * 1e3
 
 
 def _minigrad_runner(task):
@@ -135,19 +140,22 @@ def _onnxruntime_runner(task):
 
 
 def child(task):
-    """One peer's measurements in this fresh process: {"times": {"forward 8": ms, ...}, "output": batch-1 logits}."""
+    """One peer's measurements in this fresh process: {"times": {"forward 8": ms, ...}, "first_call_s": {...}},
+    and with task["output"] "output": its batch-1 logits."""
     peer = task["peer"]
     runner = (_onnxruntime_runner if peer == "onnxruntime" else _torch_runner if peer.startswith("torch")
               else _minigrad_runner)
     forward, step = runner(task)
-    start = time.perf_counter()                 # the output first, before any step has moved the weights
-    result = {"times": {}, "output": np.asarray(forward(1)()).reshape(-1).tolist()}
-    result["first_call_s"] = {"first forward": time.perf_counter() - start}
+    result = {"times": {}, "first_call_s": {}}
+    if task["output"]:                          # the output first, before any step has moved the weights
+        start = time.perf_counter()
+        result["output"] = np.asarray(forward(1)()).reshape(-1).tolist()
+        result["first_call_s"]["first forward"] = time.perf_counter() - start
     for batch in task["batches"]:
         for kind, make in (("forward", forward), ("step", step)):
             if make is not None and kind in task["tasks"]:
                 key = f"{kind} {batch}"
-                result["first_call_s"][key], result["times"][key] = _timed(make(batch), task["repeat"])
+                result["first_call_s"][key], result["times"][key] = _timed(make(batch), task["repeat"], task["min_seconds"])
     return result
 
 
@@ -163,10 +171,10 @@ FIRST_OUTPUT_NAMES = {"minigrad": "minigrad (default kernels)", "minigrad-numba"
 
 
 def run_peer(task):
-    """A fresh process for one peer: NumPy first (except minigrad-first), then the peer's library.  PyTorch and
-    ONNX Runtime run under their own thread defaults (timing.other_library_environment)."""
+    """A fresh process for one peer: NumPy first (minigrad-first: minigrad), then the peer's library.  PyTorch
+    and ONNX Runtime run under their own thread defaults (timing.other_library_environment)."""
     from benchmarks.timing import fresh_python, new_program_environment, other_library_environment
-    first = "" if task["peer"] == "minigrad-first" else "import numpy\n"
+    first = "import minigrad\n" if task["peer"] == "minigrad-first" else "import numpy\n"
     code = f"{first}import json\nfrom benchmarks.peers import child\nprint(json.dumps(child({task!r})))"
     if not task["peer"].startswith("minigrad"):
         return fresh_python(code, other_library_environment())
@@ -221,6 +229,9 @@ def parse_args(argv):
                         help="forward, step or both (default)")
     parser.add_argument("--rounds", type=cli.integer(1, 100), default=3, help="rounds of every peer (default 3)")
     parser.add_argument("--repeat", type=cli.integer(1, 1000), default=5, help="timed runs per process (default 5)")
+    parser.add_argument("--min-seconds", type=cli.real(0, 60), default=1.0,
+                        help="time more runs than --repeat until they fill this many seconds (default 1.0): a "
+                             "batch-1 forward gets about 40")
     parser.add_argument("--first-output-runs", type=cli.integer(0, 100), default=3,
                         help="fresh processes timed to their first output, per peer (default 3; 0 to skip)")
     args = parser.parse_args(argv)
@@ -229,6 +240,22 @@ def parse_args(argv):
         raise cli.CommandError(f"--peers {','.join(missing)}: needs {', '.join(sorted({PEERS[p] for p in missing}))}, "
                                "which is not installed: pip install -e '.[bench-peers]'")
     return args
+
+
+def schedule(peers, batches, round_):
+    """The (peer, batch) fresh processes of one round: batch after batch, the peers in rotation, except that
+    minigrad's variants (the other import order, glibc's malloc) run back to back with minigrad, taking turns
+    to go first: the ratio of two processes a few seconds apart (paired_ratio) leaves out most of this
+    machine's drift, which moves whole minutes by 1.3x and more."""
+    variants = [p for p in peers if p.startswith("minigrad")]
+    units = [variants] + [[p] for p in peers if p not in variants]
+    return [(peer, batch) for batch in batches for unit in in_rotation(units, round_)
+            for peer in in_rotation(unit, round_)]
+
+
+def paired_ratio(times, variant, key):
+    """The median over rounds of the variant's time over minigrad's in the same round (back to back)."""
+    return statistics.median(v / m for v, m in zip(times[variant][key], times["minigrad"][key]))
 
 
 def _ratio_rows(times, peers, args):
@@ -249,7 +276,7 @@ def _ratio_rows(times, peers, args):
 
 def _main(argv):
     args = parse_args(argv)
-    from benchmarks.timing import in_rotation, machine_header
+    from benchmarks.timing import machine_header
     peers = args.peers or [p for p in PEERS if p not in ASKED_FOR_ONLY
                            and (not PEERS[p] or importlib.util.find_spec(PEERS[p]))]
     for skipped in [p for p in PEERS if p not in peers and p not in ASKED_FOR_ONLY and not args.peers]:
@@ -258,21 +285,24 @@ def _main(argv):
         peers.insert(0, "minigrad")                  # every ratio is minigrad's
     print(machine_header())
     print(f"GoogLeNet 224x224, float32; batches {','.join(map(str, args.batches))}; {args.rounds} rounds of fresh "
-          f"processes, peers alternating in rotation; median of {args.repeat} runs after {WARM_UP} untimed\n")
+          f"processes, one per peer and batch, peers alternating in rotation; median of at least {args.repeat} runs, "
+          f"and of as many as fill {args.min_seconds:g} s, after {WARM_UP} untimed\n")
     times = {p: {} for p in peers}
-    outputs, compile_seconds = {}, []
+    outputs, compile_seconds = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         onnx_paths = export_onnx(folder, args.batches) if "onnxruntime" in peers else None
         for round_ in range(args.rounds):
-            for peer in in_rotation(peers, round_):
-                task = {"peer": peer, "batches": args.batches, "tasks": args.tasks, "repeat": args.repeat,
-                        "onnx": onnx_paths}
+            for peer, batch in schedule(peers, args.batches, round_):
+                task = {"peer": peer, "batches": [batch], "tasks": args.tasks, "repeat": args.repeat,
+                        "min_seconds": args.min_seconds, "onnx": onnx_paths, "output": batch == args.batches[0]}
                 result = run_peer(task)
                 for key, ms in result["times"].items():
                     times[peer].setdefault(key, []).append(ms)
-                outputs[peer] = np.array(result["output"])
+                if "output" in result:
+                    outputs[peer] = np.array(result["output"])
                 if peer == "torch-compile":
-                    compile_seconds.append(result["first_call_s"])
+                    for key, seconds in result["first_call_s"].items():
+                        compile_seconds.setdefault(key, []).append(seconds)
                 print(f"round {round_ + 1}: {peer}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["times"].items()),
                       file=sys.stderr, flush=True)
         first_peers = [*FIRST_OUTPUT_KERNELS, *(["onnxruntime"] if "onnxruntime" in peers else [])]
@@ -287,18 +317,16 @@ def _main(argv):
         if peer != "minigrad":
             error = float(np.abs(output - reference).max() / max(np.abs(reference).max(), 1e-12))
             print(f"  {peer}: {error:.1e} {'(agrees)' if error <= 2e-3 else '(DIFFERS)'}")
-    if "minigrad-first" in times:
-        print("\nimport order (minigrad imported first over NumPy first): " + ", ".join(
-            f"{key} {statistics.median(times['minigrad-first'][key]) / statistics.median(times['minigrad'][key]):.2f}x"
-            for key in times["minigrad"]) + " (target: within 10%)")
-    if "minigrad-glibc" in times:
-        print("\nglibc's malloc at its defaults over minigrad's (freed memory kept): " + ", ".join(
-            f"{key} {statistics.median(times['minigrad-glibc'][key]) / statistics.median(times['minigrad'][key]):.2f}x"
-            for key in times["minigrad"]))
+    for variant, what, target in (("minigrad-first", "import order (minigrad imported first over NumPy first)",
+                                   " (target: within 10%)"),
+                                  ("minigrad-glibc", "glibc's malloc at its defaults over minigrad's (freed memory "
+                                   "kept)", "")):
+        if variant in times:
+            print(f"\n{what}, the median of each round's ratio of two processes run back to back: " + ", ".join(
+                f"{key} {paired_ratio(times, variant, key):.2f}x" for key in times["minigrad"]) + target)
     if compile_seconds:
         print("\ntorch.compile, first call of each (where it compiles), s, median (largest, when its cache was "
-              "cold): " + ", ".join(f"{key} {statistics.median(c[key] for c in compile_seconds):.1f} "
-                                    f"({max(c[key] for c in compile_seconds):.1f})" for key in compile_seconds[0]))
+              "cold): " + ", ".join(f"{key} {statistics.median(c):.1f} ({max(c):.1f})" for key, c in compile_seconds.items()))
     for peer, seconds in first.items():
         print(f"first output at batch 1, fresh process, {FIRST_OUTPUT_NAMES.get(peer, peer)}: "
               f"{statistics.median(seconds):.2f} s (runs {', '.join(f'{s:.2f}' for s in seconds)})"

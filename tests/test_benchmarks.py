@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -158,6 +159,16 @@ def test_rounds_of_fresh_processes_rotate_their_order():
     from benchmarks.timing import in_rotation
     assert [in_rotation("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
     assert in_rotation([], 3) == []
+
+
+def test_measure_times_short_calls_until_they_fill_the_seconds_asked_for(monkeypatch):
+    import benchmarks.timing as timing
+    calls = []
+    result = timing.measure(lambda: calls.append(time.sleep(0.002)), repeat=2, warmup=1, min_seconds=0.03)
+    assert result["runs"] == len(calls) - 1 >= 2 and result["runs"] * result["max"] >= 0.03
+    assert timing.measure(lambda: None, repeat=3, warmup=0)["runs"] == 3           # no budget: exactly repeat
+    monkeypatch.setattr(timing, "MAX_REPEAT", 7)
+    assert timing.measure(lambda: None, repeat=3, warmup=0, min_seconds=60)["runs"] == 7
 
 
 def test_alternating_timing_interleaves_and_settles_each_callable():
@@ -329,14 +340,30 @@ def test_peers_time_each_peer_in_fresh_processes_and_check_their_outputs():
     pytest.importorskip("onnxruntime")
     peers = "minigrad,minigrad-first,onnxruntime" + (",torch-channels-last" if _installed("torch") else "")
     result = run("--peers", peers, "--batches", "1", "--tasks", "forward", "--rounds", "1", "--repeat", "1",
-                 "--first-output-runs", "1", module="benchmarks.peers")
+                 "--min-seconds", "0", "--first-output-runs", "1", module="benchmarks.peers")
     assert result.returncode == 0, result.stderr
     assert "BLAS:" in result.stdout and "| forward | 1 |" in result.stdout and "<= 0.9x ONNX Runtime" in result.stdout
     for peer in peers.split(",")[1:]:
         assert f"  {peer}: " in result.stdout and "DIFFERS" not in result.stdout
-    assert "import order (minigrad imported first over NumPy first): forward 1 " in result.stdout
+    assert re.search(r"import order \(minigrad imported first over NumPy first\), .*: forward 1 \d", result.stdout)
     for name in ("minigrad (default kernels): ", "minigrad, MINIGRAD_KERNELS=numba: ", "onnxruntime: "):
         assert f"first output at batch 1, fresh process, {name}" in result.stdout
+
+
+def test_peers_run_minigrads_variants_back_to_back_and_pair_their_times():
+    from benchmarks.peers import paired_ratio, schedule
+    peers, batches = ["minigrad", "minigrad-first", "torch", "onnxruntime"], [1, 8]
+    rounds = [schedule(peers, batches, r) for r in range(4)]
+    for processes in rounds:
+        assert sorted(processes) == sorted((p, b) for p in peers for b in batches)      # each once a round
+        names = [p for p, _ in processes]
+        starts = [i for i, p in enumerate(names) if p == "minigrad"]
+        assert all({names[i - 1], names[i + 1]} & {"minigrad-first"} for i in starts if 0 < i < len(names) - 1)
+        assert all(abs(names.index("minigrad", b * 4) - names.index("minigrad-first", b * 4)) == 1 for b in range(2))
+    firsts = [next(p for p, _ in processes if p.startswith("minigrad")) for processes in rounds]
+    assert firsts == ["minigrad", "minigrad-first"] * 2                                  # taking turns
+    times = {"minigrad": {"forward 1": [10.0, 20.0, 40.0]}, "minigrad-first": {"forward 1": [11.0, 18.0, 44.0]}}
+    assert paired_ratio(times, "minigrad-first", "forward 1") == pytest.approx(1.1)     # ratios 1.1, 0.9, 1.1
 
 
 def test_freeze_pairs_frozen_and_unfrozen_calls_in_one_process():
@@ -369,6 +396,7 @@ def _installed(name):
     ("peers", ["--peers", "minigrad,tensorflow"], "--peers has unknown peer tensorflow"),
     ("peers", ["--batches", "0"], "--batches"),
     ("peers", ["--tasks", "inference"], "--tasks has unknown task inference"),
+    ("peers", ["--min-seconds", "nan"], "--min-seconds must be a finite number >= 0 and <= 60, got nan"),
     ("freeze", ["--pairs", "0"], "--pairs must be an integer from 1 to 1000, got 0"),
     ("freeze", ["--batches", "1,x"], "--batches"),
     ("freeze", ["--layers", "16,32,3"], "--layers: each layer is C,O,K,SIDE (positive integers); got '16,32,3'"),
