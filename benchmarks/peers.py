@@ -20,7 +20,9 @@ peers alternating (this machine is shared and its speed drifts) in an order that
 Each imports NumPy first, then its library; minigrad-first imports minigrad first. A figure is the median
 over rounds of each round's median of --repeat timed runs, or of as many as fill --min-seconds (a short call
 gets more), after WARM_UP untimed ones, minigrad on Numba's kernels from the first call (the steady state).
-minigrad's variants run back to back with minigrad and are given as the median of each round's ratio.
+minigrad and its variants run as live processes that take turns call by call (timing.taking_turns), each
+call after an untimed one of its own; a variant is given as the median over rounds of the median of each
+turn's ratio to minigrad, which leaves out this machine's drift.
 Each peer's batch-1 output is checked against minigrad's. "First output" is a fresh process's time from its
 first line to GoogLeNet's first output at batch 1: imports, building (or loading) the network and the first
 forward; minigrad's is timed with its default kernels (the reference kernels until loading Numba's pays,
@@ -170,18 +172,57 @@ FIRST_OUTPUT_KERNELS = {"minigrad": None, "minigrad-numba": "numba"}
 FIRST_OUTPUT_NAMES = {"minigrad": "minigrad (default kernels)", "minigrad-numba": "minigrad, MINIGRAD_KERNELS=numba"}
 
 
-def run_peer(task):
-    """A fresh process for one peer: NumPy first (minigrad-first: minigrad), then the peer's library.  PyTorch
-    and ONNX Runtime run under their own thread defaults (timing.other_library_environment)."""
-    from benchmarks.timing import fresh_python, new_program_environment, other_library_environment
-    first = "import minigrad\n" if task["peer"] == "minigrad-first" else "import numpy\n"
-    code = f"{first}import json\nfrom benchmarks.peers import child\nprint(json.dumps(child({task!r})))"
-    if not task["peer"].startswith("minigrad"):
-        return fresh_python(code, other_library_environment())
+def _program(peer, body):
+    """(code, environment) of a fresh process for one peer that runs `body`: NumPy imported first (minigrad-first:
+    minigrad), then the peer's library.  PyTorch and ONNX Runtime run under their own thread defaults
+    (timing.other_library_environment)."""
+    from benchmarks.timing import new_program_environment, other_library_environment
+    code = ("import minigrad\n" if peer == "minigrad-first" else "import numpy\n") + body
+    if not peer.startswith("minigrad"):
+        return code, other_library_environment()
     env = new_program_environment()
-    if task["peer"] == "minigrad-glibc":
+    if peer == "minigrad-glibc":
         env["MINIGRAD_ALLOCATOR_SETTINGS"] = "off"
-    return fresh_python(code, env)
+    return code, env
+
+
+def run_peer(task):
+    """One peer's measurements (child) in a fresh process of its own."""
+    from benchmarks.timing import fresh_python
+    return fresh_python(*_program(task["peer"], f"import json\nfrom benchmarks.peers import child\n"
+                                                f"print(json.dumps(child({task!r})))"))
+
+
+def _keys(task):
+    return [f"{kind} {batch}" for batch in task["batches"] for kind in ("forward", "step") if kind in task["tasks"]]
+
+
+def serve(task):
+    """A process of minigrad or a variant taking turns with the others (run_taking_turns): each call built and
+    warmed up, then timed one at a time as the parent asks."""
+    from benchmarks.timing import serve as serve_calls
+    forward, step = _minigrad_runner(task)
+    ready = {"output": np.asarray(forward(1)()).reshape(-1).tolist()} if task["output"] else {}
+    calls = {}
+    for key in _keys(task):
+        kind, batch = key.split()
+        calls[key] = (forward if kind == "forward" else step)(int(batch))
+        for _ in range(WARM_UP):
+            calls[key]()
+    serve_calls(calls, ready)
+
+
+def run_taking_turns(variants, task):
+    """minigrad and its variants (the other import order, glibc's malloc) in live processes that take turns call
+    by call (timing.taking_turns): ({peer: {"times": {key: median ms}, "output": ...}}, {variant: {key: the median
+    of each turn's time over minigrad's}})."""
+    from benchmarks.timing import taking_turns
+    programs = {p: _program(p, f"from benchmarks.peers import serve\nserve({dict(task, peer=p)!r})") for p in variants}
+    times, ready = taking_turns(programs, _keys(task), task["repeat"], task["min_seconds"])
+    results = {p: {"times": {k: statistics.median(t) * 1e3 for k, t in times[p].items()}, **ready[p]} for p in variants}
+    ratios = {p: {k: statistics.median(v / m for v, m in zip(t, times["minigrad"][k])) for k, t in times[p].items()}
+              for p in variants if p != "minigrad"}
+    return results, ratios
 
 
 def first_output(peer, onnx_path):
@@ -243,19 +284,11 @@ def parse_args(argv):
 
 
 def schedule(peers, batches, round_):
-    """The (peer, batch) fresh processes of one round: batch after batch, the peers in rotation, except that
-    minigrad's variants (the other import order, glibc's malloc) run back to back with minigrad, taking turns
-    to go first: the ratio of two processes a few seconds apart (paired_ratio) leaves out most of this
-    machine's drift, which moves whole minutes by 1.3x and more."""
-    variants = [p for p in peers if p.startswith("minigrad")]
-    units = [variants] + [[p] for p in peers if p not in variants]
-    return [(peer, batch) for batch in batches for unit in in_rotation(units, round_)
-            for peer in in_rotation(unit, round_)]
-
-
-def paired_ratio(times, variant, key):
-    """The median over rounds of the variant's time over minigrad's in the same round (back to back)."""
-    return statistics.median(v / m for v, m in zip(times[variant][key], times["minigrad"][key]))
+    """The fresh processes of one round, as (peers, batch): batch after batch, the peers in rotation; minigrad and
+    its variants (the other import order, glibc's malloc) together, as processes that take turns."""
+    variants = tuple(p for p in peers if p.startswith("minigrad"))
+    units = [variants] + [(p,) for p in peers if p not in variants]
+    return [(unit, batch) for batch in batches for unit in in_rotation(units, round_)]
 
 
 def _ratio_rows(times, peers, args):
@@ -288,23 +321,30 @@ def _main(argv):
           f"processes, one per peer and batch, peers alternating in rotation; median of at least {args.repeat} runs, "
           f"and of as many as fill {args.min_seconds:g} s, after {WARM_UP} untimed\n")
     times = {p: {} for p in peers}
-    outputs, compile_seconds = {}, {}
+    outputs, compile_seconds, turn_ratios = {}, {}, {}
     with tempfile.TemporaryDirectory() as folder:
         onnx_paths = export_onnx(folder, args.batches) if "onnxruntime" in peers else None
         for round_ in range(args.rounds):
-            for peer, batch in schedule(peers, args.batches, round_):
-                task = {"peer": peer, "batches": [batch], "tasks": args.tasks, "repeat": args.repeat,
-                        "min_seconds": args.min_seconds, "onnx": onnx_paths, "output": batch == args.batches[0]}
-                result = run_peer(task)
-                for key, ms in result["times"].items():
-                    times[peer].setdefault(key, []).append(ms)
-                if "output" in result:
-                    outputs[peer] = np.array(result["output"])
-                if peer == "torch-compile":
-                    for key, seconds in result["first_call_s"].items():
-                        compile_seconds.setdefault(key, []).append(seconds)
-                print(f"round {round_ + 1}: {peer}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["times"].items()),
-                      file=sys.stderr, flush=True)
+            for group, batch in schedule(peers, args.batches, round_):
+                task = {"batches": [batch], "tasks": args.tasks, "repeat": args.repeat, "min_seconds": args.min_seconds,
+                        "onnx": onnx_paths, "output": batch == args.batches[0]}
+                if len(group) == 1:
+                    results, ratios = {group[0]: run_peer(dict(task, peer=group[0]))}, {}
+                else:
+                    results, ratios = run_taking_turns(group, task)
+                for peer, result in results.items():
+                    for key, ms in result["times"].items():
+                        times[peer].setdefault(key, []).append(ms)
+                    if "output" in result:
+                        outputs[peer] = np.array(result["output"])
+                    if peer == "torch-compile":
+                        for key, seconds in result["first_call_s"].items():
+                            compile_seconds.setdefault(key, []).append(seconds)
+                    print(f"round {round_ + 1}: {peer}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["times"].items()),
+                          file=sys.stderr, flush=True)
+                for variant, by_key in ratios.items():
+                    for key, ratio in by_key.items():
+                        turn_ratios.setdefault(variant, {}).setdefault(key, []).append(ratio)
         first_peers = [*FIRST_OUTPUT_KERNELS, *(["onnxruntime"] if "onnxruntime" in peers else [])]
         first = {p: [] for p in first_peers if args.first_output_runs}
         for run in range(args.first_output_runs):                    # alternating, as the rounds above
@@ -321,9 +361,10 @@ def _main(argv):
                                    " (target: within 10%)"),
                                   ("minigrad-glibc", "glibc's malloc at its defaults over minigrad's (freed memory "
                                    "kept)", "")):
-        if variant in times:
-            print(f"\n{what}, the median of each round's ratio of two processes run back to back: " + ", ".join(
-                f"{key} {paired_ratio(times, variant, key):.2f}x" for key in times["minigrad"]) + target)
+        if variant in turn_ratios:
+            print(f"\n{what}, processes taking turns call by call, the median over rounds of the median of each turn's "
+                  "ratio: " + ", ".join(f"{key} {statistics.median(r):.2f}x" for key, r in turn_ratios[variant].items())
+                  + target)
     if compile_seconds:
         print("\ntorch.compile, first call of each (where it compiles), s, median (largest, when its cache was "
               "cold): " + ", ".join(f"{key} {statistics.median(c):.1f} ({max(c):.1f})" for key, c in compile_seconds.items()))

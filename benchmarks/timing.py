@@ -81,6 +81,93 @@ def fresh_python(code, env=None, timeout=3600):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+TURN = "turn: "                 # the prefix of a line that a process taking turns answers with
+
+
+def taking_turns(programs, keys, repeat=5, min_seconds=0.0, timeout=3600):
+    """Time calls in live processes that take turns, one call at a time, whose goes first rotating: a slow
+    phase of this shared machine, which lasts seconds, then falls on all of them alike.  The fair way to
+    compare settings that only a fresh process can have (the import order): timed one after the other, two
+    processes of the same program read up to 1.6x apart.  programs: {name: (code, env)}, each code ending in
+    serve().  Per key, at least `repeat` turns, and as many as fill min_seconds of each one's calls (up to
+    MAX_REPEAT).  Returns ({name: {key: [seconds of each turn]}}, {name: the JSON value it was ready with})."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    processes, errors, buffers = {}, {}, {}
+    try:
+        for name, (code, env) in programs.items():
+            errors[name] = tempfile.TemporaryFile()
+            processes[name] = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                               stderr=errors[name], env=env, cwd=Path(__file__).resolve().parents[1])
+            buffers[name] = b""
+
+        def answer(name):
+            line, buffers[name] = _read_turn(processes[name], errors[name], buffers[name], timeout, name)
+            return json.loads(line)
+
+        ready = {name: answer(name) for name in programs}
+        times = {name: {key: [] for key in keys} for name in programs}
+        for key in keys:
+            turn = 0
+            while turn < repeat or (min(sum(t[key]) for t in times.values()) < min_seconds and turn < MAX_REPEAT):
+                for name in in_rotation(list(programs), turn):
+                    processes[name].stdin.write(f"{key}\n".encode())
+                    processes[name].stdin.flush()
+                    times[name][key].append(answer(name))
+                turn += 1
+        return times, ready
+    finally:
+        for name, process in processes.items():
+            process.stdin.close()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            errors[name].close()
+
+
+def _read_turn(process, error_file, buffer, timeout, name):
+    """(the next line `process` answered with, past TURN, and what it sent after), or a RuntimeError with
+    its error output if it ended or fell silent."""
+    import os
+    import select
+    while True:
+        lines = buffer.split(b"\n")
+        for i, line in enumerate(lines[:-1]):
+            if line.startswith(TURN.encode()):
+                return line[len(TURN):].decode(), b"\n".join(lines[i + 1:])
+        buffer = lines[-1]                              # lines without the prefix: a library's own output
+        if not select.select([process.stdout], [], [], timeout)[0]:
+            process.kill()
+            raise RuntimeError(f"{name}: no answer in {timeout} s")
+        chunk = os.read(process.stdout.fileno(), 1 << 16)
+        if not chunk:
+            process.wait()
+            error_file.seek(0)
+            raise RuntimeError(f"{name} ended (exit status {process.returncode}):\n"
+                               + error_file.read().decode(errors="replace")[-3000:])
+        buffer += chunk
+
+
+def serve(calls, ready=None, settle=True):
+    """The side of taking_turns in the timed process: say ready (with a JSON value), then for each key read on
+    stdin, run calls[key] and answer its seconds; settle: after an untimed call of the same, so that each
+    call is timed as in a loop of itself, whatever the other process left in the caches."""
+    import json
+    import sys
+    print(TURN + json.dumps(ready), flush=True)
+    for line in sys.stdin:
+        fn = calls[line.strip()]
+        if settle:
+            fn()
+        start = time.perf_counter()
+        fn()
+        print(TURN + json.dumps(time.perf_counter() - start), flush=True)
+
+
 def in_rotation(items, round_):
     """items in their order for round round_ of alternating fresh processes: rotated a place a round, so that
     none always runs first or after the same one (two cases with the same settings measured 0.94x apart in

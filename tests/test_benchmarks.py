@@ -350,20 +350,30 @@ def test_peers_time_each_peer_in_fresh_processes_and_check_their_outputs():
         assert f"first output at batch 1, fresh process, {name}" in result.stdout
 
 
-def test_peers_run_minigrads_variants_back_to_back_and_pair_their_times():
-    from benchmarks.peers import paired_ratio, schedule
+def test_peers_run_minigrad_and_its_variants_together_every_round():
+    from benchmarks.peers import schedule
     peers, batches = ["minigrad", "minigrad-first", "torch", "onnxruntime"], [1, 8]
-    rounds = [schedule(peers, batches, r) for r in range(4)]
-    for processes in rounds:
-        assert sorted(processes) == sorted((p, b) for p in peers for b in batches)      # each once a round
-        names = [p for p, _ in processes]
-        starts = [i for i, p in enumerate(names) if p == "minigrad"]
-        assert all({names[i - 1], names[i + 1]} & {"minigrad-first"} for i in starts if 0 < i < len(names) - 1)
-        assert all(abs(names.index("minigrad", b * 4) - names.index("minigrad-first", b * 4)) == 1 for b in range(2))
-    firsts = [next(p for p, _ in processes if p.startswith("minigrad")) for processes in rounds]
-    assert firsts == ["minigrad", "minigrad-first"] * 2                                  # taking turns
-    times = {"minigrad": {"forward 1": [10.0, 20.0, 40.0]}, "minigrad-first": {"forward 1": [11.0, 18.0, 44.0]}}
-    assert paired_ratio(times, "minigrad-first", "forward 1") == pytest.approx(1.1)     # ratios 1.1, 0.9, 1.1
+    for round_ in range(4):
+        processes = schedule(peers, batches, round_)
+        assert sorted(processes) == sorted((group, b) for group in [("minigrad", "minigrad-first"), ("torch",),
+                                                                   ("onnxruntime",)] for b in batches)
+        assert [b for _, b in processes] == [1, 1, 1, 8, 8, 8]                          # batch after batch
+    assert [schedule(peers, [1], r)[0][0] for r in range(3)] == [("minigrad", "minigrad-first"), ("torch",),
+                                                                  ("onnxruntime",)]     # rotating
+    assert schedule(["minigrad", "torch"], [1], 0) == [(("minigrad",), 1), (("torch",), 1)]
+
+
+def test_processes_taking_turns_alternate_call_by_call_and_report_each_turn():
+    from benchmarks.timing import taking_turns
+    body = ("import time\nfrom benchmarks.timing import serve\n"
+            "serve({{'short': lambda: time.sleep({0}), 'long': lambda: time.sleep(2 * {0})}}, ready={0})")
+    programs = {"a": (body.format(0.001), None), "b": (body.format(0.003), None)}
+    times, ready = taking_turns(programs, ["short", "long"], repeat=3, min_seconds=0.05)
+    assert ready == {"a": 0.001, "b": 0.003}
+    assert len(times["a"]["long"]) == len(times["b"]["long"]) >= 3 and sum(times["a"]["long"]) >= 0.05
+    assert min(times["b"]["short"]) >= 0.003 and min(times["a"]["long"]) >= 0.002
+    with pytest.raises(RuntimeError, match="(?s)a ended .*ZeroDivisionError"):
+        taking_turns({"a": ("1 / 0", None)}, ["short"])
 
 
 def test_freeze_pairs_frozen_and_unfrozen_calls_in_one_process():
