@@ -153,11 +153,10 @@ def child(task):
         start = time.perf_counter()
         result["output"] = np.asarray(forward(1)()).reshape(-1).tolist()
         result["first_call_s"]["first forward"] = time.perf_counter() - start
-    for batch in task["batches"]:
-        for kind, make in (("forward", forward), ("step", step)):
-            if make is not None and kind in task["tasks"]:
-                key = f"{kind} {batch}"
-                result["first_call_s"][key], result["times"][key] = _timed(make(batch), task["repeat"], task["min_seconds"])
+    for key in _keys(task):
+        call = _call(forward, step, key)
+        if call is not None:                    # ONNX Runtime has no training step
+            result["first_call_s"][key], result["times"][key] = _timed(call, task["repeat"], task["min_seconds"])
     return result
 
 
@@ -194,7 +193,15 @@ def run_peer(task):
 
 
 def _keys(task):
+    """The calls a task times, as "forward 8", "step 8", ..."""
     return [f"{kind} {batch}" for batch in task["batches"] for kind in ("forward", "step") if kind in task["tasks"]]
+
+
+def _call(forward, step, key):
+    """The call a key names, made by a runner's forward or step (None where the peer has none)."""
+    kind, batch = key.split()
+    make = forward if kind == "forward" else step
+    return None if make is None else make(int(batch))
 
 
 def serve(task):
@@ -205,8 +212,7 @@ def serve(task):
     ready = {"output": np.asarray(forward(1)()).reshape(-1).tolist()} if task["output"] else {}
     calls = {}
     for key in _keys(task):
-        kind, batch = key.split()
-        calls[key] = (forward if kind == "forward" else step)(int(batch))
+        calls[key] = _call(forward, step, key)
         for _ in range(WARM_UP):
             calls[key]()
     serve_calls(calls, ready)

@@ -91,6 +91,7 @@ def taking_turns(programs, keys, repeat=5, min_seconds=0.0, timeout=3600):
     processes of the same program read up to 1.6x apart.  programs: {name: (code, env)}, each code ending in
     serve().  Per key, at least `repeat` turns, and as many as fill min_seconds of each one's calls (up to
     MAX_REPEAT).  Returns ({name: {key: [seconds of each turn]}}, {name: the JSON value it was ready with})."""
+    import contextlib
     import json
     import subprocess
     import sys
@@ -114,14 +115,16 @@ def taking_turns(programs, keys, repeat=5, min_seconds=0.0, timeout=3600):
             turn = 0
             while turn < repeat or (min(sum(t[key]) for t in times.values()) < min_seconds and turn < MAX_REPEAT):
                 for name in in_rotation(list(programs), turn):
-                    processes[name].stdin.write(f"{key}\n".encode())
-                    processes[name].stdin.flush()
+                    with contextlib.suppress(BrokenPipeError):      # if it ended, answer() says why
+                        processes[name].stdin.write(f"{key}\n".encode())
+                        processes[name].stdin.flush()
                     times[name][key].append(answer(name))
                 turn += 1
         return times, ready
     finally:
         for name, process in processes.items():
-            process.stdin.close()
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -374,6 +374,9 @@ def test_processes_taking_turns_alternate_call_by_call_and_report_each_turn():
     assert min(times["b"]["short"]) >= 0.003 and min(times["a"]["long"]) >= 0.002
     with pytest.raises(RuntimeError, match="(?s)a ended .*ZeroDivisionError"):
         taking_turns({"a": ("1 / 0", None)}, ["short"])
+    dies_on_its_first_call = body.format(0.001).replace("time.sleep(0.001)", "1 / 0", 1)
+    with pytest.raises(RuntimeError, match="(?s)a ended .*ZeroDivisionError"):
+        taking_turns({"a": (dies_on_its_first_call, None), "b": programs["b"]}, ["short"])
 
 
 def test_freeze_pairs_frozen_and_unfrozen_calls_in_one_process():
